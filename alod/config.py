@@ -1,0 +1,287 @@
+"""Configuration: YAML files (with a ``_base_`` include) into frozen dataclasses.
+
+Only this module reads YAML. Everything else takes explicit keyword arguments or one of these
+dataclasses. ``--set a.b=c`` overrides are parsed as YAML scalars (``--set train.lr=0.02``,
+``--set model.anchor_sizes=[8,16,32,64]``). Unknown keys are errors that list the valid ones, so a
+typo never silently falls back to a default. The resolved config is written next to every run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alod.models import ModelConfig
+from alod.utils import AlodError
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "demo"
+    out_dir: str = "runs"  # runs/<name>/: config, checkpoints, schedule, state, metrics
+    tb_dir: str = "tensor_logs"  # tensor_logs/<name>/: TensorBoard event files
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Sizes of the built-in street-scene dataset (see :mod:`alod.data.synthetic`)."""
+
+    seed: int = 0
+    num_train: int = 600
+    num_val: int = 120
+    width: int = 320
+    height: int = 192
+    max_objects: int = 14
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images and labels are.
+
+    ``kind: synthetic`` generates the built-in dataset into ``root`` on first use. ``kind: bdd100k``
+    expects the standard layout under ``root`` (``images/100k/{train,val}``,
+    ``labels/det_20/det_{train,val}.json``); explicit ``*_labels`` / ``*_images`` paths override it
+    (e.g. the 2018 ``bdd100k_labels_images_train.json``). ``kind: coco`` needs explicit paths.
+    """
+
+    kind: str = "synthetic"
+    root: str = "data/synthetic"
+    train_labels: str | None = None
+    val_labels: str | None = None
+    train_images: str | None = None
+    val_images: str | None = None
+    format: str = "auto"  # label format: auto, bdd100k, bdd100k_2018, coco
+    image_size: tuple[int, int] = (1280, 720)  # (width, height) for BDD100K label files
+    strict: bool = True  # bad label records: fail (True) or skip and report (False)
+    verify_images: bool = False
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings shared by pretraining and every cycle's retraining."""
+
+    batch_size: int = 8  # per process
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.1  # one-cycle schedule: linear warm-up share of all steps
+    grad_clip_norm: float | None = 5.0
+    transforms: str = "hflip"  # named preset, see alod.data.transforms
+    num_workers: int = 0
+    eval_batch_size: int = 8
+    amp: bool = False  # bf16 autocast on GPU (ignored on CPU)
+    min_steps: int = 0  # lower bound on optimizer steps per run (small pools need more passes)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    fraction: float = 0.7  # fixed partition of the training set used to train the scorer
+    seed: int = 0  # partition seed (recorded in the run)
+    epochs: int = 4
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """``make_batches.py``: how every training image is scored."""
+
+    strategy: str = "entropy"
+    params: dict = field(default_factory=lambda: {"aggregate": "sum"})
+    batch_size: int = 16  # images per forward pass, per process
+    num_workers: int = 0
+    shard_size: int = 256  # images per score shard (unit of resume)
+    amp: bool = False
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    batch_size: int = 5000  # images per ranked batch
+    query_size: int = 1000  # images labeled per cycle
+    num_batches: int | None = None  # None: as many full batches as the pool allows
+    seed: int = 0  # draws cycle 1's random images
+
+
+@dataclass(frozen=True)
+class CyclesConfig:
+    epochs: int = 50
+    num_cycles: int | None = None  # None: every cycle in the schedule
+    num_vis_images: int = 4  # validation images drawn with predictions into TensorBoard
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    cycles: CyclesConfig = field(default_factory=CyclesConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.out_dir) / self.run.name
+
+    @property
+    def tb_run_dir(self) -> Path:
+        return Path(self.run.tb_dir) / self.run.name
+
+    def to_dict(self) -> dict:
+        return _to_plain(dataclasses.asdict(self))
+
+
+# ------------------------------------------------------------------------------------- conversion
+def _to_plain(x):
+    if isinstance(x, dict):
+        return {k: _to_plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_to_plain(v) for v in x]
+    return x
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise AlodError(f"config {where}: expected a mapping, got {value!r}")
+        return _from_dict(tp, value, where)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(value, a, where)
+            except AlodError as e:
+                errors.append(str(e))
+        raise AlodError(errors[0] if errors else f"config {where}: bad value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise AlodError(f"config {where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], where) for v in value)
+        if len(args) != len(value):
+            raise AlodError(f"config {where}: expected {len(args)} values, got {list(value)}")
+        return tuple(_convert(v, a, where) for v, a in zip(value, args))
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise AlodError(f"config {where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise AlodError(f"config {where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise AlodError(f"config {where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise AlodError(f"config {where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise AlodError(f"config {where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _from_dict(cls, data: dict, where: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise AlodError(f"config {where or '<root>'}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+    kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "params":
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise AlodError(f"config {path}: _base_ include cycle")
+    if not path.is_file():
+        raise AlodError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise AlodError(f"config {path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise AlodError(f"config {path}: the top level must be a mapping")
+    base = data.pop("_base_", None)
+    if base:
+        data = _deep_merge(_read_yaml(path.parent / base, seen + (path,)), data)
+    return data
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """``["train.lr=0.02", "run.name=x"]`` → nested dict (values parsed as YAML)."""
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise AlodError(f"--set {item!r}: expected key.path=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load ``path`` (default: built-in defaults), apply ``--set`` overrides, validate."""
+    data = _read_yaml(Path(path)) if path else {}
+    data = _deep_merge(data, parse_overrides(overrides))
+    cfg = _from_dict(Config, data)
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict) -> Config:
+    cfg = _from_dict(Config, data)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise AlodError(f"config: {msg}")
+
+    need(0.0 < cfg.pretrain.fraction <= 1.0, f"pretrain.fraction must be in (0, 1], got {cfg.pretrain.fraction}")
+    need(cfg.schedule.query_size > 0, "schedule.query_size must be positive")
+    need(
+        cfg.schedule.batch_size >= cfg.schedule.query_size,
+        f"schedule.batch_size ({cfg.schedule.batch_size}) must be >= schedule.query_size ({cfg.schedule.query_size})",
+    )
+    need(cfg.train.batch_size > 0 and cfg.train.lr > 0, "train.batch_size and train.lr must be positive")
+    need(cfg.data.kind in ("synthetic", "bdd100k", "coco"), f"data.kind must be synthetic, bdd100k or coco, got {cfg.data.kind!r}")
+    need(cfg.score.shard_size > 0, "score.shard_size must be positive")
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

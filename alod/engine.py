@@ -1,0 +1,282 @@
+"""Training and inference on one or many processes. Accelerate lives here and nowhere else.
+
+* :func:`make_accelerator` picks the device: GPUs when there are any, else CPU processes. Under
+  ``accelerate launch --multi_gpu --num_processes N`` on a machine without a GPU, ``cpu=True``
+  gives a real gloo process group (``--cpu`` on the launcher silently runs one process).
+* :func:`fit` trains with SGD + one-cycle LR + gradient clipping, saves a checkpoint after every
+  epoch (model, optimizer, scheduler, epoch, config, extra) atomically from the main process only,
+  and resumes from ``checkpoint_last.pt`` when rerun.
+* :func:`iter_predictions` / :func:`predict` run batched inference, each process on its share.
+
+Data order is computed here, not by a sampler: epoch ``e`` visits ``permutation(seed, e)``, and
+rank ``r`` of ``W`` takes every ``W``-th batch-sized slice, padded by wrapping so every rank runs
+the same number of steps (DDP needs that). A resumed run therefore sees exactly the batches an
+uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from alod.data.dataset import collate_detection
+from alod.utils import AlodError, atomic_torch_save
+
+CHECKPOINT_LAST = "checkpoint_last.pt"
+LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
+
+
+def make_accelerator(*, amp: bool = False):
+    """An ``Accelerator`` on the GPUs if any, else on CPU (one or several processes)."""
+    from accelerate import Accelerator
+
+    cpu = not torch.cuda.is_available()
+    mixed = "bf16" if (amp and not cpu) else "no"
+    return Accelerator(cpu=cpu, mixed_precision=mixed)
+
+
+def epoch_batches(n_items: int, *, batch_size: int, seed: int, epoch: int, rank: int, world: int) -> list[np.ndarray]:
+    """The batches (positions into the dataset) that ``rank`` trains on in ``epoch``.
+
+    All ranks get the same number of batches; the permutation depends only on (seed, epoch).
+    """
+    order = np.random.default_rng([seed, epoch]).permutation(n_items)
+    per_step = batch_size * world
+    n_steps = max(1, math.ceil(n_items / per_step))
+    need = n_steps * per_step
+    if need > n_items:  # wrap so every rank has full, equal-count batches
+        order = np.concatenate([order, np.resize(order, need - n_items)])
+    return [order[s * per_step + rank * batch_size : s * per_step + (rank + 1) * batch_size] for s in range(n_steps)]
+
+
+def steps_per_epoch(n_items: int, *, batch_size: int, world: int) -> int:
+    return max(1, math.ceil(n_items / (batch_size * world)))
+
+
+def _load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a torn file cannot happen (atomic writes) but a foreign one can
+        raise AlodError(f"checkpoint {path} cannot be read ({e}); delete it to start this training over") from e
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read an alod checkpoint; clear error when it is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise AlodError(f"checkpoint {path} does not exist")
+    return _load_checkpoint(path)
+
+
+def fit(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    warmup_fraction: float = 0.1,
+    grad_clip_norm: float | None = 5.0,
+    min_steps: int = 0,
+    num_workers: int = 0,
+    seed: int = 0,
+    accelerator=None,
+    ckpt_dir: str | Path | None = None,
+    config: dict | None = None,
+    extra: dict | None = None,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    desc: str = "train",
+    progress: bool = True,
+) -> dict:
+    """Train ``model`` on ``dataset`` for ``epochs`` epochs; resume from ``ckpt_dir`` if possible.
+
+    Args:
+        dataset: yields ``(image float[3, H, W], target)``, see :class:`DetectionDataset`.
+        min_steps: if ``epochs`` passes over a small dataset are fewer optimizer steps than this,
+            the number of epochs is raised so that a cycle with 40 labeled images still trains.
+        ckpt_dir: where ``checkpoint_last.pt`` is written after each epoch (main process only).
+        on_epoch_end: called on the main process with ``(epoch, logs)``; ``logs`` holds the mean
+            of each loss over the epoch, ``loss``, ``lr`` and ``seconds``.
+
+    Returns:
+        ``{"epochs": int, "steps": int, "history": [logs per epoch run now], "resumed_from": int}``
+    """
+    from tqdm import tqdm
+
+    accelerator = accelerator or make_accelerator()
+    world, rank = accelerator.num_processes, accelerator.process_index
+    n = len(dataset)
+    if n == 0:
+        raise AlodError(f"{desc}: the training set is empty")
+    spe = steps_per_epoch(n, batch_size=batch_size, world=world)
+    if min_steps and epochs * spe < min_steps:
+        epochs = math.ceil(min_steps / spe)
+    total_steps = epochs * spe
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=lr,
+        total_steps=total_steps,
+        pct_start=max(1e-3, warmup_fraction),
+        anneal_strategy="cos",
+        div_factor=25.0,
+        final_div_factor=1e3,
+    )
+    start_epoch = 0
+    ckpt_path = Path(ckpt_dir) / CHECKPOINT_LAST if ckpt_dir else None
+    if ckpt_path is not None and ckpt_path.is_file():
+        state = _load_checkpoint(ckpt_path)
+        if state.get("total_steps") != total_steps:
+            raise AlodError(
+                f"{ckpt_path} was written for {state.get('total_steps')} total steps, this run has {total_steps} "
+                "(different epochs, batch size, dataset or number of processes); delete it to start over"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch = int(state["epoch"]) + 1
+
+    model, optimizer = accelerator.prepare(model, optimizer)
+    history: list[dict] = []
+    for epoch in range(start_epoch, epochs):
+        # Same RNG stream for augmentation whether or not the run was resumed.
+        torch.manual_seed(seed * 1000 + epoch * 17 + rank)
+        model.train()
+        batches = epoch_batches(n, batch_size=batch_size, seed=seed, epoch=epoch, rank=rank, world=world)
+        loader = DataLoader(
+            dataset,
+            batch_sampler=[b.tolist() for b in batches],
+            collate_fn=collate_detection,
+            num_workers=num_workers,
+        )
+        sums = {k: 0.0 for k in LOSS_KEYS}
+        total, seen, t0 = 0.0, 0, time.perf_counter()
+        bar = tqdm(
+            loader,
+            desc=f"{desc} epoch {epoch + 1}/{epochs}",
+            disable=not (progress and accelerator.is_main_process),
+            unit="batch",
+            leave=False,
+        )
+        for images, targets in bar:
+            images = [im.to(accelerator.device) for im in images]
+            targets = [{k: (v.to(accelerator.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+            with accelerator.autocast():
+                losses = model(images, targets)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise AlodError(
+                    f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; lower train.lr or keep "
+                    "train.grad_clip_norm set"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            if grad_clip_norm:
+                accelerator.clip_grad_norm_(model.parameters(), grad_clip_norm)
+            optimizer.step()
+            scheduler.step()
+            for k in LOSS_KEYS:
+                sums[k] += float(losses[k].detach())
+            total += float(loss.detach())
+            seen += 1
+            bar.set_postfix(loss=f"{total / seen:.3f}", lr=f"{scheduler.get_last_lr()[0]:.4f}")
+        logs = {k: sums[k] / max(1, seen) for k in LOSS_KEYS}
+        logs["loss"] = total / max(1, seen)
+        logs["lr"] = float(scheduler.get_last_lr()[0])
+        logs["seconds"] = time.perf_counter() - t0
+        # Average the epoch's losses over processes so the logged number is the whole batch's.
+        mean = accelerator.reduce(torch.tensor([logs[k] for k in (*LOSS_KEYS, "loss")], device=accelerator.device), "mean")
+        for k, v in zip((*LOSS_KEYS, "loss"), mean.tolist()):
+            logs[k] = float(v)
+        history.append({"epoch": epoch, **logs})
+        if ckpt_path is not None and accelerator.is_main_process:
+            atomic_torch_save(
+                {
+                    "model": accelerator.unwrap_model(model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch,
+                    "epochs": epochs,
+                    "total_steps": total_steps,
+                    "config": config or {},
+                    "extra": extra or {},
+                },
+                ckpt_path,
+            )
+        accelerator.wait_for_everyone()
+        if on_epoch_end is not None and accelerator.is_main_process:
+            on_epoch_end(epoch, logs)
+    return {"epochs": epochs, "steps": total_steps, "history": history, "resumed_from": start_epoch}
+
+
+def _to_numpy(det: dict) -> dict:
+    return {k: v.detach().float().cpu().numpy() if k != "labels" else v.cpu().numpy().astype(np.int64) for k, v in det.items()}
+
+
+@torch.no_grad()
+def iter_predictions(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    indices,
+    *,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    device: torch.device | str = "cpu",
+    amp: bool = False,
+) -> Iterator[tuple[int, dict]]:
+    """Yield ``(i, detections)`` for each ``i`` in ``indices``, in order.
+
+    ``detections`` holds numpy ``boxes float32[N, 4]``, ``labels int64[N]``, ``scores float32[N]``
+    and ``probs float32[N, C + 1]`` (background first), see :class:`alod.models.ProbRoIHeads`.
+    """
+    model.eval()
+    indices = [int(i) for i in indices]
+    loader = DataLoader(
+        Subset(dataset, indices), batch_size=batch_size, num_workers=num_workers, collate_fn=collate_detection
+    )
+    device = torch.device(device)
+    use_amp = amp and device.type == "cuda"
+    pos = 0
+    for images, _ in loader:
+        images = [im.to(device, non_blocking=True) for im in images]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            outputs = model(images)
+        for out in outputs:
+            yield indices[pos], _to_numpy(out)
+            pos += 1
+
+
+def predict(model, dataset: Dataset, *, indices=None, batch_size: int = 8, accelerator=None, amp: bool = False,
+            desc: str = "predict", progress: bool = True) -> list[dict]:
+    """Detections for ``indices`` (default: all), split over processes, gathered on every process."""
+    from tqdm import tqdm
+
+    indices = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
+    world = accelerator.num_processes if accelerator is not None else 1
+    rank = accelerator.process_index if accelerator is not None else 0
+    device = accelerator.device if accelerator is not None else torch.device("cpu")
+    mine = indices[rank::world]
+    net = accelerator.unwrap_model(model) if accelerator is not None else model
+    results: dict[int, dict] = {}
+    bar = tqdm(total=len(mine), desc=desc, unit="img", leave=False, disable=not (progress and rank == 0))
+    for i, det in iter_predictions(net, dataset, mine, batch_size=batch_size, device=device, amp=amp):
+        results[i] = det
+        bar.update(1)
+    bar.close()
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        merged: dict[int, dict] = {}
+        for part in gather_object([results]):
+            merged.update(part)
+        results = merged
+    return [results[i] for i in indices]

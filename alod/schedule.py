@@ -1,0 +1,162 @@
+"""The precomputed schedule: ranked images, batches, and the images every cycle adds.
+
+The rules (the original project's, made explicit):
+
+1. Every image of the training pool gets a score; ``rank`` 0 is the highest score. Ties are broken
+   by image name, so the ranking is a total order.
+2. The pool is cut into batches of ``batch_size`` images (5000 at full scale) in a seeded random
+   order: the batches are the successive "arrivals" of unlabeled data. Within a batch, images are
+   listed by rank. The last batch may be smaller; it is kept when it still holds ``query_size``
+   images (BDD100K's 69,863 labeled train frames give 13 full batches and one of 4,863).
+3. Cycle 1 takes ``query_size`` images drawn at random (seeded) from batch 1: the cold start, before
+   any image was chosen by score. Cycle ``n > 1`` takes the top ``query_size`` of batch ``n``.
+
+The file is JSON with sorted keys, scores rounded to 7 significant digits (so that float noise in
+the last bits, e.g. from different inference batch sizes, cannot change the bytes), and no
+timestamps: the same inputs and seed give a byte-identical file.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from alod.utils import AlodError, atomic_write_text, sha256_file
+
+SCHEDULE_FORMAT = "alod.schedule/1"
+
+
+def _round_sig(x: float, digits: int = 7) -> float:
+    return float(f"{x:.{digits - 1}e}") if np.isfinite(x) else x
+
+
+def rank_images(names: list[str], scores: np.ndarray) -> np.ndarray:
+    """``ranks int64[n]``: 0 for the highest score; ties broken by name (ascending)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(names) != len(scores):
+        raise ValueError(f"{len(names)} names but {len(scores)} scores")
+    if not np.all(np.isfinite(scores)):
+        bad = [names[i] for i in np.flatnonzero(~np.isfinite(scores))[:3]]
+        raise AlodError(f"non-finite scores for {bad}...; the checkpoint may be diverged")
+    order = np.lexsort((np.asarray(names, dtype=str), -scores))
+    ranks = np.empty(len(names), dtype=np.int64)
+    ranks[order] = np.arange(len(names))
+    return ranks
+
+
+def build_schedule(
+    *,
+    names: list[str],
+    scores: np.ndarray,
+    batch_size: int,
+    query_size: int,
+    seed: int,
+    num_batches: int | None = None,
+    dataset: dict,
+    checkpoint: dict,
+    strategy: dict,
+) -> dict:
+    """Build the schedule dict.
+
+    Args:
+        names: the training pool's image names, ``str[n]``.
+        scores: ``float[n]`` strategy scores aligned with ``names`` (higher = label first).
+        batch_size, query_size: images per batch and per cycle.
+        seed: draws the batch order and cycle 1's random images.
+        num_batches: cap on the number of batches (None: all that hold ``query_size`` images).
+        dataset: ``{"num_images", "names_sha256"}`` from ``DetectionIndex.fingerprint()``.
+        checkpoint: ``{"path", "sha256"}`` of the scorer.
+        strategy: ``{"name", "params"}``.
+    """
+    if query_size <= 0 or batch_size < query_size:
+        raise AlodError(f"need 0 < query_size <= batch_size, got query_size={query_size}, batch_size={batch_size}")
+    scores = np.array([_round_sig(float(s)) for s in np.asarray(scores, dtype=np.float64)])
+    names = [str(n) for n in names]
+    if len(set(names)) != len(names):
+        raise AlodError("image names in the pool are not unique")
+    ranks = rank_images(names, scores)
+    rng = np.random.default_rng(seed)
+    arrival = rng.permutation(len(names))
+    chunks = [arrival[s : s + batch_size] for s in range(0, len(names), batch_size)]
+    chunks = [c for c in chunks if len(c) >= query_size]
+    if num_batches is not None:
+        if num_batches > len(chunks):
+            raise AlodError(
+                f"schedule.num_batches={num_batches} but {len(names)} images make only {len(chunks)} "
+                f"batches of {batch_size} (each needing >= {query_size} images)"
+            )
+        chunks = chunks[:num_batches]
+    if not chunks:
+        raise AlodError(f"{len(names)} images are fewer than one cycle's query_size={query_size}")
+    batches = [sorted(c.tolist(), key=lambda i: ranks[i]) for c in chunks]
+    cycles = []
+    for n, batch in enumerate(batches, start=1):
+        if n == 1:
+            picked = sorted(rng.choice(len(batch), size=query_size, replace=False).tolist())
+            chosen = [batch[k] for k in picked]
+            rule = "random"
+        else:
+            chosen = batch[:query_size]
+            rule = "top"
+        cycles.append({"cycle": n, "batch": n, "rule": rule, "images": [names[i] for i in chosen]})
+    return {
+        "format": SCHEDULE_FORMAT,
+        "dataset": dict(dataset),
+        "checkpoint": dict(checkpoint),
+        "strategy": {"name": strategy["name"], "params": dict(strategy.get("params") or {})},
+        "batch_size": int(batch_size),
+        "query_size": int(query_size),
+        "seed": int(seed),
+        "images": [
+            {"name": names[i], "score": float(scores[i]), "rank": int(ranks[i])} for i in np.argsort(ranks, kind="stable")
+        ],
+        "batches": [[names[i] for i in b] for b in batches],
+        "cycles": cycles,
+    }
+
+
+def dumps_schedule(schedule: dict) -> str:
+    return json.dumps(schedule, sort_keys=True, indent=1) + "\n"
+
+
+def save_schedule(schedule: dict, path: str | Path) -> None:
+    atomic_write_text(path, dumps_schedule(schedule))
+
+
+def load_schedule(path: str | Path) -> dict:
+    """Read and structurally check a schedule; errors say what to run to make one."""
+    path = Path(path)
+    if not path.is_file():
+        raise AlodError(
+            f"no schedule at {path}. Make one first: python make_batches.py --ckpt <checkpoint> --config <config>"
+        )
+    try:
+        schedule = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise AlodError(f"schedule {path} is not valid JSON (line {e.lineno}, column {e.colno}); rerun make_batches.py") from e
+    if not isinstance(schedule, dict) or schedule.get("format") != SCHEDULE_FORMAT:
+        raise AlodError(f"{path}: not an {SCHEDULE_FORMAT} file; rerun make_batches.py")
+    for key in ("dataset", "cycles", "batches", "images", "query_size", "batch_size"):
+        if key not in schedule:
+            raise AlodError(f"schedule {path} lacks {key!r}; rerun make_batches.py")
+    return schedule
+
+
+def check_schedule_matches(schedule: dict, fingerprint: dict, *, path: str | Path = "schedule.json") -> None:
+    """Refuse a schedule made for another dataset, saying which field differs."""
+    have = schedule.get("dataset", {})
+    if have.get("num_images") != fingerprint["num_images"]:
+        raise AlodError(
+            f"schedule {path} was made for {have.get('num_images')} training images but the dataset has "
+            f"{fingerprint['num_images']}; rerun make_batches.py for this dataset"
+        )
+    if have.get("names_sha256") != fingerprint["names_sha256"]:
+        raise AlodError(
+            f"schedule {path} was made for other training images (names hash {str(have.get('names_sha256'))[:12]}... "
+            f"vs the dataset's {fingerprint['names_sha256'][:12]}...); rerun make_batches.py for this dataset"
+        )
+
+
+def schedule_sha256(path: str | Path) -> str:
+    return sha256_file(path)
