@@ -1,0 +1,5 @@
+import sys
+
+from alod.cli import main
+
+sys.exit(main())

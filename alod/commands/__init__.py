@@ -1,0 +1,1 @@
+"""Subcommands of the ``alod`` CLI that live in their own module."""

@@ -1,0 +1,234 @@
+"""Stage 2: score every training image with the scorer checkpoint and write ``schedule.json``.
+
+Scoring streams the pool through a DataLoader in fixed shards of ``score.shard_size`` images
+(shard ``k`` = pool positions ``[k * size, (k + 1) * size)``). Each shard is written atomically as
+soon as it is done, holding only what the schedule needs: the per-image score and compact per-box
+statistics (score, label, entropy as float16/uint8; enough to recompute ``box_count`` or any
+reduction of ``entropy`` without inference), never the full detections.
+
+* Resume: a rerun skips shards whose file exists (atomic writes: a file that exists is complete).
+* Processes: under ``accelerate launch`` with N processes, process ``r`` scores shards
+  ``k % N == r``; the main process merges once all are there. Shard boundaries do not depend on N,
+  so the merged scores, and the schedule, are the same for any N.
+
+Shards live in ``runs/<run>/scores/<key>/`` where ``key`` hashes the checkpoint's sha256, the
+strategy and its parameters, the dataset fingerprint and the shard size: changing any of them starts
+a fresh set instead of mixing results.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from alod.config import Config
+from alod.utils import AlodError, atomic_write_bytes, atomic_write_json, sha256_file
+
+SHARD_FORMAT = "alod.scores/1"
+
+
+def _shard_key(*, ckpt_sha: str, strategy: str, params: dict, fingerprint: dict, shard_size: int) -> str:
+    blob = json.dumps(
+        {"ckpt": ckpt_sha, "strategy": strategy, "params": params, "dataset": fingerprint, "shard": shard_size},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _box_stats(det: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from alod.strategies import box_entropy
+
+    probs = det.get("probs")
+    ent = box_entropy(probs) if probs is not None and len(probs) else np.zeros(len(det["scores"]))
+    return (
+        np.asarray(det["scores"], dtype=np.float16),
+        np.asarray(det["labels"], dtype=np.uint8),
+        ent.astype(np.float16),
+    )
+
+
+def _write_shard(path: Path, *, positions: np.ndarray, scores: np.ndarray, box_stats: list) -> None:
+    counts = np.array([len(s[0]) for s in box_stats], dtype=np.int64)
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+
+    def cat(k, dtype):
+        parts = [s[k] for s in box_stats]
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        format=np.array(SHARD_FORMAT),
+        positions=positions.astype(np.int64),
+        scores=scores.astype(np.float64),
+        box_offsets=offsets,
+        box_scores=cat(0, np.float16),
+        box_labels=cat(1, np.uint8),
+        box_entropy=cat(2, np.float16),
+    )
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_shards(shard_dir: Path, n_shards: int) -> np.ndarray:
+    """Merged per-image scores ``float64[n]`` in pool order from ``n_shards`` shard files."""
+    parts = []
+    for k in range(n_shards):
+        path = shard_dir / f"shard_{k:05d}.npz"
+        if not path.is_file():
+            raise AlodError(f"score shard {path} is missing; rerun make_batches.py to finish scoring")
+        with np.load(path, allow_pickle=False) as z:
+            parts.append((z["positions"], z["scores"]))
+    positions = np.concatenate([p for p, _ in parts])
+    scores = np.concatenate([s for _, s in parts])
+    if not np.array_equal(positions, np.arange(len(positions))):
+        raise AlodError(f"score shards in {shard_dir} do not cover the pool in order; delete the folder and rerun")
+    return scores
+
+
+def score_pool(
+    model,
+    dataset,
+    *,
+    strategy: str,
+    params: dict,
+    shard_dir: Path,
+    shard_size: int,
+    batch_size: int,
+    num_workers: int = 0,
+    accelerator=None,
+    amp: bool = False,
+    progress: bool = True,
+    log=print,
+) -> np.ndarray:
+    """Score all images of ``dataset`` (resumable shards, split over processes); return ``float64[n]``."""
+    from tqdm import tqdm
+
+    from alod.engine import iter_predictions
+    from alod.strategies import get_strategy, score_images
+
+    get_strategy(strategy)  # unknown names fail before any inference
+    n = len(dataset)
+    n_shards = (n + shard_size - 1) // shard_size
+    world = accelerator.num_processes if accelerator is not None else 1
+    rank = accelerator.process_index if accelerator is not None else 0
+    device = accelerator.device if accelerator is not None else "cpu"
+    mine = [k for k in range(n_shards) if k % world == rank]
+    todo = [k for k in mine if not (shard_dir / f"shard_{k:05d}.npz").is_file()]
+    if rank == 0 and len(todo) < len(mine):
+        log(f"scoring: resuming, {len(mine) - len(todo)} of {len(mine)} shards of this process already done")
+    total = sum(min(shard_size, n - k * shard_size) for k in todo)
+    bar = tqdm(total=total, desc=f"scoring ({strategy})", unit="img", disable=not (progress and rank == 0))
+    t0, done = time.perf_counter(), 0
+    for k in todo:
+        positions = np.arange(k * shard_size, min(n, (k + 1) * shard_size))
+        dets_scores, stats = [], []
+        batch: list[dict] = []
+
+        def flush():
+            dets_scores.append(score_images(batch, strategy=strategy, params=params))
+            stats.extend(_box_stats(d) for d in batch)
+            batch.clear()
+
+        for _, det in iter_predictions(model, dataset, positions, batch_size=batch_size, num_workers=num_workers,
+                                       device=device, amp=amp):
+            batch.append(det)
+            bar.update(1)
+            done += 1
+            if len(batch) == batch_size:
+                flush()
+        if batch:
+            flush()
+        bar.set_postfix(img_s=f"{done * world / max(1e-9, time.perf_counter() - t0):.1f}")
+        _write_shard(shard_dir / f"shard_{k:05d}.npz", positions=positions, scores=np.concatenate(dets_scores),
+                     box_stats=stats)
+    bar.close()
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    return load_shards(shard_dir, n_shards)
+
+
+def schedule_path(cfg: Config) -> Path:
+    return cfg.run_dir / "schedule.json"
+
+
+def run_scoring(cfg: Config, *, ckpt: str | Path | None = None, accelerator=None, progress: bool = True,
+                log=print) -> Path:
+    """Score the training pool with ``ckpt`` (default: the run's pretraining checkpoint) and write
+    ``runs/<run>/schedule.json``. Returns its path."""
+    from alod.data.dataset import DetectionDataset
+    from alod.data.sources import ensure_synthetic, load_split
+    from alod.engine import load_checkpoint, make_accelerator
+    from alod.models import build_detector
+    from alod.pretrain import pretrain_checkpoint
+    from alod.schedule import build_schedule, save_schedule
+    from alod.strategies import random_scores
+
+    ckpt = Path(ckpt) if ckpt else pretrain_checkpoint(cfg)
+    if not ckpt.is_file():
+        raise AlodError(
+            f"checkpoint {ckpt} not found. Train the scorer first: "
+            "accelerate launch train_part_entropy.py --config <config> (or pass --ckpt PATH)"
+        )
+    accelerator = accelerator or make_accelerator(amp=cfg.score.amp)
+    main = accelerator.is_main_process
+    if main:
+        ensure_synthetic(cfg.data, progress=progress)
+    accelerator.wait_for_everyone()
+    quiet = (lambda *_: None) if not main else log
+    train = load_split(cfg.data, "train", run_dir=cfg.run_dir, log=quiet)
+    fingerprint = train.fingerprint()
+    ckpt_sha = sha256_file(ckpt)
+    strategy, params = cfg.score.strategy, dict(cfg.score.params)
+
+    if strategy == "random":
+        # The baseline needs no inference; its scores depend only on the seed and pool order.
+        scores = random_scores([{}] * len(train), **params)
+    else:
+        state = load_checkpoint(ckpt)
+        model = build_detector(cfg.model, num_classes=train.num_classes)
+        try:
+            model.load_state_dict(state["model"])
+        except (RuntimeError, KeyError) as e:
+            raise AlodError(
+                f"{ckpt} does not fit model {cfg.model.name!r} with {train.num_classes} classes ({e}); "
+                "was it trained with another config?"
+            ) from e
+        model.to(accelerator.device)
+        key = _shard_key(ckpt_sha=ckpt_sha, strategy=strategy, params=params, fingerprint=fingerprint,
+                         shard_size=cfg.score.shard_size)
+        shard_dir = cfg.run_dir / "scores" / key
+        if main:
+            shard_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(shard_dir / "manifest.json", {
+                "format": SHARD_FORMAT, "checkpoint": str(ckpt), "checkpoint_sha256": ckpt_sha, "strategy": strategy,
+                "params": params, "dataset": fingerprint, "shard_size": cfg.score.shard_size,
+            })
+        accelerator.wait_for_everyone()
+        scores = score_pool(
+            model, DetectionDataset(train), strategy=strategy, params=params, shard_dir=shard_dir,
+            shard_size=cfg.score.shard_size, batch_size=cfg.score.batch_size, num_workers=cfg.score.num_workers,
+            accelerator=accelerator, amp=cfg.score.amp, progress=progress, log=quiet,
+        )
+    out = schedule_path(cfg)
+    if main:
+        schedule = build_schedule(
+            names=[str(x) for x in train.names],
+            scores=scores,
+            batch_size=cfg.schedule.batch_size,
+            query_size=cfg.schedule.query_size,
+            num_batches=cfg.schedule.num_batches,
+            seed=cfg.schedule.seed,
+            dataset=fingerprint,
+            checkpoint={"path": str(ckpt), "sha256": ckpt_sha},
+            strategy={"name": strategy, "params": params},
+        )
+        save_schedule(schedule, out)
+        log(f"schedule: {len(schedule['cycles'])} cycles of {cfg.schedule.query_size} images "
+            f"from batches of {cfg.schedule.batch_size} -> {out}")
+    accelerator.wait_for_everyone()
+    return out

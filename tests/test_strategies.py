@@ -1,0 +1,97 @@
+"""Strategies on hand-made class distributions: exact rankings."""
+import numpy as np
+import pytest
+
+from alod.strategies import STRATEGIES, box_entropy, score_images
+from alod.utils import AlodError
+
+
+def det(probs, scores=None):
+    probs = np.asarray(probs, dtype=np.float32).reshape(-1, 3)
+    if scores is None:
+        scores = probs[:, 1:].max(axis=1) if len(probs) else np.zeros(0)
+    return {"boxes": np.zeros((len(probs), 4), np.float32), "labels": np.ones(len(probs), np.int64),
+            "scores": np.asarray(scores, np.float32), "probs": probs}
+
+
+# Per-box distributions over (background, class 1, class 2).
+CERTAIN = [0.0, 1.0, 0.0]        # entropy 0
+SPLIT = [0.0, 0.5, 0.5]          # ln 2 = 0.693
+UNIFORM = [1 / 3, 1 / 3, 1 / 3]  # ln 3 = 1.099
+SKEWED = [0.1, 0.8, 0.1]         # 0.639
+
+DETS = [
+    det([CERTAIN, CERTAIN, CERTAIN]),  # 0: many confident boxes, no uncertainty
+    det([UNIFORM]),                    # 1: one maximally uncertain box
+    det([SPLIT, SPLIT]),               # 2: two half-uncertain boxes
+    det([]),                           # 3: nothing detected
+    det([SKEWED, CERTAIN]),            # 4
+]
+
+
+def ranking(scores):
+    return list(np.lexsort((np.arange(len(scores)), -np.asarray(scores))))
+
+
+def test_box_entropy_values():
+    np.testing.assert_allclose(box_entropy(np.array([CERTAIN, SPLIT, UNIFORM])), [0.0, np.log(2), np.log(3)], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "aggregate, expected",
+    [
+        ("sum", [2, 1, 4, 0, 3]),   # 2 ln2=1.386 > ln3=1.099 > 0.639 > 0 = 0 (ties by position)
+        ("mean", [1, 2, 4, 0, 3]),  # 1.099 > 0.693 > 0.320 > 0 = 0
+        ("max", [1, 2, 4, 0, 3]),   # 1.099 > 0.693 > 0.639 > 0 = 0
+    ],
+)
+def test_entropy_rankings(aggregate, expected):
+    scores = score_images(DETS, strategy="entropy", params={"aggregate": aggregate})
+    assert ranking(scores) == expected
+
+
+def test_entropy_exact_sum():
+    scores = score_images(DETS, strategy="entropy", params={"aggregate": "sum"})
+    np.testing.assert_allclose(scores[[0, 1, 2, 3]], [0.0, np.log(3), 2 * np.log(2), 0.0], rtol=1e-6)
+
+
+def test_box_count_ranking():
+    scores = score_images(DETS, strategy="box_count", params={"score_threshold": 0.5})
+    # CERTAIN and SKEWED boxes have max class prob >= 0.5, SPLIT 0.5 too, UNIFORM 0.333 not.
+    np.testing.assert_array_equal(scores, [3, 0, 2, 0, 2])
+    assert ranking(scores) == [0, 2, 4, 1, 3]
+
+
+def test_least_confidence_and_margin():
+    lc = score_images(DETS, strategy="least_confidence", params={"aggregate": "max"})
+    np.testing.assert_allclose(lc, [0.0, 2 / 3, 0.5, 0.0, 0.2], rtol=1e-5)
+    mg = score_images(DETS, strategy="margin", params={"aggregate": "max"})
+    np.testing.assert_allclose(mg, [0.0, 1.0, 1.0, 0.0, 0.3], rtol=1e-5)
+
+
+def test_min_score_filters_boxes():
+    d = [det([UNIFORM, CERTAIN], scores=[0.2, 0.99])]
+    assert score_images(d, strategy="entropy", params={"min_score": 0.5})[0] == pytest.approx(0.0)
+    assert score_images(d, strategy="entropy", params={"min_score": 0.0})[0] == pytest.approx(np.log(3), rel=1e-6)
+
+
+def test_random_is_seeded():
+    a = score_images(DETS, strategy="random", params={"seed": 3})
+    b = score_images(DETS, strategy="random", params={"seed": 3})
+    c = score_images(DETS, strategy="random", params={"seed": 4})
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_errors_are_clear():
+    with pytest.raises(AlodError, match="unknown strategy"):
+        score_images(DETS, strategy="nope")
+    with pytest.raises(AlodError, match="unknown aggregate"):
+        score_images(DETS, strategy="entropy", params={"aggregate": "median"})
+    with pytest.raises(AlodError, match="bad parameters"):
+        score_images(DETS, strategy="box_count", params={"treshold": 1})
+    with pytest.raises(AlodError, match="probs"):
+        score_images([{"scores": np.ones(1)}], strategy="entropy")
+
+
+def test_registry_has_required_strategies():
+    assert {"box_count", "entropy"} <= set(STRATEGIES)
