@@ -14,8 +14,9 @@ class DetectionDataset(torch.utils.data.Dataset):
     """Images of ``index`` as ``(image float[3, H, W] in [0, 1], target)``.
 
     ``target`` holds ``boxes float32[K, 4]`` (x1, y1, x2, y2 px), ``labels int64[K]`` (1..C) and
-    ``image_id`` (the position in ``index``). Ignored regions are not training targets and are left
-    out; evaluation reads them from the index.
+    ``image_id`` (the position in ``index``). Ignored regions and zero-area boxes (kept by the
+    readers, as the official evaluation keeps them) are not training targets and are left out:
+    torchvision rejects boxes without positive width and height.
     """
 
     def __init__(self, index: DetectionIndex, transform=None):
@@ -39,7 +40,7 @@ class DetectionDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         image = self.load_image(i)
         boxes, labels, ignore = self.index.annotations(i)
-        keep = ~ignore
+        keep = ~ignore & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         target = {
             "boxes": torch.from_numpy(np.ascontiguousarray(boxes[keep])).float().reshape(-1, 4),
             "labels": torch.from_numpy(np.ascontiguousarray(labels[keep])).long(),

@@ -1,0 +1,280 @@
+"""COCO instances JSON -> :class:`DetectionIndex`.
+
+* Categories become contiguous labels ``1..C`` in ascending category-id order (COCO's 80 ids run
+  1..90 with gaps); :func:`coco_label_map` gives ``{category_id: label}`` so evaluation can write
+  results back with the original ids.
+* ``bbox = [x, y, w, h]`` becomes ``x1, y1, x2, y2 = x, y, x + w, y + h``.
+* ``iscrowd = 1`` becomes ``ignore = True`` (a crowd region in evaluation, never a training target).
+* Images keep the order of ``images``; images without annotations are kept with zero boxes; sizes
+  come from the image records; names are ``file_name``.
+
+Bad records go to a :class:`~alod.data.problems.ProblemLog` (see :mod:`alod.data.problems`). A broken
+``categories`` list is fatal whatever ``strict`` says: without it no label means anything.
+"""
+from __future__ import annotations
+
+import json
+import os
+from array import array
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from alod.data.bdd100k import _BIG, ParsedLabels, _as_numpy, _json_type, _short
+from alod.data.index import DetectionIndex
+from alod.data.problems import (
+    BAD_COORDINATES,
+    BAD_RECORD,
+    DUPLICATE_NAME,
+    INVERTED_BOX,
+    MISSING_NAME,
+    NON_FINITE,
+    UNKNOWN_CATEGORY,
+    UNKNOWN_IMAGE_ID,
+    LabelFileError,
+    Problem,
+    ProblemLog,
+    malformed_json_error,
+    note_zero_area_boxes,
+)
+
+def coco_label_map(categories: Sequence[Mapping]) -> dict[int, int]:
+    """``{coco_category_id: label}`` with labels ``1..C`` in ascending category-id order.
+
+    Args:
+        categories: the ``categories`` list of a COCO file (``[{"id": int, "name": str}, ...]``).
+
+    Raises:
+        LabelFileError: a category without an integer id or a name, or a repeated id.
+    """
+    ids = []
+    for k, c in enumerate(categories):
+        if not isinstance(c, Mapping) or type(c.get("id")) is not int or not isinstance(c.get("name"), str):
+            raise LabelFileError(
+                f"categories[{k}] must be an object with an integer 'id' and a string 'name' "
+                f"(got {_short(c)}); fix the categories list of the label file"
+            )
+        ids.append(c["id"])
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise LabelFileError(f"category ids {dup} appear more than once in 'categories'; make them unique")
+    return {cid: k + 1 for k, cid in enumerate(sorted(ids))}
+
+
+def coco_classes(categories: Sequence[Mapping]) -> tuple[str, ...]:
+    """Class names in label order (``classes[label - 1]``), i.e. sorted by category id."""
+    by_id = {c["id"]: c["name"] for c in categories}
+    return tuple(by_id[i] for i in sorted(by_id))
+
+
+def read_coco_label_map(path: str | os.PathLike) -> dict[int, int]:
+    """:func:`coco_label_map` of a COCO label file (for evaluation: ``label -> category_id``
+    is its inverse)."""
+    return coco_label_map(_check_top_level(path, _load_json(path))["categories"])
+
+
+def read_coco(
+    path: str | os.PathLike,
+    *,
+    image_root: str | os.PathLike = "",
+    problems: ProblemLog | None = None,
+) -> ParsedLabels:
+    """Parse a COCO instances file.
+
+    Args:
+        path: e.g. ``instances_val2017.json``.
+        image_root: stored in the index; images are not checked here (see ``load_index``).
+        problems: where bad records go; default ``ProblemLog(strict=True)`` (raise on the first).
+
+    Returns:
+        :class:`ParsedLabels` (``layout="coco"``) whose index has boxes ``float32[M, 4]`` x1, y1,
+        x2, y2 pixels, labels in ``1..C`` per :func:`coco_label_map`, ``ignore = iscrowd``.
+        ``frame_index`` holds positions in ``images``.
+    """
+    problems = ProblemLog(strict=True) if problems is None else problems
+    file = os.fspath(path)
+    data = _check_top_level(path, _load_json(path))
+    categories = data["categories"]
+    label_of = coco_label_map(categories)
+    classes = coco_classes(categories)
+
+    def problem(kind, frame, name, label, label_id, detail, skipped):
+        problems.add(Problem(kind, file, frame, name, label, label_id, detail, skipped))
+
+    # ---- images: which records make a usable frame
+    names: list[str] = []
+    widths = array("l")
+    heights = array("l")
+    frame_pos = array("q")
+    slot_of: dict = {}  # image id -> position in the index
+    skipped_ids: set = set()  # ids of image records dropped (their annotations go with them)
+    seen_names: set[str] = set()
+    images = data["images"]
+    for fi, im in enumerate(images):
+        if type(im) is not dict:
+            problem(BAD_RECORD, fi, None, None, None,
+                    f"image record is a JSON {_json_type(im)}, not an object", "frame")
+            continue
+        iid = im.get("id")
+        name = im.get("file_name")
+        name = name if isinstance(name, str) and name else None
+        if type(iid) not in (int, str):
+            problem(BAD_RECORD, fi, name, None, None,
+                    f"image record has no integer or string 'id' (id={_short(iid)})", "frame")
+            continue
+        if iid in slot_of or iid in skipped_ids:
+            problem(BAD_RECORD, fi, name, None, None,
+                    f"image id {iid!r} appears again; its annotations stay with the first record", "frame")
+            continue
+        if name is None:
+            skipped_ids.add(iid)
+            problem(MISSING_NAME, fi, None, None, None,
+                    f"image id {iid!r} has no file_name (file_name={_short(im.get('file_name'))})", "frame")
+            continue
+        if name in seen_names:
+            skipped_ids.add(iid)
+            problem(DUPLICATE_NAME, fi, name, None, None,
+                    f"file_name {name!r} appears again (image id {iid!r})", "frame")
+            continue
+        w, h = im.get("width"), im.get("height")
+        if not (_positive_int(w) and _positive_int(h)):
+            skipped_ids.add(iid)
+            problem(BAD_RECORD, fi, name, None, None,
+                    f"image needs positive integer width and height (width={_short(w)}, height={_short(h)})",
+                    "frame")
+            continue
+        slot_of[iid] = len(names)
+        seen_names.add(name)
+        names.append(name)
+        widths.append(int(w))
+        heights.append(int(h))
+        frame_pos.append(fi)
+    frame_index = _as_numpy(frame_pos, np.int64)
+
+    # ---- annotations
+    slots = array("q")
+    coords = array("d")
+    labels = array("q")
+    crowd = array("B")
+    ann_pos = array("q")
+    ann_ids: list = []
+    for k, a in enumerate(data["annotations"]):
+        try:
+            slot = slot_of[a["image_id"]]
+            label = label_of[a["category_id"]]
+            x, y, w, h = a["bbox"]
+            x2 = x + w
+            y2 = y + h
+            # Chained comparisons reject NaN, infinities, values beyond float32 and negative
+            # sizes in one go; odd types raise and go to the slow path, which says what is wrong.
+            ok = -_BIG < x <= x2 < _BIG and -_BIG < y <= y2 < _BIG
+        except (KeyError, TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            bad = _classify_annotation(a, slot_of, skipped_ids, label_of)
+            if bad is None:  # belongs to a skipped image: reported with that image
+                continue
+            kind, detail = bad
+            if kind is not None:
+                iid = a.get("image_id") if type(a) is dict else None
+                slot = slot_of.get(iid) if _hashable(iid) else None
+                fi = None if slot is None else int(frame_index[slot])
+                nm = None if slot is None else names[slot]
+                problem(kind, fi, nm, k, a.get("id") if type(a) is dict else None, detail, "box")
+                continue
+            slot = slot_of[a["image_id"]]  # nothing wrong after all: never drop a good box
+            label = label_of[a["category_id"]]
+            x, y, w, h = (float(v) for v in a["bbox"])
+            x2, y2 = x + w, y + h
+        slots.append(slot)
+        coords.extend((x, y, x2, y2))
+        labels.append(label)
+        crowd.append(1 if a.get("iscrowd") else 0)
+        ann_pos.append(k)
+        ann_ids.append(a.get("id"))
+
+    # Group boxes by image, keeping annotation order within an image (stable sort).
+    slot_arr = _as_numpy(slots, np.int64)
+    order = np.argsort(slot_arr, kind="stable")
+    offsets = np.zeros(len(names) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(slot_arr, minlength=len(names)), out=offsets[1:])
+    index = DetectionIndex(
+        image_root=os.fspath(image_root),
+        names=np.asarray(names, dtype=str) if names else np.zeros(0, dtype="<U1"),
+        widths=_as_numpy(widths, np.int64).astype(np.int32),
+        heights=_as_numpy(heights, np.int64).astype(np.int32),
+        offsets=offsets,
+        boxes=_as_numpy(coords, np.float64).reshape(-1, 4)[order].astype(np.float32),
+        labels=_as_numpy(labels, np.int64)[order],
+        ignore=_as_numpy(crowd, np.uint8)[order].astype(bool),
+        classes=classes,
+        source=file,
+    )
+    note_zero_area_boxes(index, frame_index=frame_index, label_pos=_as_numpy(ann_pos, np.int64)[order],
+                         label_ids=[ann_ids[i] for i in order.tolist()] if len(order) else [],
+                         problems=problems, file=file)
+    return ParsedLabels(index=index, frame_index=frame_index, num_frames=len(images), layout="coco")
+
+
+def _classify_annotation(a, slot_of, skipped_ids, label_of):
+    """Say what is wrong with an annotation the fast path rejected.
+
+    Returns ``None`` (its image was skipped: reported there), ``(kind, detail)``, or
+    ``(None, "")`` when nothing is wrong after all.
+    """
+    if type(a) is not dict:
+        return BAD_RECORD, f"annotation is a JSON {_json_type(a)}, not an object"
+    iid = a.get("image_id")
+    if not _hashable(iid) or iid not in slot_of:
+        if _hashable(iid) and iid in skipped_ids:
+            return None
+        return UNKNOWN_IMAGE_ID, f"image_id {_short(iid)} is not in 'images'"
+    cid = a.get("category_id")
+    if not _hashable(cid) or cid not in label_of:
+        return UNKNOWN_CATEGORY, f"category_id {_short(cid)} is not in 'categories'"
+    bbox = a.get("bbox")
+    if (
+        not isinstance(bbox, list)
+        or len(bbox) != 4
+        or not all(isinstance(v, (int, float)) for v in bbox)
+    ):
+        return BAD_COORDINATES, f"bbox must be [x, y, w, h] numbers (got {_short(bbox)})"
+    x, y, w, h = bbox
+    if not (all(-_BIG < v < _BIG for v in bbox) and -_BIG < x + w < _BIG and -_BIG < y + h < _BIG):
+        return NON_FINITE, f"bbox has a value that is NaN, infinite or beyond float32 ({_short(bbox)})"
+    if w < 0 or h < 0:
+        return INVERTED_BOX, f"bbox has a negative width or height ({_short(bbox)})"
+    return None, ""
+
+
+def _hashable(v) -> bool:
+    return isinstance(v, (int, str, float, type(None)))
+
+
+def _positive_int(v) -> bool:
+    return (type(v) is int and v > 0) or (type(v) is float and v.is_integer() and v > 0)
+
+
+def _load_json(path: str | os.PathLike):
+    """``json.load`` with errors that name the file, line and column."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise malformed_json_error(path, e) from None
+    except UnicodeDecodeError as e:
+        raise LabelFileError(f"{os.fspath(path)}: not UTF-8 text ({e.reason}); re-export it as UTF-8 JSON") from None
+
+
+def _check_top_level(path, data) -> dict:
+    """A COCO file is an object with ``images``, ``annotations`` and ``categories`` lists."""
+    if type(data) is not dict:
+        hint = " (a list of frames: is it a BDD100K file? use fmt='bdd100k')" if type(data) is list else ""
+        raise LabelFileError(f"{os.fspath(path)}: the top level is a JSON {_json_type(data)}, not a COCO object{hint}")
+    missing = [k for k in ("images", "annotations", "categories") if type(data.get(k)) is not list]
+    if missing:
+        raise LabelFileError(
+            f"{os.fspath(path)}: a COCO instances file needs the lists {', '.join(missing)} "
+            f"(found keys: {', '.join(sorted(data)) or 'none'}); is it a COCO results or captions file?"
+        )
+    return data

@@ -1,0 +1,300 @@
+"""Bad records in label files: what counts as one, how it is reported, and what ``strict`` does.
+
+Every reader hands each problem it finds to a :class:`ProblemLog`:
+
+* ``strict=True`` (the default): the first *error* raises :class:`LabelFileError` (an
+  :class:`~alod.utils.AlodError`) whose message names the file, the frame index, the frame name, the
+  label, what is wrong and what to do.
+* ``strict=False``: the bad box is skipped (or the whole frame, when the frame itself is bad: no
+  name, a duplicate name, a missing or unreadable image), the problem is kept, and at the end
+  :meth:`ProblemLog.report` prints one line per kind with its count and :meth:`ProblemLog.write_jsonl`
+  writes every problem as one JSON object per line. Nothing is dropped without a record.
+
+Two kinds of input are fatal whatever ``strict`` says, because nothing sensible can be skipped:
+malformed JSON (the message carries the file, line and column) and a file whose top level has the
+wrong shape (a BDD100K file that is not a list of frames, a COCO file without ``images``,
+``annotations`` or ``categories``). Readers raise :class:`LabelFileError` for those directly.
+
+Zero-area boxes (``x2 == x1`` or ``y2 == y1``) are *kept*: they are legal in both formats, the
+official BDD100K evaluation (``w = x2 - x1 + 1``) counts them as 1-pixel-wide ground truth, and
+dropping them would change mAP. They are recorded as *notes* (``severity="note"``): counted in the
+report and written to the problems file, never raised on and never skipped. Training code must drop
+them from targets itself (torchvision's detection models reject boxes without positive width and
+height), as torchvision's ``references/detection`` does for COCO.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from alod.utils import AlodError, atomic_write_text
+
+if TYPE_CHECKING:
+    from alod.data.index import DetectionIndex
+
+# ----------------------------------------------------------------------------- kinds
+INVERTED_BOX = "inverted_box"
+NON_FINITE = "non_finite"
+BAD_COORDINATES = "bad_coordinates"
+UNKNOWN_CATEGORY = "unknown_category"
+MISSING_NAME = "missing_name"
+DUPLICATE_NAME = "duplicate_name"
+MISSING_IMAGE = "missing_image"
+UNREADABLE_IMAGE = "unreadable_image"
+BAD_RECORD = "bad_record"
+UNKNOWN_IMAGE_ID = "unknown_image_id"
+ZERO_AREA = "zero_area_box"
+
+#: kind -> (what it is, in words; what to do about it). The report prints the first, every problem
+#: record carries both.
+KINDS: dict[str, tuple[str, str]] = {
+    INVERTED_BOX: (
+        "box with x2 < x1 or y2 < y1 (COCO: negative width or height)",
+        "fix the coordinates in the label file or delete the label",
+    ),
+    NON_FINITE: (
+        "box coordinate is NaN or infinite",
+        "fix the coordinates in the label file or delete the label",
+    ),
+    BAD_COORDINATES: (
+        "box coordinates missing or not numbers",
+        "give box2d numeric x1, y1, x2, y2 (COCO: bbox = [x, y, w, h] numbers) or delete the label",
+    ),
+    UNKNOWN_CATEGORY: (
+        "category not in the class list",
+        "fix the category name, or map it to a known class before loading",
+    ),
+    MISSING_NAME: (
+        "frame without an image name",
+        "give every frame a non-empty 'name' (COCO: 'file_name')",
+    ),
+    DUPLICATE_NAME: (
+        "image name already used by an earlier frame",
+        "merge the two frames' labels into one frame or rename the image",
+    ),
+    MISSING_IMAGE: (
+        "image file does not exist",
+        "check image_root and the frame name, or remove the frame from the label file",
+    ),
+    UNREADABLE_IMAGE: (
+        "image file is empty or not a readable image",
+        "re-download or re-extract the image, or remove the frame from the label file",
+    ),
+    BAD_RECORD: (
+        "record has the wrong type or shape",
+        "make frames and labels JSON objects with the fields the format expects",
+    ),
+    UNKNOWN_IMAGE_ID: (
+        "annotation refers to an image id that is not in 'images'",
+        "add the image record or delete the annotation",
+    ),
+    ZERO_AREA: (
+        "zero-area box (x2 == x1 or y2 == y1)",
+        "nothing needed; training drops such targets, evaluation keeps them as 1-pixel boxes",
+    ),
+}
+
+
+class LabelFileError(AlodError):
+    """A label file that cannot be used as it is (bad record in strict mode, malformed JSON, ...)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad record.
+
+    Attributes:
+        kind: one of the keys of :data:`KINDS`.
+        file: the label file.
+        frame: 0-based position of the frame in the file (COCO: of the record in ``images``);
+            ``None`` when the problem is not tied to a frame.
+        name: the frame's image name, if it has one.
+        label: 0-based position of the label in the frame's ``labels`` (COCO: of the annotation in
+            ``annotations``); ``None`` for frame-level problems.
+        label_id: the label's ``id`` field as written in the file, if any.
+        detail: what exactly is wrong with this record, in words (values included).
+        skipped: what the non-strict reader dropped because of it: ``"box"``, ``"frame"`` or
+            ``"nothing"`` (notes).
+        severity: ``"error"`` (raises in strict mode) or ``"note"`` (never raises, nothing dropped).
+    """
+
+    kind: str
+    file: str
+    frame: int | None
+    name: str | None
+    label: int | None
+    label_id: str | int | None
+    detail: str
+    skipped: str
+    severity: str = "error"
+
+    @property
+    def action(self) -> str:
+        """What to do about it, in words."""
+        return KINDS[self.kind][1]
+
+    def where(self) -> str:
+        parts = [self.file]
+        if self.frame is not None:
+            parts.append(f"frame {self.frame}" + (f" ({self.name!r})" if self.name else " (no name)"))
+        if self.label is not None:
+            parts.append(f"label {self.label}" + (f" (id {self.label_id!r})" if self.label_id is not None else ""))
+        return ", ".join(parts)
+
+    def describe(self) -> str:
+        """One line: where, what is wrong, what to do."""
+        return f"{self.where()}: {self.detail}. To fix: {self.action}."
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["action"] = self.action
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Problem":
+        d = dict(d)
+        d.pop("action", None)
+        return cls(**d)
+
+
+class ProblemLog:
+    """Collects :class:`Problem` s; raises on the first error when ``strict``.
+
+    Readers call :meth:`add` and skip the record when it returns; with ``strict=True`` it never
+    returns for an error.
+    """
+
+    def __init__(self, *, strict: bool = True) -> None:
+        self.strict = strict
+        self.problems: list[Problem] = []
+
+    def add(self, problem: Problem) -> None:
+        if problem.kind not in KINDS:
+            raise ValueError(f"unknown problem kind {problem.kind!r}")
+        if self.strict and problem.severity == "error":
+            raise LabelFileError(
+                problem.describe() + " Or load with strict=False to skip such records "
+                "(they are listed in the problems file)."
+            )
+        self.problems.append(problem)
+
+    def __len__(self) -> int:
+        return len(self.problems)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    def counts(self) -> dict[str, int]:
+        """``{kind: number of problems}`` in first-seen order."""
+        out: dict[str, int] = {}
+        for p in self.problems:
+            out[p.kind] = out.get(p.kind, 0) + 1
+        return out
+
+    def report(
+        self,
+        *,
+        source: str,
+        log: Callable[[str], object] = print,
+        problems_path: str | os.PathLike | None = None,
+        examples: int = 5,
+    ) -> None:
+        """Print one line per kind of problem (nothing when there are none).
+
+        Without a ``problems_path`` the first ``examples`` problems are printed in full, so a
+        skipped record is never invisible.
+        """
+        if not self.problems:
+            return
+        n_box = sum(p.skipped == "box" for p in self.problems)
+        n_frame = sum(p.skipped == "frame" for p in self.problems)
+        where = f"full list in {problems_path}" if problems_path else "pass problems_path to keep the full list"
+        log(f"{source}: {len(self.problems)} label problem(s); "
+            f"skipped {n_box} box(es) and {n_frame} frame(s) ({where})")
+        plural = {"box": "boxes", "frame": "frames", "nothing": "nothing"}
+        for kind, n in self.counts().items():
+            units = sorted({p.skipped for p in self.problems if p.kind == kind})
+            effect = "kept" if units == ["nothing"] else "skipped the " + " / ".join(plural[u] for u in units)
+            log(f"  {kind}: {n} -- {KINDS[kind][0]}; {effect}")
+        if not problems_path:
+            for p in self.problems[:examples]:
+                log(f"  e.g. {p.describe()}")
+
+    def write_jsonl(self, path: str | os.PathLike) -> None:
+        """Write every problem as one JSON object per line, atomically (an empty file if none)."""
+        text = "".join(json.dumps(p.to_json(), sort_keys=True) + "\n" for p in self.problems)
+        atomic_write_text(Path(path), text)
+
+
+def check_image_file(path: str | os.PathLike, *, verify: bool = False) -> tuple[str, str] | None:
+    """``None`` if the image looks usable, else ``(kind, detail)``.
+
+    Always checks that the file exists and is not empty (one ``stat``). With ``verify=True`` it
+    also opens the header with PIL, which catches truncated downloads and non-image files at about
+    0.1 ms per image.
+    """
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        return MISSING_IMAGE, f"image file {os.fspath(path)!r} does not exist"
+    except OSError as e:
+        return UNREADABLE_IMAGE, f"image file {os.fspath(path)!r} cannot be read ({e.strerror})"
+    if size == 0:
+        return UNREADABLE_IMAGE, f"image file {os.fspath(path)!r} is empty (0 bytes)"
+    if verify:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as im:
+                im.size  # header only; decoding every pixel would cost ~10 ms per image
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            return UNREADABLE_IMAGE, f"image file {os.fspath(path)!r} is not a readable image ({e})"
+    return None
+
+
+def malformed_json_error(file: str | os.PathLike, err: json.JSONDecodeError, *, line: int | None = None,
+                         column: int | None = None) -> LabelFileError:
+    """The always-fatal error for a file that is not valid JSON (line and column 1-based)."""
+    line = err.lineno if line is None else line
+    column = err.colno if column is None else column
+    return LabelFileError(
+        f"{os.fspath(file)}: line {line}, column {column}: not valid JSON ({err.msg}). "
+        "The file is probably truncated or was edited by hand: re-download or re-export it."
+    )
+
+
+def note_zero_area_boxes(
+    index: "DetectionIndex",
+    *,
+    frame_index: np.ndarray,
+    label_pos: np.ndarray,
+    problems: ProblemLog,
+    file: str,
+    label_ids: list | None = None,
+) -> None:
+    """Record each zero-area box of ``index`` as a note (the box is kept).
+
+    Args:
+        frame_index: ``int64[N]`` position in the label file of each image of ``index``.
+        label_pos: ``int64[M]`` position of each box's label in the file (per frame for BDD100K,
+            in ``annotations`` for COCO).
+        label_ids: optional ``[M]`` ids of the labels as written in the file.
+    """
+    b = index.boxes
+    rows = np.flatnonzero((b[:, 2] == b[:, 0]) | (b[:, 3] == b[:, 1]))
+    if not len(rows):
+        return
+    img = np.searchsorted(index.offsets, rows, side="right") - 1
+    for r, i in zip(rows.tolist(), img.tolist()):
+        x1, y1, x2, y2 = b[r].tolist()
+        problems.add(Problem(
+            ZERO_AREA, file, int(frame_index[i]), str(index.names[i]), int(label_pos[r]),
+            None if label_ids is None else label_ids[r],
+            f"zero-area box (x1={x1}, y1={y1}, x2={x2}, y2={y2})", "nothing", severity="note",
+        ))

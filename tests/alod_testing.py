@@ -1,0 +1,51 @@
+"""Helpers shared by tests (importable as ``alod_testing``: pytest puts tests/ on sys.path)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+TINY = {
+    "run": {"name": "tiny", "seed": 0},
+    "data": {
+        "kind": "synthetic",
+        "synthetic": {"seed": 0, "num_train": 36, "num_val": 8, "width": 160, "height": 96, "max_objects": 6},
+    },
+    "model": {
+        "name": "resnet18_fpn_light", "min_size": 96, "max_size": 160, "fpn_channels": 32,
+        "anchor_sizes": [8, 16, 32, 64], "box_batch_size_per_image": 32,
+        "rpn_post_nms_top_n_train": 100, "rpn_post_nms_top_n_test": 100, "box_head_width": 64,
+    },
+    "train": {"batch_size": 4, "lr": 0.01, "eval_batch_size": 4},
+    "pretrain": {"fraction": 0.7, "epochs": 1},
+    "score": {"strategy": "entropy", "params": {"aggregate": "sum"}, "batch_size": 4, "shard_size": 10},
+    "schedule": {"batch_size": 12, "query_size": 4, "seed": 0},
+    "cycles": {"epochs": 2, "num_vis_images": 2},
+}
+
+
+def write_tiny_config(tmp: Path, *, data_root: Path | None = None, **sections) -> Path:
+    """A tiny config under ``tmp`` (runs, logs and generated data all inside it)."""
+    cfg = yaml.safe_load(yaml.safe_dump(TINY))
+    cfg["run"]["out_dir"] = str(tmp / "runs")
+    cfg["run"]["tb_dir"] = str(tmp / "tensor_logs")
+    cfg["data"]["root"] = str(data_root or tmp / "data")
+    for key, value in sections.items():
+        cfg.setdefault(key, {}).update(value)
+    path = tmp / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+
+
+def subprocess_env() -> dict:
+    env = dict(os.environ)
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
