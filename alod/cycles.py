@@ -100,7 +100,7 @@ def run_cycles(
     from alod.data.sources import ensure_synthetic, load_split
     from alod.data.transforms import get_transform
     from alod.engine import fit, make_accelerator, predict
-    from alod.evaluation import evaluate_detections
+    from alod.evaluation import evaluate_detections, json_safe
     from alod.models import build_detector
     from alod.pretrain import write_resolved_config
     from alod.schedule import check_schedule_matches, load_schedule
@@ -202,7 +202,7 @@ def run_cycles(
                        amp=cfg.train.amp, desc=f"cycle {n} evaluate", progress=progress)
         if main:
             metrics = evaluate_detections(val, dets)
-            atomic_write_json(cdir / "metrics.json", metrics)
+            atomic_write_json(cdir / "metrics.json", json_safe(metrics))
             # mAP50 against the cycle number and against the labeled-pool size.
             logger.scalars({"mAP50": metrics["mAP50"], "mAP": metrics["mAP"]}, step=n,
                            record={"cycle": n, "pool_size": len(pool)})

@@ -46,7 +46,7 @@ def run_pretrain(cfg: Config, *, accelerator=None, progress: bool = True, log=pr
     from alod.data.sources import ensure_synthetic, load_split
     from alod.data.transforms import get_transform
     from alod.engine import fit, make_accelerator, predict
-    from alod.evaluation import evaluate_detections
+    from alod.evaluation import evaluate_detections, json_safe
     from alod.models import build_detector
     from alod.tb import RunLogger
 
@@ -119,7 +119,7 @@ def run_pretrain(cfg: Config, *, accelerator=None, progress: bool = True, log=pr
                        amp=cfg.train.amp, desc="evaluate val", progress=progress)
         if main:
             metrics = evaluate_detections(val, dets)
-            atomic_write_json(metrics_path, metrics)
+            atomic_write_json(metrics_path, json_safe(metrics))
             logger.scalars(metrics, step=result["epochs"], prefix="val/", record={"stage": "pretrain"})
             log(f"pretrain: val mAP50 {metrics['mAP50']:.3f}, mAP {metrics['mAP']:.3f} -> {metrics_path}")
     if logger is not None:
