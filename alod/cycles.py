@@ -102,7 +102,7 @@ def run_cycles(
     from alod.engine import fit, make_accelerator, predict
     from alod.evaluation import evaluate_detections, json_safe
     from alod.models import build_detector
-    from alod.pretrain import write_resolved_config
+    from alod.pretrain import fit_settings, write_resolved_config
     from alod.schedule import check_schedule_matches, load_schedule
     from alod.scoring import schedule_path
     from alod.tb import RunLogger
@@ -181,14 +181,7 @@ def run_cycles(
             model,
             DetectionDataset(train.subset(positions), transform=get_transform(cfg.train.transforms)),
             epochs=cfg.cycles.epochs,
-            batch_size=cfg.train.batch_size,
-            lr=cfg.train.lr,
-            momentum=cfg.train.momentum,
-            weight_decay=cfg.train.weight_decay,
-            warmup_fraction=cfg.train.warmup_fraction,
-            grad_clip_norm=cfg.train.grad_clip_norm,
-            min_steps=cfg.train.min_steps,
-            num_workers=cfg.train.num_workers,
+            **fit_settings(cfg.train),
             seed=cfg.run.seed + n,
             accelerator=accelerator,
             ckpt_dir=cdir,

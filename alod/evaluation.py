@@ -49,6 +49,7 @@ from typing import Callable
 import numpy as np
 
 from alod.data.index import DetectionIndex
+from alod.data.problems import load_json_file
 from alod.utils import AlodError, sha256_file
 
 BOX_CONVENTIONS = ("bdd100k", "coco")
@@ -233,7 +234,7 @@ def exact_gt_boxes(labels: str | os.PathLike, gt: DetectionIndex) -> np.ndarray 
     num = (int, float)
     try:
         if detect_format(file) == "coco":
-            data = _load_json(file)
+            data = load_json_file(file)
             slot_of_id = {}
             for im in data["images"]:
                 if type(im) is dict and im.get("file_name") in slot_of and im.get("id") not in slot_of_id:
@@ -361,7 +362,7 @@ def read_coco_predictions(
     from alod.data.coco import coco_label_map
 
     file = os.fspath(path)
-    data = _load_json(file)
+    data = load_json_file(file)
     if type(data) is not list:
         raise AlodError(f"{file}: COCO predictions must be a JSON list of results "
                         "[{image_id, category_id, bbox, score}] (the ground truth is COCO)")
@@ -407,18 +408,6 @@ def _rows_to_det(rows) -> dict:
     return {"boxes": a[:, :4], "labels": a[:, 5].astype(np.int64), "scores": a[:, 4]}
 
 
-def _load_json(path: str):
-    from alod.data.problems import malformed_json_error
-
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise malformed_json_error(path, e) from None
-    except UnicodeDecodeError as e:
-        raise AlodError(f"{path}: not UTF-8 text ({e.reason}); re-export it as UTF-8 JSON") from None
-
-
 # ============================================================================ files -> report
 def evaluate_files(
     *,
@@ -460,7 +449,7 @@ def evaluate_files(
 
     index = load_index(labels=gt, image_root=None, fmt=fmt, strict=True, log=log)
     if family == "coco":
-        dets, pcounts = read_coco_predictions(pred, index, gt_json=_load_json(os.fspath(gt)))
+        dets, pcounts = read_coco_predictions(pred, index, gt_json=load_json_file(os.fspath(gt)))
     else:
         dets, pcounts = read_bdd100k_predictions(pred, index)
     exact = exact_gt_boxes(gt, index)

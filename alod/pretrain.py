@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alod.config import Config, dump_config
+from alod.config import Config, TrainConfig, dump_config
 from alod.utils import AlodError, atomic_write_json, atomic_write_text, seed_everything
 
 PARTITION_FORMAT = "alod.partition/1"
@@ -34,6 +34,20 @@ def partition_indices(n_images: int, *, fraction: float, seed: int) -> np.ndarra
     if k < 1:
         raise AlodError(f"pretrain.fraction={fraction} of {n_images} images leaves no image to train on")
     return np.sort(np.random.default_rng(seed).permutation(n_images)[:k])
+
+
+def fit_settings(train: TrainConfig) -> dict:
+    """The ``train:`` section as keyword arguments of :func:`alod.engine.fit` (shared with the cycles)."""
+    return dict(
+        batch_size=train.batch_size,
+        lr=train.lr,
+        momentum=train.momentum,
+        weight_decay=train.weight_decay,
+        warmup_fraction=train.warmup_fraction,
+        grad_clip_norm=train.grad_clip_norm,
+        min_steps=train.min_steps,
+        num_workers=train.num_workers,
+    )
 
 
 def write_resolved_config(cfg: Config) -> None:
@@ -96,14 +110,7 @@ def run_pretrain(cfg: Config, *, accelerator=None, progress: bool = True, log=pr
         model,
         DetectionDataset(train.subset(part), transform=get_transform(cfg.train.transforms)),
         epochs=cfg.pretrain.epochs,
-        batch_size=cfg.train.batch_size,
-        lr=cfg.train.lr,
-        momentum=cfg.train.momentum,
-        weight_decay=cfg.train.weight_decay,
-        warmup_fraction=cfg.train.warmup_fraction,
-        grad_clip_norm=cfg.train.grad_clip_norm,
-        min_steps=cfg.train.min_steps,
-        num_workers=cfg.train.num_workers,
+        **fit_settings(cfg.train),
         seed=cfg.run.seed,
         accelerator=accelerator,
         ckpt_dir=out,

@@ -32,6 +32,7 @@ from alod.data.problems import (
     UNKNOWN_CATEGORY,
     UNKNOWN_IMAGE_ID,
     LabelFileError,
+    load_json_file,
     Problem,
     ProblemLog,
     malformed_json_error,
@@ -70,7 +71,7 @@ def coco_classes(categories: Sequence[Mapping]) -> tuple[str, ...]:
 def read_coco_label_map(path: str | os.PathLike) -> dict[int, int]:
     """:func:`coco_label_map` of a COCO label file (for evaluation: ``label -> category_id``
     is its inverse)."""
-    return coco_label_map(_check_top_level(path, _load_json(path))["categories"])
+    return coco_label_map(_check_top_level(path, load_json_file(path))["categories"])
 
 
 def read_coco(
@@ -93,7 +94,7 @@ def read_coco(
     """
     problems = ProblemLog(strict=True) if problems is None else problems
     file = os.fspath(path)
-    data = _check_top_level(path, _load_json(path))
+    data = _check_top_level(path, load_json_file(path))
     categories = data["categories"]
     label_of = coco_label_map(categories)
     classes = coco_classes(categories)
@@ -253,17 +254,6 @@ def _hashable(v) -> bool:
 
 def _positive_int(v) -> bool:
     return (type(v) is int and v > 0) or (type(v) is float and v.is_integer() and v > 0)
-
-
-def _load_json(path: str | os.PathLike):
-    """``json.load`` with errors that name the file, line and column."""
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise malformed_json_error(path, e) from None
-    except UnicodeDecodeError as e:
-        raise LabelFileError(f"{os.fspath(path)}: not UTF-8 text ({e.reason}); re-export it as UTF-8 JSON") from None
 
 
 def _check_top_level(path, data) -> dict:

@@ -298,3 +298,14 @@ def note_zero_area_boxes(
             None if label_ids is None else label_ids[r],
             f"zero-area box (x1={x1}, y1={y1}, x2={x2}, y2={y2})", "nothing", severity="note",
         ))
+
+
+def load_json_file(path: str | os.PathLike):
+    """``json.load`` whose errors name the file, line and column (:class:`LabelFileError`)."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise malformed_json_error(path, e) from None
+    except UnicodeDecodeError as e:
+        raise LabelFileError(f"{os.fspath(path)}: not UTF-8 text ({e.reason}); re-export it as UTF-8 JSON") from None
