@@ -45,7 +45,8 @@ class RunLogger:
             boxes = torch.as_tensor(det["boxes"][keep]).reshape(-1, 4)
             labels = [f"{classes[int(k) - 1]} {s:.2f}" for k, s in zip(det["labels"][keep], det["scores"][keep])]
             canvas = (img.clamp(0, 1) * 255).to(torch.uint8)
-            drawn.append(draw_bounding_boxes(canvas, boxes, labels=labels, colors="magenta", width=1))
+            # An image with no confident box is logged as it is (torchvision warns on empty boxes).
+            drawn.append(draw_bounding_boxes(canvas, boxes, labels=labels, colors="magenta", width=1) if len(boxes) else canvas)
         if drawn:
             grid = make_grid(drawn, nrow=min(4, len(drawn)), padding=2)
             self.writer.add_image(tag, grid, global_step=int(step))
