@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import os
 from pathlib import Path

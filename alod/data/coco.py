@@ -13,7 +13,6 @@ Bad records go to a :class:`~alod.data.problems.ProblemLog` (see :mod:`alod.data
 """
 from __future__ import annotations
 
-import json
 import os
 from array import array
 from collections.abc import Mapping, Sequence
@@ -35,7 +34,6 @@ from alod.data.problems import (
     load_json_file,
     Problem,
     ProblemLog,
-    malformed_json_error,
     note_zero_area_boxes,
 )
 
