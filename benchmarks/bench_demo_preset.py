@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from _machine import machine_info
 
 from alod.data.dataset import DetectionDataset, collate_detection
 from alod.data.loading import load_index
@@ -74,8 +75,7 @@ def main() -> None:
         "benchmark": "demo_preset_fpn_width",
         "setup": "resnet18_fpn_light, 8 generated scenes 320x192, batch 8, SGD step incl. backward; baseline fpn 256",
         "results": rows,
-        "machine": {"platform": platform.platform(), "cpu_count": __import__("os").cpu_count(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
+        "machine": {**machine_info(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "date": datetime.date.today().isoformat()},
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,6 @@ import datetime as dt
 import io
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -52,6 +51,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _machine import machine_info as base_machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "scoring_cpu.json"
@@ -219,20 +219,8 @@ def machine_info() -> dict:
     import torch
     import torchvision
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
+        **base_machine_info(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "torch_num_threads": torch.get_num_threads(),
