@@ -1,4 +1,4 @@
-"""What every benchmark result records about the machine it ran on."""
+"""What every benchmark result records about the machine it ran on, and how it is written."""
 from __future__ import annotations
 
 import os
@@ -25,3 +25,12 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
+
+
+def write_result(path: Path, result: dict) -> None:
+    """Write a benchmark's result JSON (sorted keys) and say where."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {path}")

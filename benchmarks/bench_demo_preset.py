@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from _machine import machine_info
+from _machine import machine_info, write_result
 
 from alod.data.dataset import DetectionDataset, collate_detection
 from alod.data.loading import load_index
@@ -78,9 +77,7 @@ def main() -> None:
         "machine": {**machine_info(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "date": datetime.date.today().isoformat()},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"-> {RESULTS}")
+    write_result(RESULTS, out)
 
 
 if __name__ == "__main__":

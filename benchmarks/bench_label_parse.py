@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _machine import machine_info
+from _machine import machine_info, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "label_parse.json"
@@ -210,9 +210,7 @@ def main(args: argparse.Namespace) -> dict:
         "note": "one fresh process per case; seconds exclude interpreter start and imports",
     }
     if not args.no_save:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-        print(f"wrote {RESULTS.relative_to(REPO)}")
+        write_result(RESULTS, result)
     return result
 
 

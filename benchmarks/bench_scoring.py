@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 from _machine import machine_info as base_machine_info
+from _machine import write_result
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "scoring_cpu.json"
@@ -376,9 +377,7 @@ def main(args: argparse.Namespace) -> dict:
         "command": "python " + shlex.join(sys.argv),
     }
     if not args.no_save:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-        print(f"wrote {RESULTS.relative_to(REPO)}")
+        write_result(RESULTS, result)
     return result
 
 
