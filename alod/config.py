@@ -15,7 +15,6 @@ from typing import Any
 
 import yaml
 
-from alod.models import ModelConfig
 from alod.utils import AlodError
 
 
@@ -28,8 +27,38 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """``model:`` section of the YAML."""
+
+    name: str = "resnet18_fpn_light"
+    weights: str | None = None  # None (random init) or "DEFAULT" (torchvision, needs internet)
+    weights_backbone: str | None = None  # e.g. "DEFAULT" for ImageNet backbone weights
+    weights_path: str | None = None  # local state dict / alod checkpoint
+    min_size: int = 192  # GeneralizedRCNNTransform resize (shorter side)
+    max_size: int = 320
+    anchor_sizes: tuple[int, ...] = (12, 24, 48, 96)
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    rpn_pre_nms_top_n_train: int = 600
+    rpn_post_nms_top_n_train: int = 300
+    rpn_pre_nms_top_n_test: int = 600
+    rpn_post_nms_top_n_test: int = 300
+    rpn_batch_size_per_image: int = 256
+    box_batch_size_per_image: int = 64
+    box_head_width: int = 256
+    fpn_channels: int = 256  # resnet18_fpn_light only: width of the FPN and RPN convolutions
+    box_score_thresh: float = 0.05
+    box_detections_per_img: int = 100
+    trainable_backbone_layers: int = 5
+    extra: dict = field(default_factory=dict)  # passed to torchvision's builder as keyword arguments
+
+
+@dataclass(frozen=True)
 class SyntheticConfig:
-    """Sizes of the built-in street-scene dataset (see :mod:`alod.data.synthetic`)."""
+    """What the built-in street-scene generator draws (:func:`alod.data.synthetic.generate_dataset`).
+
+    The one declaration of the built-in dataset's sizes; the defaults are the demo's. Image ``i`` of
+    a split depends only on ``(seed, split, i)``, the size and ``max_objects``.
+    """
 
     seed: int = 0
     num_train: int = 600
@@ -37,6 +66,7 @@ class SyntheticConfig:
     width: int = 320
     height: int = 192
     max_objects: int = 14
+    jpeg_quality: int = 90
 
 
 @dataclass(frozen=True)

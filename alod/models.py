@@ -18,7 +18,6 @@ COCO weights (needs internet the first time; the box predictor is replaced for o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -29,33 +28,8 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import boxes as box_ops
 
+from alod.config import ModelConfig
 from alod.utils import AlodError
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """``model:`` section of the YAML."""
-
-    name: str = "resnet18_fpn_light"
-    weights: str | None = None  # None (random init) or "DEFAULT" (torchvision, needs internet)
-    weights_backbone: str | None = None  # e.g. "DEFAULT" for ImageNet backbone weights
-    weights_path: str | None = None  # local state dict / alod checkpoint
-    min_size: int = 192  # GeneralizedRCNNTransform resize (shorter side)
-    max_size: int = 320
-    anchor_sizes: tuple[int, ...] = (12, 24, 48, 96)
-    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
-    rpn_pre_nms_top_n_train: int = 600
-    rpn_post_nms_top_n_train: int = 300
-    rpn_pre_nms_top_n_test: int = 600
-    rpn_post_nms_top_n_test: int = 300
-    rpn_batch_size_per_image: int = 256
-    box_batch_size_per_image: int = 64
-    box_head_width: int = 256
-    fpn_channels: int = 256  # resnet18_fpn_light only: width of the FPN and RPN convolutions
-    box_score_thresh: float = 0.05
-    box_detections_per_img: int = 100
-    trainable_backbone_layers: int = 5
-    extra: dict = field(default_factory=dict)  # passed to torchvision's builder as keyword arguments
 
 
 MODEL_PRESETS: dict[str, Callable[..., FasterRCNN]] = {}

@@ -19,8 +19,10 @@ from _machine import machine_info, write_result
 
 from alod.data.dataset import DetectionDataset, collate_detection
 from alod.data.loading import load_index
-from alod.data.synthetic import SceneSpec, generate_dataset
-from alod.models import ModelConfig, build_detector
+from alod.config import SyntheticConfig
+from alod.data.synthetic import generate_dataset
+from alod.config import ModelConfig
+from alod.models import build_detector
 
 RESULTS = Path(__file__).resolve().parent / "results" / "demo_preset.json"
 
@@ -31,7 +33,7 @@ def main() -> None:
     ap.add_argument("--widths", default="256,128,64")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = generate_dataset(Path(tmp) / "d", SceneSpec(num_train=8, num_val=1), progress=False)
+        root = generate_dataset(Path(tmp) / "d", SyntheticConfig(num_train=8, num_val=1), progress=False)
         index = load_index(labels=root / "labels/det_20/det_train.json", image_root=root / "images/100k/train",
                            image_size=(320, 192), log=lambda *_: None)
         images, targets = collate_detection([DetectionDataset(index)[i] for i in range(8)])

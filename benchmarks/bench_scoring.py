@@ -90,7 +90,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def model_config(width: int, height: int):
-    from alod.models import ModelConfig
+    from alod.config import ModelConfig
 
     return ModelConfig(
         name="resnet18_fpn_light", min_size=min(width, height), max_size=max(width, height), fpn_channels=32,

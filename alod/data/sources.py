@@ -40,13 +40,9 @@ def ensure_synthetic(cfg: DataConfig, *, progress: bool = True) -> None:
     """Generate the built-in dataset if ``cfg.kind == 'synthetic'`` and it is not there yet."""
     if cfg.kind != "synthetic":
         return
-    from alod.data.synthetic import SceneSpec, generate_dataset
+    from alod.data.synthetic import generate_dataset
 
-    s = cfg.synthetic
-    spec = SceneSpec(
-        seed=s.seed, num_train=s.num_train, num_val=s.num_val, width=s.width, height=s.height, max_objects=s.max_objects
-    )
-    generate_dataset(cfg.root, spec, progress=progress)
+    generate_dataset(cfg.root, cfg.synthetic, progress=progress)
 
 
 def load_split(

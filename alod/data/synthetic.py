@@ -26,12 +26,13 @@ so the files depend only on (seed, split, index, size) and not on the order of g
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from alod.config import SyntheticConfig
 from alod.utils import atomic_write_bytes, atomic_write_json
 
 GENERATOR_VERSION = 1
@@ -67,19 +68,6 @@ _GROUND_SHAPES = {
     "bicycle": (0.26, (1.4, 1.8)),
     "motorcycle": (0.28, (1.4, 1.9)),
 }
-
-
-@dataclass(frozen=True)
-class SceneSpec:
-    """What to generate. Defaults are the demo's sizes."""
-
-    seed: int = 0
-    num_train: int = 600
-    num_val: int = 120
-    width: int = 320
-    height: int = 192
-    max_objects: int = 14
-    jpeg_quality: int = 90
 
 
 def _rgb(rng: np.random.Generator, lo: int = 0, hi: int = 255) -> tuple[int, int, int]:
@@ -395,7 +383,7 @@ def _paths(root: Path, split: str) -> tuple[Path, Path]:
     return root / "images" / "100k" / split, root / "labels" / "det_20" / f"det_{split}.json"
 
 
-def generate_dataset(root: str | Path, spec: SceneSpec = SceneSpec(), *, progress: bool = True) -> Path:
+def generate_dataset(root: str | Path, spec: SyntheticConfig = SyntheticConfig(), *, progress: bool = True) -> Path:
     """Write the dataset under ``root`` unless an identical one is already there.
 
     The label files are written last (atomically), and the spec file after them, so an interrupted
@@ -441,4 +429,4 @@ def spec_summary(frames: list[dict]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-__all__ = ["SceneSpec", "generate_dataset", "generate_scene", "CLASS_WEIGHTS", "spec_summary"]
+__all__ = ["generate_dataset", "generate_scene", "CLASS_WEIGHTS", "spec_summary"]

@@ -6,9 +6,10 @@ import json
 
 from alod.data.bdd100k import BDD100K_CLASSES, IGNORE_MAPPING
 from alod.data.loading import load_index
-from alod.data.synthetic import SceneSpec, generate_dataset
+from alod.config import SyntheticConfig
+from alod.data.synthetic import generate_dataset
 
-SPEC = SceneSpec(seed=3, num_train=40, num_val=6, width=160, height=96, max_objects=10)
+SPEC = SyntheticConfig(seed=3, num_train=40, num_val=6, width=160, height=96, max_objects=10)
 
 
 def _digest(root):
@@ -24,19 +25,19 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     a = generate_dataset(tmp_path / "a", SPEC, progress=False)
     b = generate_dataset(tmp_path / "b", SPEC, progress=False)
     assert _digest(a) == _digest(b)
-    c = generate_dataset(tmp_path / "c", SceneSpec(**{**SPEC.__dict__, "seed": 4}), progress=False)
+    c = generate_dataset(tmp_path / "c", SyntheticConfig(**{**SPEC.__dict__, "seed": 4}), progress=False)
     assert _digest(c) != _digest(a)
 
 
 def test_image_depends_only_on_seed_split_index(tmp_path):
     small = generate_dataset(tmp_path / "s", SPEC, progress=False)
-    big = generate_dataset(tmp_path / "l", SceneSpec(**{**SPEC.__dict__, "num_train": 50}), progress=False)
+    big = generate_dataset(tmp_path / "l", SyntheticConfig(**{**SPEC.__dict__, "num_train": 50}), progress=False)
     for name in ("train_00000.jpg", "train_00039.jpg"):
         assert (small / "images/100k/train" / name).read_bytes() == (big / "images/100k/train" / name).read_bytes()
 
 
 def test_layout_categories_and_imbalance(tmp_path):
-    root = generate_dataset(tmp_path / "d", SceneSpec(seed=0, num_train=150, num_val=4, width=160, height=96),
+    root = generate_dataset(tmp_path / "d", SyntheticConfig(seed=0, num_train=150, num_val=4, width=160, height=96),
                             progress=False)
     frames = json.loads((root / "labels/det_20/det_train.json").read_text())
     assert len(frames) == 150 and all({"name", "attributes", "labels"} <= set(f) for f in frames)
