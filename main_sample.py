@@ -1,7 +1,7 @@
-"""Thin CLI; see `alod.cli` and `python main_sample.py --help`."""
+"""Thin alias of `alod cycles`; see `python main_sample.py --help` and `alod.cli`."""
 import sys
 
-from alod.cli import run_cycles_cli
+from alod.cli import script_main
 
 if __name__ == "__main__":
-    sys.exit(run_cycles_cli())
+    sys.exit(script_main("cycles", prog="main_sample.py"))

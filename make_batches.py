@@ -1,7 +1,7 @@
-"""Thin CLI; see `alod.cli` and `python make_batches.py --help`."""
+"""Thin alias of `alod batches`; see `python make_batches.py --help` and `alod.cli`."""
 import sys
 
-from alod.cli import run_batches_cli
+from alod.cli import script_main
 
 if __name__ == "__main__":
-    sys.exit(run_batches_cli())
+    sys.exit(script_main("batches", prog="make_batches.py"))

@@ -1,7 +1,7 @@
-"""Thin CLI; see `alod.cli` and `python train_part_entropy.py --help`."""
+"""Thin alias of `alod pretrain`; see `python train_part_entropy.py --help` and `alod.cli`."""
 import sys
 
-from alod.cli import run_pretrain_cli
+from alod.cli import script_main
 
 if __name__ == "__main__":
-    sys.exit(run_pretrain_cli())
+    sys.exit(script_main("pretrain", prog="train_part_entropy.py"))

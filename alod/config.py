@@ -120,12 +120,19 @@ class PretrainConfig:
 class ScoreConfig:
     """``make_batches.py``: how every training image is scored."""
 
-    strategy: str = "entropy"
-    params: dict = field(default_factory=lambda: {"aggregate": "sum"})
+    strategy: str = "entropy"  # a name in alod.strategies.STRATEGIES
+    # Parameters per strategy, e.g. {entropy: {aggregate: max}, box_count: {score_threshold: 0.3}}.
+    # Keyed by strategy so that switching score.strategy from the command line picks the new
+    # strategy's own parameters; a strategy without an entry runs with its defaults.
+    params: dict = field(default_factory=dict)
     batch_size: int = 16  # images per forward pass, per process
     num_workers: int = 0
     shard_size: int = 256  # images per score shard (unit of resume)
     amp: bool = False
+
+    def strategy_params(self) -> dict:
+        """The configured parameters of ``strategy`` (without its defaults): what the schedule records."""
+        return dict(self.params.get(self.strategy) or {})
 
 
 @dataclass(frozen=True)
@@ -141,6 +148,8 @@ class CyclesConfig:
     epochs: int = 50
     num_cycles: int | None = None  # None: every cycle in the schedule
     num_vis_images: int = 4  # validation images drawn with predictions into TensorBoard
+    selector: str = "precomputed"  # step 1, which images: a name in alod.selection.SELECTORS
+    oracle: str = "simulated"  # step 2, who labels them: a name in alod.oracles.ORACLES
 
 
 @dataclass(frozen=True)
@@ -153,14 +162,6 @@ class Config:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     cycles: CyclesConfig = field(default_factory=CyclesConfig)
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.run.out_dir) / self.run.name
-
-    @property
-    def tb_run_dir(self) -> Path:
-        return Path(self.run.tb_dir) / self.run.name
 
     def to_dict(self) -> dict:
         return _to_plain(dataclasses.asdict(self))
@@ -238,7 +239,7 @@ def _from_dict(cls, data: dict, where: str = ""):
 def _deep_merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "params":
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = _deep_merge(out[k], v)
         else:
             out[k] = v
@@ -291,13 +292,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
-def config_from_dict(data: dict) -> Config:
-    cfg = _from_dict(Config, data)
-    validate(cfg)
-    return cfg
-
-
 def validate(cfg: Config) -> None:
+    """Settings that cannot work are refused when the config loads, not hours into a run.
+
+    The registries consulted here (data kinds and label formats, strategies, selectors, oracles)
+    import neither torch nor torchvision, so loading a config stays cheap.
+    """
+    from alod.data.sources import check_data_config
+    from alod.oracles import ORACLES
+    from alod.selection import SELECTORS
+    from alod.strategies import STRATEGIES, check_params
+
     def need(cond: bool, msg: str) -> None:
         if not cond:
             raise AlodError(f"config: {msg}")
@@ -309,8 +314,24 @@ def validate(cfg: Config) -> None:
         f"schedule.batch_size ({cfg.schedule.batch_size}) must be >= schedule.query_size ({cfg.schedule.query_size})",
     )
     need(cfg.train.batch_size > 0 and cfg.train.lr > 0, "train.batch_size and train.lr must be positive")
-    need(cfg.data.kind in ("synthetic", "bdd100k", "coco"), f"data.kind must be synthetic, bdd100k or coco, got {cfg.data.kind!r}")
     need(cfg.score.shard_size > 0, "score.shard_size must be positive")
+    check_data_config(cfg.data)
+
+    need(cfg.score.strategy in STRATEGIES,
+         f"score.strategy: unknown strategy {cfg.score.strategy!r}; choose one of {', '.join(sorted(STRATEGIES))}")
+    for name, table in cfg.score.params.items():
+        if name not in STRATEGIES:
+            hint = (" (score.params is keyed by strategy: write params: {%s: {%s: ...}})" % (cfg.score.strategy, name)
+                    if not isinstance(table, dict) else "")
+            need(False, f"score.params.{name}: not a strategy; params are given per strategy, "
+                        f"one of {', '.join(sorted(STRATEGIES))}{hint}")
+        need(isinstance(table, dict) or table is None,
+             f"score.params.{name}: expected a mapping of parameter: value, got {table!r}")
+        check_params(name, table, where=f"score.params.{name}")
+    need(cfg.cycles.selector in SELECTORS,
+         f"cycles.selector: unknown selector {cfg.cycles.selector!r}; choose one of {', '.join(sorted(SELECTORS))}")
+    need(cfg.cycles.oracle in ORACLES,
+         f"cycles.oracle: unknown oracle {cfg.cycles.oracle!r}; choose one of {', '.join(sorted(ORACLES))}")
 
 
 def dump_config(cfg: Config) -> str:

@@ -25,9 +25,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from alod.data.dataset import collate_detection
+from alod.layout import CHECKPOINT_LAST
 from alod.utils import AlodError, atomic_torch_save
 
-CHECKPOINT_LAST = "checkpoint_last.pt"
 LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 
 

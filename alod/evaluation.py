@@ -34,26 +34,25 @@ What the official evaluation does, and how this module reproduces it (scalabel 0
 
 Not reproduced: labels with a ``crowd`` attribute are crowd regions there, but the alod readers do
 not read attributes; the index stores boxes as float32, so ground-truth coordinates differ from the
-JSON doubles by ~1e-5 px (this only matters for an IoU within ~1e-7 of a threshold).
+JSON doubles by ~1e-5 px (this only matters for an IoU within ~1e-7 of a threshold; pass the
+file's own coordinates as ``gt_boxes`` to avoid it).
+
+This module is the metric core and depends on the index only. Reading label and prediction files
+and the ``alod evaluate`` driver live in :mod:`alod.file_evaluation`.
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import math
-import os
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from alod.data.index import DetectionIndex
-from alod.data.problems import load_json_file
-from alod.utils import AlodError, sha256_file
 
 BOX_CONVENTIONS = ("bdd100k", "coco")
+#: ``format`` of the report :func:`alod.file_evaluation.evaluate_files` writes.
 METRICS_FORMAT = "alod.metrics/1"
-FORMATS = ("auto", "bdd100k", "bdd100k_2018", "coco")
 
 
 # ============================================================================ core
@@ -76,7 +75,7 @@ def evaluate_detections(
             ``"coco"``: ``x2 - x1``.
         max_dets: detections kept per image and class (highest scores first), as COCOeval.
         gt_boxes: optional ``float64[M, 4]`` coordinates of ``gt.boxes`` as written in the label
-            file (see :func:`exact_gt_boxes`). The index stores float32, which moves an IoU by up
+            file (see :func:`alod.file_evaluation.exact_gt_boxes`). The index stores float32, which moves an IoU by up
             to ~1e-6 and can flip a match at a threshold (seen on the 50 real frames: IoU
             0.8000012 vs 0.7999999); with the file's doubles the result equals the official one.
 
@@ -210,289 +209,6 @@ def _empty_result(gt: DetectionIndex) -> dict[str, float]:
         for k, c in enumerate(gt.classes):
             out[prefix + c] = 0.0 if (k + 1) in present else math.nan
     return out
-
-
-# ============================================================================ exact ground truth
-def exact_gt_boxes(labels: str | os.PathLike, gt: DetectionIndex) -> np.ndarray | None:
-    """The label file's own (float64) coordinates of ``gt.boxes``, row for row, or ``None``.
-
-    Re-reads ``labels`` (the file ``gt`` was loaded from with ``strict=True``) and collects every
-    box the readers keep, in their order. The result is only returned if it lines up with the
-    index exactly (same count, ``astype(float32)`` equal to ``gt.boxes``); otherwise ``None``, and
-    the caller evaluates with the float32 boxes.
-
-    Returns:
-        ``float64[M, 4]`` x1, y1, x2, y2 pixels (COCO: ``x, y, x + w, y + h``) or ``None``.
-    """
-    from alod.data.bdd100k import BDD100K_CLASSES, IGNORE_MAPPING, NAME_MAPPING, iter_json_array
-    from alod.data.loading import detect_format
-
-    file = os.fspath(labels)
-    slot_of = gt.name_to_index()
-    per_slot: list[list | None] = [None] * len(gt)
-    num = (int, float)
-    try:
-        if detect_format(file) == "coco":
-            data = load_json_file(file)
-            slot_of_id = {}
-            for im in data["images"]:
-                if type(im) is dict and im.get("file_name") in slot_of and im.get("id") not in slot_of_id:
-                    slot_of_id[im["id"]] = slot_of[im["file_name"]]
-            per_slot = [[] for _ in range(len(gt))]
-            for a in data["annotations"]:
-                slot = slot_of_id.get(a.get("image_id")) if type(a) is dict else None
-                bb = a.get("bbox") if slot is not None else None
-                if type(bb) is list and len(bb) == 4 and all(isinstance(v, num) for v in bb):
-                    x, y, w, h = bb
-                    per_slot[slot].append((x, y, x + w, y + h))
-        else:
-            vocab = set(BDD100K_CLASSES) | set(NAME_MAPPING) | set(IGNORE_MAPPING)
-            for frame in iter_json_array(file):
-                slot = slot_of.get(frame.get("name")) if type(frame) is dict else None
-                if slot is None or per_slot[slot] is not None:
-                    continue
-                rows = per_slot[slot] = []
-                for lab in frame.get("labels") or ():
-                    b = lab.get("box2d") if type(lab) is dict and lab.get("category") in vocab else None
-                    if type(b) is dict:
-                        xs = [b.get(k) for k in ("x1", "y1", "x2", "y2")]
-                        if all(isinstance(v, num) for v in xs):
-                            rows.append(xs)
-    except (AlodError, OSError, ValueError, TypeError, KeyError, AttributeError):
-        return None
-    if any(r is None for r in per_slot):
-        return None
-    rows = [r for part in per_slot for r in part]
-    boxes = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
-    if boxes.shape != gt.boxes.shape or not np.array_equal(boxes.astype(np.float32), gt.boxes):
-        return None
-    return boxes
-
-
-# ============================================================================ prediction files
-def read_bdd100k_predictions(path: str | os.PathLike, gt: DetectionIndex) -> tuple[list[dict], dict]:
-    """Detections from a BDD100K/Scalabel prediction file, aligned with ``gt``.
-
-    The file is a JSON list of frames ``{"name", "labels": [{"category", "box2d": {x1, y1, x2, y2},
-    "score"}]}``; det_20 names, the 2018 names (``person``, ``bike``, ``motor``) and the det
-    config's other aliases are mapped as the official evaluation maps them. Frames of ``gt``
-    missing from the file get no detections.
-
-    Returns:
-        ``(detections, counts)``: ``detections[i]`` for ``gt.names[i]`` with ``boxes float64[N, 4]``,
-        ``labels int64[N]``, ``scores float64[N]``; ``counts`` with ``frames``, ``detections`` and
-        ``missing_frames``.
-
-    Raises:
-        AlodError: malformed JSON (file, line, column), a frame name not in ``gt``, a repeated
-            frame, an unknown category, a label without a numeric ``score`` or ``box2d``.
-    """
-    from alod.data.bdd100k import BDD100K_CLASSES, IGNORE_MAPPING, NAME_MAPPING, iter_json_array
-
-    file = os.fspath(path)
-    if set(gt.classes) != set(BDD100K_CLASSES):
-        raise AlodError(f"{file}: BDD100K predictions need BDD100K ground truth (the ground truth has classes "
-                        f"{', '.join(gt.classes)})")
-    label_of = {name: k + 1 for k, name in enumerate(gt.classes)}
-    # As bdd100k_to_scalabel: aliases and ignored names become their class (a prediction named
-    # "other vehicle" is an ordinary car detection).
-    for alias, target in list(NAME_MAPPING.items()) + list(IGNORE_MAPPING.items()):
-        label_of[alias] = label_of[target]
-    slot_of = gt.name_to_index()
-    per_image: list[list | None] = [None] * len(gt)
-    n_frames = n_dets = 0
-    for fi, frame in enumerate(iter_json_array(file)):
-        n_frames += 1
-        where = f"{file}: frame {fi}"
-        if type(frame) is not dict or not isinstance(frame.get("name"), str):
-            if type(frame) is dict and "image_id" in frame:
-                raise AlodError(f"{where} looks like a COCO result ({{image_id, category_id, bbox, score}}) but the "
-                                "ground truth is BDD100K; give predictions as BDD100K frames")
-            raise AlodError(f"{where}: a prediction frame must be an object with a string 'name'")
-        name = frame["name"]
-        where = f"{where} ({name!r})"
-        slot = slot_of.get(name)
-        if slot is None:
-            raise AlodError(f"{where}: this image is not in the ground truth {gt.source or ''}; "
-                            "predict on the ground-truth frames only (check the split)")
-        if per_image[slot] is not None:
-            raise AlodError(f"{where}: the frame appears more than once; put all its labels in one frame")
-        labels = frame.get("labels")
-        labels = [] if labels is None else labels
-        if type(labels) is not list:
-            raise AlodError(f"{where}: 'labels' must be a list")
-        rows = []
-        for j, lab in enumerate(labels):
-            lw = f"{where}, label {j}"
-            if type(lab) is not dict:
-                raise AlodError(f"{lw}: a label must be an object")
-            cat = lab.get("category")
-            label = label_of.get(cat) if isinstance(cat, str) else None
-            if label is None:
-                known = ", ".join(list(gt.classes) + list(NAME_MAPPING) + list(IGNORE_MAPPING))
-                raise AlodError(f"{lw}: unknown category {cat!r} (known: {known})")
-            score = lab.get("score")
-            if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-                raise AlodError(f"{lw}: a prediction needs a finite numeric 'score' (got {score!r})")
-            b = lab.get("box2d")
-            xs = [b.get(k) for k in ("x1", "y1", "x2", "y2")] if type(b) is dict else None
-            if xs is None or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                     and math.isfinite(v) for v in xs):
-                raise AlodError(f"{lw}: a prediction needs box2d with finite numeric x1, y1, x2, y2 (got {b!r})")
-            rows.append((*xs, float(score), label))
-        per_image[slot] = rows
-        n_dets += len(rows)
-    missing = sum(r is None for r in per_image)
-    return [_rows_to_det(r) for r in per_image], {"frames": n_frames, "detections": n_dets, "missing_frames": missing}
-
-
-def read_coco_predictions(
-    path: str | os.PathLike, gt: DetectionIndex, *, gt_json: dict
-) -> tuple[list[dict], dict]:
-    """Detections from a COCO results list ``[{image_id, category_id, bbox: [x, y, w, h], score}]``.
-
-    Args:
-        gt_json: the parsed COCO instances file ``gt`` was read from (for its image ids and
-            category ids; labels follow :func:`alod.data.coco.coco_label_map`).
-
-    Returns and raises as :func:`read_bdd100k_predictions`; boxes become ``x, y, x + w, y + h``
-    (the reader's conversion of the ground truth).
-    """
-    from alod.data.coco import coco_label_map
-
-    file = os.fspath(path)
-    data = load_json_file(file)
-    if type(data) is not list:
-        raise AlodError(f"{file}: COCO predictions must be a JSON list of results "
-                        "[{image_id, category_id, bbox, score}] (the ground truth is COCO)")
-    label_of = coco_label_map(gt_json["categories"])
-    slot_of_name = gt.name_to_index()
-    slot_of = {}
-    for im in gt_json["images"]:
-        if type(im) is dict and im.get("file_name") in slot_of_name and im.get("id") not in slot_of:
-            slot_of[im.get("id")] = slot_of_name[im["file_name"]]
-    per_image: list[list] = [[] for _ in range(len(gt))]
-    for k, r in enumerate(data):
-        where = f"{file}: result {k}"
-        if type(r) is not dict:
-            raise AlodError(f"{where}: a result must be an object {{image_id, category_id, bbox, score}}")
-        if "name" in r and "image_id" not in r:
-            raise AlodError(f"{where} looks like a BDD100K frame but the ground truth is COCO; "
-                            "give predictions as a COCO results list")
-        iid = r.get("image_id")
-        slot = slot_of.get(iid) if isinstance(iid, (int, str)) else None
-        if slot is None:
-            raise AlodError(f"{where}: image_id {iid!r} is not an image of the ground truth {gt.source}")
-        cid = r.get("category_id")
-        label = label_of.get(cid) if type(cid) is int else None
-        if label is None:
-            raise AlodError(f"{where}: unknown category_id {cid!r} (not in the ground truth's categories)")
-        score = r.get("score")
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-            raise AlodError(f"{where}: a prediction needs a finite numeric 'score' (got {score!r})")
-        bb = r.get("bbox")
-        if (type(bb) is not list or len(bb) != 4
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bb)):
-            raise AlodError(f"{where}: bbox must be [x, y, w, h] finite numbers (got {bb!r})")
-        x, y, w, h = bb
-        per_image[slot].append((x, y, x + w, y + h, float(score), label))
-    missing = sum(not r for r in per_image)
-    return [_rows_to_det(r) for r in per_image], {"frames": None, "detections": len(data), "missing_frames": missing}
-
-
-def _rows_to_det(rows) -> dict:
-    if not rows:
-        return {"boxes": np.zeros((0, 4)), "labels": np.zeros(0, np.int64), "scores": np.zeros(0)}
-    a = np.asarray(rows, dtype=np.float64)
-    return {"boxes": a[:, :4], "labels": a[:, 5].astype(np.int64), "scores": a[:, 4]}
-
-
-# ============================================================================ files -> report
-def evaluate_files(
-    *,
-    gt: str | os.PathLike,
-    pred: str | os.PathLike,
-    fmt: str = "auto",
-    box_convention: str | None = None,
-    max_dets: int = 100,
-    log: Callable[[str], object] = print,
-) -> dict:
-    """Evaluate a prediction file against a label file (what ``alod evaluate`` runs).
-
-    Args:
-        gt: BDD100K det_20 / 2018 labels (a JSON list of frames) or a COCO instances JSON.
-        pred: BDD100K frames with a ``score`` per label, or a COCO results list (the same family as
-            ``gt``).
-        fmt: ``"auto"`` (from the JSON shape of ``gt``), ``"bdd100k"``, ``"bdd100k_2018"``, ``"coco"``.
-        box_convention: ``"bdd100k"`` (``w = x2 - x1 + 1``) or ``"coco"``; ``None``: ``"bdd100k"``
-            for BDD100K files, ``"coco"`` for COCO files.
-        log: receives the reader's one-line messages.
-
-    Returns:
-        The metrics of :func:`evaluate_detections` (flat, fractions; NaN for classes without ground
-        truth) plus ``format``, ``inputs`` (paths and sha256), ``data_format``, ``box_convention``,
-        ``max_dets``, ``classes`` and ``counts``.
-    """
-    from alod.data.loading import detect_format, load_index
-
-    if fmt not in FORMATS:
-        raise AlodError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    for role, p in (("ground-truth", gt), ("prediction", pred)):
-        if not Path(p).is_file():
-            raise AlodError(f"{role} file {p} does not exist")
-    family = detect_format(gt) if fmt == "auto" else ("coco" if fmt == "coco" else "bdd100k")
-    if box_convention is None:
-        box_convention = "coco" if family == "coco" else "bdd100k"
-    if box_convention not in BOX_CONVENTIONS:
-        raise AlodError(f"unknown box convention {box_convention!r}; choose one of {', '.join(BOX_CONVENTIONS)}")
-
-    index = load_index(labels=gt, image_root=None, fmt=fmt, strict=True, log=log)
-    if family == "coco":
-        dets, pcounts = read_coco_predictions(pred, index, gt_json=load_json_file(os.fspath(gt)))
-    else:
-        dets, pcounts = read_bdd100k_predictions(pred, index)
-    exact = exact_gt_boxes(gt, index)
-    if exact is None:
-        log(f"warning: could not re-read the exact coordinates of {gt}; evaluating with the index's float32 "
-            "boxes (an IoU within ~1e-6 of a threshold may then differ from the official evaluation)")
-    metrics = evaluate_detections(index, dets, box_convention=box_convention, max_dets=max_dets, gt_boxes=exact)
-    report = dict(metrics)
-    report.update({
-        "format": METRICS_FORMAT,
-        "inputs": {
-            "gt": {"path": os.path.abspath(gt), "sha256": sha256_file(gt)},
-            "pred": {"path": os.path.abspath(pred), "sha256": sha256_file(pred)},
-        },
-        "data_format": family,
-        "box_convention": box_convention,
-        "max_dets": int(max_dets),
-        "exact_gt_coordinates": exact is not None,
-        "classes": list(index.classes),
-        "counts": {
-            "images": len(index),
-            "gt_boxes": int((~index.ignore).sum()),
-            "ignored_regions": int(index.ignore.sum()),
-            "gt_per_class": index.class_counts(),
-            "detections": int(pcounts["detections"]),
-            "images_without_predictions": int(pcounts["missing_frames"]),
-        },
-    })
-    return report
-
-
-def format_table(metrics: dict, classes, gt_counts: dict | None = None) -> str:
-    """A short per-class table (AP50 and AP in percent; ``-`` for classes without ground truth)."""
-    def pct(v):
-        return "    -" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:5.1f}"
-
-    width = max([len("class"), len("overall")] + [len(c) for c in classes])
-    lines = [f"{'class':<{width}}  {'#gt':>6}  {'AP50':>5}  {'AP':>5}"]
-    for c in classes:
-        n = "" if gt_counts is None else str(gt_counts.get(c, 0))
-        lines.append(f"{c:<{width}}  {n:>6}  {pct(metrics.get('AP50/' + c))}  {pct(metrics.get('AP/' + c))}")
-    total = "" if gt_counts is None else str(sum(gt_counts.values()))
-    lines.append(f"{'overall':<{width}}  {total:>6}  {pct(metrics.get('mAP50'))}  {pct(metrics.get('mAP'))}")
-    return "\n".join(lines)
 
 
 def json_safe(obj):

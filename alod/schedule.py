@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alod.utils import AlodError, atomic_write_text, sha256_file
+from alod.utils import AlodError, atomic_write_text
 
 SCHEDULE_FORMAT = "alod.schedule/1"
 
@@ -54,7 +54,7 @@ def build_schedule(
     seed: int,
     num_batches: int | None = None,
     dataset: dict,
-    checkpoint: dict,
+    checkpoint: dict | None,
     strategy: dict,
 ) -> dict:
     """Build the schedule dict.
@@ -66,7 +66,8 @@ def build_schedule(
         seed: draws the batch order and cycle 1's random images.
         num_batches: cap on the number of batches (None: all that hold ``query_size`` images).
         dataset: ``{"num_images", "names_sha256"}`` from ``DetectionIndex.fingerprint()``.
-        checkpoint: ``{"path", "sha256"}`` of the scorer.
+        checkpoint: ``{"path", "sha256"}`` of the scorer, or ``None`` for a strategy that needs no
+            model (``random``).
         strategy: ``{"name", "params"}``.
     """
     if query_size <= 0 or batch_size < query_size:
@@ -103,7 +104,7 @@ def build_schedule(
     return {
         "format": SCHEDULE_FORMAT,
         "dataset": dict(dataset),
-        "checkpoint": dict(checkpoint),
+        "checkpoint": dict(checkpoint) if checkpoint is not None else None,
         "strategy": {"name": strategy["name"], "params": dict(strategy.get("params") or {})},
         "batch_size": int(batch_size),
         "query_size": int(query_size),
@@ -157,6 +158,3 @@ def check_schedule_matches(schedule: dict, fingerprint: dict, *, path: str | Pat
             f"vs the dataset's {fingerprint['names_sha256'][:12]}...); rerun make_batches.py for this dataset"
         )
 
-
-def schedule_sha256(path: str | Path) -> str:
-    return sha256_file(path)

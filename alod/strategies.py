@@ -9,24 +9,71 @@ A per-box uncertainty and the image-level reduction are separate (``BOX_UNCERTAI
 ``REDUCTIONS`` below), so ``entropy`` with ``aggregate: max`` is one line of YAML. Selection (top-k,
 random, per batch) is the schedule's job, not a strategy's.
 
-Adding a strategy: one function decorated with ``@register_strategy("name")``, one test with an
-exact expected ranking, one line of YAML (``score.strategy: name``).
+Every strategy declares (:class:`StrategySpec`):
+
+* its parameters and their defaults: the keyword-only arguments of its function. The config is
+  checked against them when it loads (:func:`check_params`), so a typo is one line naming the key
+  and the valid ones, and every strategy runs with its own defaults when ``score.strategy`` is
+  switched from the command line.
+* the inference it needs (:data:`INFERENCE`): ``none`` (scores without a model, e.g. ``random``:
+  no checkpoint is read), ``single`` (one deterministic pass of the detector per image), or
+  ``stochastic`` (several passes with dropout; reserved for BALD-style strategies, not built yet).
+
+Adding a strategy: one function decorated with ``@register_strategy("name", inference=...)``, one
+test with an exact expected ranking, one line of YAML (``score.strategy: name``).
 """
 from __future__ import annotations
 
-from typing import Callable
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from alod.utils import AlodError
 
 Strategy = Callable[..., np.ndarray]
-STRATEGIES: dict[str, Strategy] = {}
+
+#: What a strategy needs from the detector, cheapest first.
+INFERENCE = ("none", "single", "stochastic")
 
 
-def register_strategy(name: str):
+@dataclass(frozen=True)
+class StrategySpec:
+    """A registered strategy: its function, its parameters (name -> default) and its inference."""
+
+    name: str
+    fn: Strategy
+    params: Mapping[str, Any]
+    inference: str
+    choices: Mapping[str, tuple] = field(default_factory=dict)  # allowed values of enumerated params
+
+    @property
+    def doc(self) -> str:
+        return inspect.getdoc(self.fn) or ""
+
+
+STRATEGIES: dict[str, StrategySpec] = {}
+
+
+def register_strategy(name: str, *, inference: str = "single", choices: Mapping[str, tuple] | None = None):
+    """Register ``fn(dets, *, p1=default1, ...)`` under ``name``.
+
+    Parameters are read from the function's keyword-only arguments, each of which must have a
+    default (so every strategy runs without any ``params``).
+    """
+    if inference not in INFERENCE:
+        raise ValueError(f"inference must be one of {INFERENCE}, got {inference!r}")
+
     def deco(fn: Strategy) -> Strategy:
-        STRATEGIES[name] = fn
+        params = {}
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind is p.KEYWORD_ONLY:
+                if p.default is p.empty:
+                    raise TypeError(f"strategy {name!r}: parameter {p.name!r} needs a default")
+                params[p.name] = p.default
+        STRATEGIES[name] = StrategySpec(name=name, fn=fn, params=params, inference=inference,
+                                        choices=dict(choices or {}))
         return fn
 
     return deco
@@ -110,9 +157,10 @@ def _per_box_strategy(kind: str):
     return score
 
 
-entropy = register_strategy("entropy")(_per_box_strategy("entropy"))
-least_confidence = register_strategy("least_confidence")(_per_box_strategy("least_confidence"))
-margin = register_strategy("margin")(_per_box_strategy("margin"))
+_AGGREGATES = {"aggregate": tuple(REDUCTIONS)}
+entropy = register_strategy("entropy", choices=_AGGREGATES)(_per_box_strategy("entropy"))
+least_confidence = register_strategy("least_confidence", choices=_AGGREGATES)(_per_box_strategy("least_confidence"))
+margin = register_strategy("margin", choices=_AGGREGATES)(_per_box_strategy("margin"))
 
 
 @register_strategy("box_count")
@@ -121,22 +169,48 @@ def box_count(dets: list[dict], *, score_threshold: float = 0.5) -> np.ndarray:
     return np.array([float((np.asarray(d["scores"]) >= score_threshold).sum()) for d in dets], dtype=np.float64)
 
 
-@register_strategy("random")
+@register_strategy("random", inference="none")
 def random_scores(dets: list[dict], *, seed: int = 0) -> np.ndarray:
     """Uniform random scores: the baseline every strategy is compared against."""
     return np.random.default_rng(seed).random(len(dets))
 
 
-def get_strategy(name: str) -> Strategy:
+def get_strategy(name: str) -> StrategySpec:
     if name not in STRATEGIES:
-        raise AlodError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}")
+        raise AlodError(f"unknown strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))}")
     return STRATEGIES[name]
 
 
-def score_images(dets: list[dict], *, strategy: str, params: dict | None = None) -> np.ndarray:
-    """Run strategy ``strategy`` with ``params``; clear error on unknown parameters."""
-    fn = get_strategy(strategy)
-    try:
-        return fn(dets, **(params or {}))
-    except TypeError as e:
-        raise AlodError(f"strategy {strategy!r}: bad parameters {params}: {e}") from e
+def check_params(name: str, params: Mapping[str, Any] | None, *, where: str = "score.params") -> dict:
+    """``params`` completed with the strategy's defaults; :class:`AlodError` naming a bad key or value.
+
+    A value must have its default's type (an integer is accepted where a float is expected), and an
+    enumerated parameter one of its choices.
+    """
+    spec = get_strategy(name)
+    params = dict(params or {})
+    for key, value in params.items():
+        at = f"{where}.{key}"
+        if key not in spec.params:
+            valid = ", ".join(spec.params) or "none"
+            raise AlodError(f"{at}: strategy {name!r} has no parameter {key!r}; its parameters: {valid}")
+        default = spec.params[key]
+        if default is None:
+            ok = True
+        elif isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, float):  # an integer is a fine float (min_score: 0)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, type(default)) and not isinstance(value, bool)
+        if not ok:
+            raise AlodError(f"{at}: expected {type(default).__name__} (like the default {default!r}), got {value!r}")
+        if key in spec.choices and value not in spec.choices[key]:
+            raise AlodError(f"{at}: {value!r} is not one of {', '.join(map(str, spec.choices[key]))}")
+    return {**spec.params, **params}
+
+
+def score_images(dets: list[dict], *, strategy: str, params: Mapping[str, Any] | None = None) -> np.ndarray:
+    """Scores of ``dets`` under ``strategy`` with ``params`` (checked, completed with defaults)."""
+    spec = get_strategy(strategy)
+    return spec.fn(dets, **check_params(strategy, params))

@@ -136,7 +136,7 @@ import torch
 from alod.data.dataset import DetectionDataset
 from alod.data.index import DetectionIndex
 from alod.models import build_detector
-from alod.scoring import load_shards, score_pool
+from alod.stages.scoring import load_shards, score_pool
 sys.path.insert(0, {bench_dir!r})
 from bench_scoring import model_config
 
@@ -292,7 +292,7 @@ def main(args: argparse.Namespace) -> dict:
             print(msg, flush=True)
 
         # Same model in both: the loop's scores against score_pool's for the same images.
-        from alod.scoring import load_shards
+        from alod.stages.scoring import load_shards
 
         pool_scores = load_shards(root / "shards", n_shards)[:n_base]
         loop_scores = np.load(root / "loop_scores.npy")

@@ -276,7 +276,8 @@ def main(argv=None) -> int:
     import numpy as np
     import pycocotools
 
-    from alod.evaluation import evaluate_files, json_safe
+    from alod.evaluation import json_safe
+    from alod.file_evaluation import evaluate_files
     from alod.utils import atomic_write_json, sha256_file
 
     with tempfile.TemporaryDirectory(prefix="alod-parity-") as tmp:

@@ -22,7 +22,7 @@ TINY = {
     },
     "train": {"batch_size": 4, "lr": 0.01, "eval_batch_size": 4},
     "pretrain": {"fraction": 0.7, "epochs": 1},
-    "score": {"strategy": "entropy", "params": {"aggregate": "sum"}, "batch_size": 4, "shard_size": 10},
+    "score": {"strategy": "entropy", "params": {"entropy": {"aggregate": "sum"}}, "batch_size": 4, "shard_size": 10},
     "schedule": {"batch_size": 12, "query_size": 4, "seed": 0},
     "cycles": {"epochs": 2, "num_vis_images": 2},
 }
@@ -41,6 +41,11 @@ def write_tiny_config(tmp: Path, *, data_root: Path | None = None, **sections) -
     return path
 
 
+def run_layout(cfg):
+    """The :class:`alod.layout.RunLayout` of a loaded config."""
+    from alod.layout import RunLayout
+
+    return RunLayout.from_config(cfg.run)
 
 
 def subprocess_env() -> dict:

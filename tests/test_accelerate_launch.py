@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from alod.config import load_config
-from alod_testing import REPO, subprocess_env, write_tiny_config
+from alod_testing import REPO, run_layout, subprocess_env, write_tiny_config
 
 
 def _launch(script: str, *args, nproc: int = 2):
@@ -37,11 +37,11 @@ def test_two_process_pretraining(launched):
     cfg = load_config(cfg_path)
     import torch
 
-    ck = torch.load(cfg.run_dir / "pretrain" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    ck = torch.load(run_layout(cfg).root / "pretrain" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
     assert ck["epoch"] == 0
     # 25 images, batch 4 per process, 2 processes -> ceil(25 / 8) = 4 steps per epoch.
     assert ck["total_steps"] == 4
-    part = json.loads((cfg.run_dir / "pretrain" / "partition.json").read_text())
+    part = json.loads((run_layout(cfg).root / "pretrain" / "partition.json").read_text())
     assert len(part["images"]) == 25
     # only the main process logged the epoch
     assert (r.stdout + r.stderr).count("pretrain epoch 1:") == 1
@@ -50,17 +50,17 @@ def test_two_process_pretraining(launched):
 def test_same_schedule_from_one_and_two_processes(launched):
     tmp, cfg_path, _ = launched
     cfg = load_config(cfg_path)
-    ckpt = cfg.run_dir / "pretrain" / "checkpoint_last.pt"
+    ckpt = run_layout(cfg).root / "pretrain" / "checkpoint_last.pt"
     r2 = _launch("make_batches.py", "--config", str(cfg_path), "--ckpt", str(ckpt), "--no-progress")
     assert r2.returncode == 0, r2.stderr[-4000:]
-    two = (cfg.run_dir / "schedule.json").read_bytes()
-    n_shards = len(list((cfg.run_dir / "scores").glob("*/shard_*.npz")))
+    two = (run_layout(cfg).root / "schedule.json").read_bytes()
+    n_shards = len(list((run_layout(cfg).root / "scores").glob("*/shard_*.npz")))
     assert n_shards == 4  # 36 images in shards of 10, written by both processes
 
-    shutil.rmtree(cfg.run_dir / "scores")
-    (cfg.run_dir / "schedule.json").unlink()
+    shutil.rmtree(run_layout(cfg).root / "scores")
+    (run_layout(cfg).root / "schedule.json").unlink()
     r1 = subprocess.run([sys.executable, str(REPO / "make_batches.py"), "--config", str(cfg_path), "--ckpt", str(ckpt),
                          "--no-progress"], cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert r1.returncode == 0, r1.stderr[-4000:]
-    one = (cfg.run_dir / "schedule.json").read_bytes()
+    one = (run_layout(cfg).root / "schedule.json").read_bytes()
     assert one == two

@@ -12,9 +12,10 @@ import shutil
 
 from alod.cli import REPO_CONFIGS
 from alod.config import load_config
-from alod.cycles import run_cycles
-from alod.pretrain import run_pretrain
-from alod.scoring import run_scoring
+from alod.stages.cycles import finished_cycles, run_cycles
+from alod.stages.pretrain import run_pretrain
+from alod.stages.scoring import run_scoring
+from alod_testing import run_layout
 
 
 def test_bdd100k_config_on_standard_layout(shared_data, tmp_path):
@@ -39,11 +40,11 @@ def test_bdd100k_config_on_standard_layout(shared_data, tmp_path):
     cfg = load_config(REPO_CONFIGS / "bdd100k.yaml", overrides)
     assert cfg.data.kind == "bdd100k" and cfg.data.image_size == (1280, 720)
     ckpt = run_pretrain(cfg, progress=False)
-    assert len(json.loads((cfg.run_dir / "pretrain" / "partition.json").read_text())["images"]) == 35
+    assert len(json.loads((run_layout(cfg).root / "pretrain" / "partition.json").read_text())["images"]) == 35
     schedule = json.loads(run_scoring(cfg, ckpt=ckpt, progress=False).read_text())
     assert schedule["dataset"]["num_images"] == 50 and len(schedule["cycles"]) == 2
     state = run_cycles(cfg, progress=False)
-    assert [c["pool_size"] for c in state["completed"]] == [5, 10]
-    metrics = json.loads((cfg.run_dir / "cycles" / "cycle_02" / "metrics.json").read_text())
+    assert [c["pool_size"] for c in finished_cycles(state)] == [5, 10]
+    metrics = json.loads((run_layout(cfg).root / "cycles" / "cycle_02" / "metrics.json").read_text())
     # No train frames among the 50: the official evaluation reports NaN, written as null.
     assert metrics["AP50/train"] is None and 0.0 <= metrics["mAP50"] <= 1.0

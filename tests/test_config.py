@@ -38,3 +38,53 @@ def test_parse_overrides():
     assert parse_overrides(["a.b=1", "a.c=x"]) == {"a": {"b": 1, "c": "x"}}
     with pytest.raises(AlodError):
         parse_overrides(["novalue"])
+
+
+def test_strategy_params_are_per_strategy_and_checked_at_load():
+    cfg = load_config(None, ["score.strategy=box_count"])
+    assert cfg.score.strategy_params() == {}  # box_count runs with its own defaults
+    cfg = load_config(None, ["score.params.entropy.aggregate=max", "score.params.box_count.score_threshold=0.3"])
+    assert cfg.score.strategy_params() == {"aggregate": "max"}
+    # Switching the strategy from the command line picks that strategy's own table.
+    assert load_config(None, ["score.params.entropy.aggregate=max", "score.strategy=random"]).score.strategy_params() == {}
+    with pytest.raises(AlodError, match=r"score.params.entropy.agregate: strategy 'entropy' has no parameter "
+                                        r"'agregate'; its parameters: aggregate, min_score"):
+        load_config(None, ["score.params.entropy.agregate=max"])
+    with pytest.raises(AlodError, match=r"score.params.entropy.aggregate: 'median' is not one of"):
+        load_config(None, ["score.params.entropy.aggregate=median"])
+    with pytest.raises(AlodError, match=r"score.strategy: unknown strategy 'entrpy'; choose one of .*entropy"):
+        load_config(None, ["score.strategy=entrpy"])
+    # The flat form of earlier versions is refused with the new spelling.
+    with pytest.raises(AlodError, match=r"score.params.aggregate: not a strategy.*params: \{entropy: \{aggregate"):
+        load_config(None, ["score.params.aggregate=sum"])
+
+
+def test_base_and_override_params_merge_per_strategy(tmp_path):
+    (tmp_path / "base.yaml").write_text("score:\n  params:\n    entropy: {aggregate: max, min_score: 0.2}\n")
+    (tmp_path / "child.yaml").write_text("_base_: base.yaml\nscore:\n  params:\n    entropy: {min_score: 0.1}\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert cfg.score.params == {"entropy": {"aggregate": "max", "min_score": 0.1}}
+
+
+def test_selector_and_oracle_are_checked_at_load():
+    cfg = load_config(None)
+    assert (cfg.cycles.selector, cfg.cycles.oracle) == ("precomputed", "simulated")
+    with pytest.raises(AlodError, match=r"cycles.selector: unknown selector 'adaptiv'; choose one of precomputed"):
+        load_config(None, ["cycles.selector=adaptiv"])
+    with pytest.raises(AlodError, match=r"cycles.oracle: unknown oracle 'humans'; choose one of simulated"):
+        load_config(None, ["cycles.oracle=humans"])
+
+
+def test_loading_a_config_does_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    from alod.cli import REPO_CONFIGS
+    from alod_testing import subprocess_env
+
+    code = ("import sys; from alod.config import load_config; "
+            f"load_config({str(REPO_CONFIGS / 'demo.yaml')!r}); "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')); "
+            "assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]

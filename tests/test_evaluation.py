@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from alod.data.index import DetectionIndex
-from alod.evaluation import evaluate_detections, evaluate_files, exact_gt_boxes
+from alod.evaluation import evaluate_detections
+from alod.file_evaluation import evaluate_files, exact_gt_boxes
 
 CLASSES = ("car", "bus", "train")
 
@@ -150,7 +151,7 @@ def test_exact_file_coordinates_decide_a_match_at_a_threshold(tmp_path):
     assert report["AP/pedestrian"] == pytest.approx(0.7)  # hits at IoU 0.50 .. 0.80, as the official eval
 
     from alod.data.loading import load_index
-    from alod.evaluation import read_bdd100k_predictions
+    from alod.data.bdd100k import read_bdd100k_predictions
 
     gt = load_index(labels=gt_file, log=lambda s: None)
     d, _ = read_bdd100k_predictions(pred_file, gt)

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from alod.config import load_config
-from alod.cycles import run_cycles, state_path
-from alod.pretrain import run_pretrain
-from alod.scoring import run_scoring, schedule_path
-from alod_testing import REPO, subprocess_env, write_tiny_config
+from alod.stages.cycles import finished_cycles, run_cycles
+from alod.stages.pretrain import run_pretrain
+from alod.stages.scoring import run_scoring
+from alod_testing import REPO, run_layout, subprocess_env, write_tiny_config
 
 
 def _scalars(tb_dir: Path, tag: str) -> dict[int, float]:
@@ -47,40 +47,42 @@ def test_stages_write_their_contracts(finished_run):
 
     ck = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert {"model", "optimizer", "scheduler", "epoch", "config"} <= set(ck)
-    part = json.loads((cfg.run_dir / "pretrain" / "partition.json").read_text())
+    part = json.loads((run_layout(cfg).root / "pretrain" / "partition.json").read_text())
     assert len(part["images"]) == round(0.7 * 36) and part["seed"] == 0
     s = json.loads(Path(sched).read_text())
     assert len(s["images"]) == 36 and len(s["cycles"]) == 3
-    assert [c["cycle"] for c in state["completed"]] == [1, 2, 3]
-    assert [c["pool_size"] for c in state["completed"]] == [4, 8, 12]
+    assert [c["cycle"] for c in finished_cycles(state)] == [1, 2, 3]
+    assert [c["pool_size"] for c in finished_cycles(state)] == [4, 8, 12]
     # The pool holds exactly the schedule's selections, recorded with their cycle.
     assert state["pool"]["names"] == [x for c in s["cycles"] for x in c["images"]]
     assert state["pool"]["cycles"] == [1] * 4 + [2] * 4 + [3] * 4
-    assert (cfg.run_dir / "config.yaml").is_file()
+    layout = run_layout(cfg)
+    for stage in ("pretrain", "batches", "cycles"):  # each stage writes the config it ran with
+        assert load_config(layout.stage_config(stage)) == cfg
     for n in (1, 2, 3):
-        m = json.loads((cfg.run_dir / "cycles" / f"cycle_{n:02d}" / "metrics.json").read_text())
+        m = json.loads((run_layout(cfg).root / "cycles" / f"cycle_{n:02d}" / "metrics.json").read_text())
         assert 0.0 <= m["mAP50"] <= 1.0 and "AP50/car" in m
 
 
 def test_tensorboard_has_map50_for_every_cycle(finished_run):
     cfg, *_ = finished_run
-    by_cycle = _scalars(cfg.tb_run_dir, "mAP50")
+    by_cycle = _scalars(run_layout(cfg).tb_root, "mAP50")
     assert sorted(by_cycle) == [1, 2, 3]
-    assert sorted(_scalars(cfg.tb_run_dir, "by_pool_size/mAP50")) == [4, 8, 12]
-    assert sorted(_scalars(cfg.tb_run_dir / "cycle_02", "train/loss_classifier")) == [1, 2]
-    assert sorted(_scalars(cfg.tb_run_dir / "cycle_02", "train/lr")) == [1, 2]
+    assert sorted(_scalars(run_layout(cfg).tb_root, "by_pool_size/mAP50")) == [4, 8, 12]
+    assert sorted(_scalars(run_layout(cfg).tb_root / "cycle_02", "train/loss_classifier")) == [1, 2]
+    assert sorted(_scalars(run_layout(cfg).tb_root / "cycle_02", "train/lr")) == [1, 2]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(cfg.tb_run_dir), size_guidance={"images": 0})
+    acc = EventAccumulator(str(run_layout(cfg).tb_root), size_guidance={"images": 0})
     acc.Reload()
     assert "val_predictions" in acc.Tags()["images"]
 
 
 def test_rerun_after_completion_does_nothing_new(finished_run):
     cfg, ckpt, sched, state = finished_run
-    before = state_path(cfg).read_bytes()
+    before = run_layout(cfg).cycles_state.read_bytes()
     run_cycles(cfg, progress=False)
-    assert state_path(cfg).read_bytes() == before
+    assert run_layout(cfg).cycles_state.read_bytes() == before
 
 
 def test_schedule_is_byte_identical_when_rescored(finished_run, tmp_path):
@@ -118,7 +120,7 @@ def test_missing_schedule_says_what_to_run(tiny_config):
 
 def test_schedule_for_another_dataset_is_refused(finished_run, tmp_path):
     cfg, *_ = finished_run
-    s = json.loads(schedule_path(cfg).read_text())
+    s = json.loads(run_layout(cfg).schedule.read_text())
     s["dataset"]["num_images"] = 999
     bad = tmp_path / "schedule.json"
     bad.write_text(json.dumps(s))
@@ -154,8 +156,8 @@ def test_resume_after_kill_matches_uninterrupted_run(finished_run, tmp_path):
     cfg, ckpt, sched, reference = finished_run
     cfg_path = write_tiny_config(tmp_path, data_root=Path(cfg.data.root), cycles={"epochs": 3})
     ref_cfg = load_config(cfg_path, [f"run.out_dir={tmp_path / 'ref_runs'}", f"run.tb_dir={tmp_path / 'ref_tb'}"])
-    ref_cfg.run_dir.mkdir(parents=True)
-    (ref_cfg.run_dir / "schedule.json").write_bytes(Path(sched).read_bytes())
+    run_layout(ref_cfg).root.mkdir(parents=True)
+    (run_layout(ref_cfg).root / "schedule.json").write_bytes(Path(sched).read_bytes())
     reference = run_cycles(ref_cfg, progress=False)
 
     run_dir = tmp_path / "runs" / "tiny"
@@ -171,14 +173,15 @@ def test_resume_after_kill_matches_uninterrupted_run(finished_run, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     state = json.loads((run_dir / "cycles" / "state.json").read_text())
-    assert [c["cycle"] for c in state["completed"]] == [1]  # killed inside cycle 2
+    assert [c["cycle"] for c in finished_cycles(state)] == [1]  # killed inside cycle 2...
+    assert [c["step"] for c in state["cycles"]] == ["evaluated", "labeled"]  # ...while training it
 
     r = _cli("main_sample.py", "--config", str(cfg_path), "--no-progress")
     assert r.returncode == 0, r.stderr[-3000:]
     resumed = json.loads((run_dir / "cycles" / "state.json").read_text())
     assert resumed["pool"] == reference["pool"]
-    assert [(c["cycle"], c["pool_size"], c["epochs"]) for c in resumed["completed"]] == [
-        (c["cycle"], c["pool_size"], c["epochs"]) for c in reference["completed"]]
+    assert [(c["cycle"], c["pool_size"], c["epochs"]) for c in finished_cycles(resumed)] == [
+        (c["cycle"], c["pool_size"], c["epochs"]) for c in finished_cycles(reference)]
     # Training is deterministic on CPU and resumes at the epoch boundary: the metrics agree too.
-    for a, b in zip(resumed["completed"], reference["completed"]):
+    for a, b in zip(finished_cycles(resumed), finished_cycles(reference)):
         assert a["mAP50"] == pytest.approx(b["mAP50"], abs=1e-6)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from alod.strategies import STRATEGIES, box_entropy, score_images
+from alod.strategies import INFERENCE, STRATEGIES, box_entropy, check_params, score_images
 from alod.utils import AlodError
 
 
@@ -85,9 +85,9 @@ def test_random_is_seeded():
 def test_errors_are_clear():
     with pytest.raises(AlodError, match="unknown strategy"):
         score_images(DETS, strategy="nope")
-    with pytest.raises(AlodError, match="unknown aggregate"):
+    with pytest.raises(AlodError, match=r"score.params.aggregate: 'median' is not one of sum, mean, max"):
         score_images(DETS, strategy="entropy", params={"aggregate": "median"})
-    with pytest.raises(AlodError, match="bad parameters"):
+    with pytest.raises(AlodError, match=r"strategy 'box_count' has no parameter 'treshold'; its parameters: score_threshold"):
         score_images(DETS, strategy="box_count", params={"treshold": 1})
     with pytest.raises(AlodError, match="probs"):
         score_images([{"scores": np.ones(1)}], strategy="entropy")
@@ -95,3 +95,49 @@ def test_errors_are_clear():
 
 def test_registry_has_required_strategies():
     assert {"box_count", "entropy"} <= set(STRATEGIES)
+
+
+def test_every_strategy_declares_its_parameters_and_inference():
+    for name, spec in STRATEGIES.items():
+        assert spec.inference in INFERENCE, name
+        assert spec.doc, f"{name} documents its formula"
+        # Every strategy runs with its own defaults alone.
+        assert check_params(name, None) == dict(spec.params)
+        scores = spec.fn(DETS, **spec.params)
+        assert scores.shape == (len(DETS),) and scores.dtype == np.float64
+    assert STRATEGIES["random"].inference == "none"
+    assert STRATEGIES["entropy"].params == {"aggregate": "sum", "min_score": 0.0}
+    assert STRATEGIES["box_count"].params == {"score_threshold": 0.5}
+
+
+def test_check_params_types_and_defaults():
+    assert check_params("entropy", {"aggregate": "max"}) == {"aggregate": "max", "min_score": 0.0}
+    assert check_params("entropy", {"min_score": 0}) == {"aggregate": "sum", "min_score": 0}  # int for a float
+    with pytest.raises(AlodError, match=r"score.params.min_score: expected float \(like the default 0.0\), got .high."):
+        check_params("entropy", {"min_score": "high"})
+    with pytest.raises(AlodError, match=r"expected int"):
+        check_params("random", {"seed": 1.5})
+    with pytest.raises(AlodError, match=r"expected int"):
+        check_params("random", {"seed": True})
+    with pytest.raises(AlodError, match="unknown strategy 'nope'; choose one of .*box_count.*entropy"):
+        check_params("nope", {})
+
+
+def test_register_strategy_reads_parameters_from_the_signature(monkeypatch):
+    monkeypatch.setattr("alod.strategies.STRATEGIES", dict(STRATEGIES))
+    from alod import strategies
+
+    @strategies.register_strategy("toy", inference="none", choices={"mode": ("a", "b")})
+    def toy(dets, *, k: int = 2, mode: str = "a"):
+        """``k`` for every image."""
+        return np.full(len(dets), float(k))
+
+    spec = strategies.STRATEGIES["toy"]
+    assert spec.params == {"k": 2, "mode": "a"} and spec.inference == "none"
+    assert score_images(DETS, strategy="toy", params={"k": 5}).tolist() == [5.0] * len(DETS)
+    with pytest.raises(AlodError, match="is not one of a, b"):
+        check_params("toy", {"mode": "c"})
+    with pytest.raises(TypeError, match="needs a default"):
+        strategies.register_strategy("bad")(lambda dets, *, k: dets)
+    with pytest.raises(ValueError, match="inference"):
+        strategies.register_strategy("bad", inference="twice")

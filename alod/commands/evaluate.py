@@ -3,7 +3,8 @@
     alod evaluate --gt det_val.json --pred preds.json --out metrics.json
     alod evaluate --gt instances_val2017.json --pred results.json --out metrics.json   # COCO
 
-No logic here: parse, call :func:`alod.evaluation.evaluate_files`, write, print.
+No logic here: parse, call :func:`alod.file_evaluation.evaluate_files`, write, print. The
+``--format`` choices come from the label-format registry (:mod:`alod.data.readers`).
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from alod.utils import AlodError
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``evaluate`` arguments to ``parser``."""
-    from alod.evaluation import BOX_CONVENTIONS, FORMATS
+    from alod.data.readers import FORMAT_CHOICES
+    from alod.evaluation import BOX_CONVENTIONS
 
     parser.description = (
         "Evaluate predictions against ground truth with pycocotools, the way the official BDD100K "
@@ -27,7 +29,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pred", required=True, metavar="PREDICTIONS.json", help="prediction file")
     parser.add_argument("--out", required=True, metavar="metrics.json",
                         help="where to write the metrics (fractions in [0, 1]; null for classes without ground truth)")
-    parser.add_argument("--format", dest="fmt", default="auto", choices=FORMATS,
+    parser.add_argument("--format", dest="fmt", default="auto", choices=FORMAT_CHOICES,
                         help="format of --gt (default: from the JSON shape); --pred must be of the same family")
     parser.add_argument("--box-convention", default=None, choices=BOX_CONVENTIONS,
                         help="bdd100k: w = x2 - x1 + 1 (official BDD100K); coco: w = x2 - x1 "
@@ -38,7 +40,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write ``args.out`` atomically, print a per-class table. Raises AlodError on bad input."""
-    from alod.evaluation import evaluate_files, format_table, json_safe
+    from alod.evaluation import json_safe
+    from alod.file_evaluation import evaluate_files, format_table
     from alod.utils import atomic_write_json
 
     report = evaluate_files(gt=args.gt, pred=args.pred, fmt=args.fmt, box_convention=args.box_convention,

@@ -10,16 +10,29 @@
 
 Bad records go to a :class:`~alod.data.problems.ProblemLog` (see :mod:`alod.data.problems`). A broken
 ``categories`` list is fatal whatever ``strict`` says: without it no label means anything.
+
+For ``alod evaluate`` the module also reads COCO results lists (:func:`read_coco_predictions`) and
+re-reads the ground truth's exact coordinates (:func:`coco_exact_boxes`). :data:`COCO_FORMAT` is
+this format's entry in the registry :data:`alod.data.readers.LABEL_FORMATS`.
 """
 from __future__ import annotations
 
+import math
 import os
 from array import array
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from alod.data.bdd100k import _BIG, ParsedLabels, _as_numpy, _json_type, _short
+from alod.data.common import (
+    COORD_LIMIT,
+    LabelFormat,
+    ParsedLabels,
+    array_to_numpy,
+    json_type_name,
+    rows_to_detections,
+    short_json,
+)
 from alod.data.index import DetectionIndex
 from alod.data.problems import (
     BAD_COORDINATES,
@@ -31,11 +44,13 @@ from alod.data.problems import (
     UNKNOWN_CATEGORY,
     UNKNOWN_IMAGE_ID,
     LabelFileError,
-    load_json_file,
     Problem,
     ProblemLog,
+    load_json_file,
     note_zero_area_boxes,
 )
+from alod.utils import AlodError
+
 
 def coco_label_map(categories: Sequence[Mapping]) -> dict[int, int]:
     """``{coco_category_id: label}`` with labels ``1..C`` in ascending category-id order.
@@ -51,7 +66,7 @@ def coco_label_map(categories: Sequence[Mapping]) -> dict[int, int]:
         if not isinstance(c, Mapping) or type(c.get("id")) is not int or not isinstance(c.get("name"), str):
             raise LabelFileError(
                 f"categories[{k}] must be an object with an integer 'id' and a string 'name' "
-                f"(got {_short(c)}); fix the categories list of the label file"
+                f"(got {short_json(c)}); fix the categories list of the label file"
             )
         ids.append(c["id"])
     dup = sorted({i for i in ids if ids.count(i) > 1})
@@ -112,14 +127,14 @@ def read_coco(
     for fi, im in enumerate(images):
         if type(im) is not dict:
             problem(BAD_RECORD, fi, None, None, None,
-                    f"image record is a JSON {_json_type(im)}, not an object", "frame")
+                    f"image record is a JSON {json_type_name(im)}, not an object", "frame")
             continue
         iid = im.get("id")
         name = im.get("file_name")
         name = name if isinstance(name, str) and name else None
         if type(iid) not in (int, str):
             problem(BAD_RECORD, fi, name, None, None,
-                    f"image record has no integer or string 'id' (id={_short(iid)})", "frame")
+                    f"image record has no integer or string 'id' (id={short_json(iid)})", "frame")
             continue
         if iid in slot_of or iid in skipped_ids:
             problem(BAD_RECORD, fi, name, None, None,
@@ -128,7 +143,7 @@ def read_coco(
         if name is None:
             skipped_ids.add(iid)
             problem(MISSING_NAME, fi, None, None, None,
-                    f"image id {iid!r} has no file_name (file_name={_short(im.get('file_name'))})", "frame")
+                    f"image id {iid!r} has no file_name (file_name={short_json(im.get('file_name'))})", "frame")
             continue
         if name in seen_names:
             skipped_ids.add(iid)
@@ -139,7 +154,7 @@ def read_coco(
         if not (_positive_int(w) and _positive_int(h)):
             skipped_ids.add(iid)
             problem(BAD_RECORD, fi, name, None, None,
-                    f"image needs positive integer width and height (width={_short(w)}, height={_short(h)})",
+                    f"image needs positive integer width and height (width={short_json(w)}, height={short_json(h)})",
                     "frame")
             continue
         slot_of[iid] = len(names)
@@ -148,7 +163,7 @@ def read_coco(
         widths.append(int(w))
         heights.append(int(h))
         frame_pos.append(fi)
-    frame_index = _as_numpy(frame_pos, np.int64)
+    frame_index = array_to_numpy(frame_pos, np.int64)
 
     # ---- annotations
     slots = array("q")
@@ -166,7 +181,7 @@ def read_coco(
             y2 = y + h
             # Chained comparisons reject NaN, infinities, values beyond float32 and negative
             # sizes in one go; odd types raise and go to the slow path, which says what is wrong.
-            ok = -_BIG < x <= x2 < _BIG and -_BIG < y <= y2 < _BIG
+            ok = -COORD_LIMIT < x <= x2 < COORD_LIMIT and -COORD_LIMIT < y <= y2 < COORD_LIMIT
         except (KeyError, TypeError, ValueError, OverflowError):
             ok = False
         if not ok:
@@ -193,23 +208,23 @@ def read_coco(
         ann_ids.append(a.get("id"))
 
     # Group boxes by image, keeping annotation order within an image (stable sort).
-    slot_arr = _as_numpy(slots, np.int64)
+    slot_arr = array_to_numpy(slots, np.int64)
     order = np.argsort(slot_arr, kind="stable")
     offsets = np.zeros(len(names) + 1, dtype=np.int64)
     np.cumsum(np.bincount(slot_arr, minlength=len(names)), out=offsets[1:])
     index = DetectionIndex(
         image_root=os.fspath(image_root),
         names=np.asarray(names, dtype=str) if names else np.zeros(0, dtype="<U1"),
-        widths=_as_numpy(widths, np.int64).astype(np.int32),
-        heights=_as_numpy(heights, np.int64).astype(np.int32),
+        widths=array_to_numpy(widths, np.int64).astype(np.int32),
+        heights=array_to_numpy(heights, np.int64).astype(np.int32),
         offsets=offsets,
-        boxes=_as_numpy(coords, np.float64).reshape(-1, 4)[order].astype(np.float32),
-        labels=_as_numpy(labels, np.int64)[order],
-        ignore=_as_numpy(crowd, np.uint8)[order].astype(bool),
+        boxes=array_to_numpy(coords, np.float64).reshape(-1, 4)[order].astype(np.float32),
+        labels=array_to_numpy(labels, np.int64)[order],
+        ignore=array_to_numpy(crowd, np.uint8)[order].astype(bool),
         classes=classes,
         source=file,
     )
-    note_zero_area_boxes(index, frame_index=frame_index, label_pos=_as_numpy(ann_pos, np.int64)[order],
+    note_zero_area_boxes(index, frame_index=frame_index, label_pos=array_to_numpy(ann_pos, np.int64)[order],
                          label_ids=[ann_ids[i] for i in order.tolist()] if len(order) else [],
                          problems=problems, file=file)
     return ParsedLabels(index=index, frame_index=frame_index, num_frames=len(images), layout="coco")
@@ -222,27 +237,28 @@ def _classify_annotation(a, slot_of, skipped_ids, label_of):
     ``(None, "")`` when nothing is wrong after all.
     """
     if type(a) is not dict:
-        return BAD_RECORD, f"annotation is a JSON {_json_type(a)}, not an object"
+        return BAD_RECORD, f"annotation is a JSON {json_type_name(a)}, not an object"
     iid = a.get("image_id")
     if not _hashable(iid) or iid not in slot_of:
         if _hashable(iid) and iid in skipped_ids:
             return None
-        return UNKNOWN_IMAGE_ID, f"image_id {_short(iid)} is not in 'images'"
+        return UNKNOWN_IMAGE_ID, f"image_id {short_json(iid)} is not in 'images'"
     cid = a.get("category_id")
     if not _hashable(cid) or cid not in label_of:
-        return UNKNOWN_CATEGORY, f"category_id {_short(cid)} is not in 'categories'"
+        return UNKNOWN_CATEGORY, f"category_id {short_json(cid)} is not in 'categories'"
     bbox = a.get("bbox")
     if (
         not isinstance(bbox, list)
         or len(bbox) != 4
         or not all(isinstance(v, (int, float)) for v in bbox)
     ):
-        return BAD_COORDINATES, f"bbox must be [x, y, w, h] numbers (got {_short(bbox)})"
+        return BAD_COORDINATES, f"bbox must be [x, y, w, h] numbers (got {short_json(bbox)})"
     x, y, w, h = bbox
-    if not (all(-_BIG < v < _BIG for v in bbox) and -_BIG < x + w < _BIG and -_BIG < y + h < _BIG):
-        return NON_FINITE, f"bbox has a value that is NaN, infinite or beyond float32 ({_short(bbox)})"
+    lim = COORD_LIMIT
+    if not (all(-lim < v < lim for v in bbox) and -lim < x + w < lim and -lim < y + h < lim):
+        return NON_FINITE, f"bbox has a value that is NaN, infinite or beyond float32 ({short_json(bbox)})"
     if w < 0 or h < 0:
-        return INVERTED_BOX, f"bbox has a negative width or height ({_short(bbox)})"
+        return INVERTED_BOX, f"bbox has a negative width or height ({short_json(bbox)})"
     return None, ""
 
 
@@ -258,7 +274,9 @@ def _check_top_level(path, data) -> dict:
     """A COCO file is an object with ``images``, ``annotations`` and ``categories`` lists."""
     if type(data) is not dict:
         hint = " (a list of frames: is it a BDD100K file? use fmt='bdd100k')" if type(data) is list else ""
-        raise LabelFileError(f"{os.fspath(path)}: the top level is a JSON {_json_type(data)}, not a COCO object{hint}")
+        raise LabelFileError(
+            f"{os.fspath(path)}: the top level is a JSON {json_type_name(data)}, not a COCO object{hint}"
+        )
     missing = [k for k in ("images", "annotations", "categories") if type(data.get(k)) is not list]
     if missing:
         raise LabelFileError(
@@ -266,3 +284,132 @@ def _check_top_level(path, data) -> dict:
             f"(found keys: {', '.join(sorted(data)) or 'none'}); is it a COCO results or captions file?"
         )
     return data
+
+
+# ----------------------------------------------------------------------------- evaluation inputs
+def read_coco_predictions(
+    path: str | os.PathLike,
+    gt: DetectionIndex,
+    *,
+    gt_path: str | os.PathLike | None = None,
+    gt_json: dict | None = None,
+) -> tuple[list[dict], dict]:
+    """Detections from a COCO results list ``[{image_id, category_id, bbox: [x, y, w, h], score}]``.
+
+    Args:
+        path: the results file.
+        gt: the ground truth read from the COCO instances file ``gt_path``.
+        gt_path: that instances file (read again for its image ids and category ids; labels follow
+            :func:`coco_label_map`). Not needed when ``gt_json`` is given.
+        gt_json: the parsed instances file, if the caller has it already.
+
+    Returns:
+        As :func:`alod.data.bdd100k.read_bdd100k_predictions` (``counts["frames"]`` is ``None``:
+        a results list has no frames); boxes become ``x, y, x + w, y + h`` px (the reader's
+        conversion of the ground truth).
+
+    Raises:
+        AlodError: malformed JSON, not a list, an image id or category id not in the ground truth,
+            a result without a finite numeric ``score`` or ``bbox``.
+    """
+    if gt_json is None:
+        if gt_path is None:
+            raise ValueError("read_coco_predictions needs gt_path or gt_json")
+        gt_json = load_json_file(os.fspath(gt_path))
+    file = os.fspath(path)
+    data = load_json_file(file)
+    if type(data) is not list:
+        raise AlodError(f"{file}: COCO predictions must be a JSON list of results "
+                        "[{image_id, category_id, bbox, score}] (the ground truth is COCO)")
+    label_of = coco_label_map(gt_json["categories"])
+    slot_of_name = gt.name_to_index()
+    slot_of = {}
+    for im in gt_json["images"]:
+        if type(im) is dict and im.get("file_name") in slot_of_name and im.get("id") not in slot_of:
+            slot_of[im.get("id")] = slot_of_name[im["file_name"]]
+    per_image: list[list] = [[] for _ in range(len(gt))]
+    for k, r in enumerate(data):
+        where = f"{file}: result {k}"
+        if type(r) is not dict:
+            raise AlodError(f"{where}: a result must be an object {{image_id, category_id, bbox, score}}")
+        if "name" in r and "image_id" not in r:
+            raise AlodError(f"{where} looks like a BDD100K frame but the ground truth is COCO; "
+                            "give predictions as a COCO results list")
+        iid = r.get("image_id")
+        slot = slot_of.get(iid) if isinstance(iid, (int, str)) else None
+        if slot is None:
+            raise AlodError(f"{where}: image_id {iid!r} is not an image of the ground truth {gt.source}")
+        cid = r.get("category_id")
+        label = label_of.get(cid) if type(cid) is int else None
+        if label is None:
+            raise AlodError(f"{where}: unknown category_id {cid!r} (not in the ground truth's categories)")
+        score = r.get("score")
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise AlodError(f"{where}: a prediction needs a finite numeric 'score' (got {score!r})")
+        bb = r.get("bbox")
+        if (type(bb) is not list or len(bb) != 4
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bb)):
+            raise AlodError(f"{where}: bbox must be [x, y, w, h] finite numbers (got {bb!r})")
+        x, y, w, h = bb
+        per_image[slot].append((x, y, x + w, y + h, float(score), label))
+    missing = sum(not r for r in per_image)
+    counts = {"frames": None, "detections": len(data), "missing_frames": missing}
+    return [rows_to_detections(r) for r in per_image], counts
+
+
+def coco_exact_boxes(path: str | os.PathLike, gt: DetectionIndex) -> list[list]:
+    """The file's own coordinates of the boxes :func:`read_coco` kept for ``gt``, per image.
+
+    Re-reads ``path`` (the file ``gt`` was loaded from with ``strict=True``) leniently: the first
+    image record of each ``file_name`` in ``gt``, its annotations with four numeric ``bbox`` values.
+
+    Returns:
+        ``rows[i]`` for ``gt.names[i]``: ``[(x, y, x + w, y + h), ...]`` px computed in float64, as
+        the reader computes them before storing float32. Anything unexpected raises;
+        :func:`alod.file_evaluation.exact_gt_boxes` checks the result against the index.
+    """
+    slot_of = gt.name_to_index()
+    num = (int, float)
+    data = load_json_file(os.fspath(path))
+    slot_of_id = {}
+    for im in data["images"]:
+        if type(im) is dict and im.get("file_name") in slot_of and im.get("id") not in slot_of_id:
+            slot_of_id[im["id"]] = slot_of[im["file_name"]]
+    per_slot: list[list] = [[] for _ in range(len(gt))]
+    for a in data["annotations"]:
+        slot = slot_of_id.get(a.get("image_id")) if type(a) is dict else None
+        bb = a.get("bbox") if slot is not None else None
+        if type(bb) is list and len(bb) == 4 and all(isinstance(v, num) for v in bb):
+            x, y, w, h = bb
+            per_slot[slot].append((x, y, x + w, y + h))
+    return per_slot
+
+
+# ----------------------------------------------------------------------------- registry entry
+def _is_json_object(head: bytes) -> bool:
+    return head[:1] == b"{"
+
+
+def _read_coco_entry(
+    path: str | os.PathLike,
+    *,
+    image_root: str | os.PathLike = "",
+    image_size: tuple[int, int] | None = None,
+    problems: ProblemLog | None = None,
+) -> ParsedLabels:
+    """:func:`read_coco` with the registry's reader signature (``image_size`` is ignored: COCO
+    image records carry their sizes)."""
+    return read_coco(path, image_root=image_root, problems=problems)
+
+
+#: COCO instances JSON (``instances_*.json``). Chosen by ``auto`` for a JSON object.
+COCO_FORMAT = LabelFormat(
+    name="coco",
+    family="coco",
+    read=_read_coco_entry,
+    sniff=_is_json_object,
+    read_predictions=read_coco_predictions,
+    read_exact_boxes=coco_exact_boxes,
+    box_convention="coco",
+    description="COCO instances JSON (a JSON object with images, annotations, categories)",
+)

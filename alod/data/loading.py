@@ -1,5 +1,5 @@
-"""One entry point from a label file to a :class:`DetectionIndex`: format choice, image checks,
-problem reporting and the on-disk index cache.
+"""One entry point from a label file to a :class:`DetectionIndex`: format choice (through the
+registry :mod:`alod.data.readers`), image checks, problem reporting and the on-disk index cache.
 
 Cache layout (``cache_dir``)::
 
@@ -28,35 +28,15 @@ from typing import Callable
 
 import numpy as np
 
-from alod.data.bdd100k import ParsedLabels, read_bdd100k
-from alod.data.coco import read_coco
+from alod.data.common import ParsedLabels
 from alod.data.index import DetectionIndex
-from alod.data.problems import LabelFileError, Problem, ProblemLog, check_image_file
+from alod.data.problems import Problem, ProblemLog, check_image_file
+from alod.data.readers import check_format_choice, label_format_for
 from alod.utils import AlodError, atomic_write_json, sha256_file
 
 #: Bump when a reader's output changes for the same input, so that old caches are not reused.
 READER_VERSION = "alod.readers/1"
 CACHE_FORMAT = "alod.index-cache/1"
-FORMATS = ("auto", "bdd100k", "bdd100k_2018", "coco")
-
-
-def detect_format(path: str | os.PathLike) -> str:
-    """``"coco"`` if the file's top level is a JSON object, ``"bdd100k"`` if it is a list.
-
-    Looks at the first non-whitespace character only. BDD100K det_20 vs 2018 is decided by the
-    reader from the category names (see :func:`alod.data.bdd100k.detect_bdd_layout`).
-    """
-    with open(path, "rb") as f:
-        head = f.read(4096)
-    head = head.removeprefix(b"\xef\xbb\xbf").lstrip()
-    if head[:1] == b"{":
-        return "coco"
-    if head[:1] == b"[":
-        return "bdd100k"
-    raise LabelFileError(
-        f"{os.fspath(path)}: cannot tell the label format: the file starts with "
-        f"{head[:20]!r}, not a JSON object (COCO) or list (BDD100K). Is it JSON at all?"
-    )
 
 
 def index_cache_key(
@@ -98,8 +78,10 @@ def load_index(
         image_root: folder the image names are relative to. When given, every image must exist and
             be non-empty (frames whose image is not are bad records); ``None``: no image checks and
             ``index.image_root == ""``.
-        fmt: ``"bdd100k"`` (det_20), ``"bdd100k_2018"``, ``"coco"`` or ``"auto"`` (COCO if the
-            top level is an object, else BDD100K with the layout detected from category names).
+        fmt: a name in :data:`alod.data.readers.LABEL_FORMATS` (``"bdd100k"`` (det_20),
+            ``"bdd100k_2018"``, ``"coco"``) or ``"auto"``: :func:`alod.data.readers.detect_format`
+            (COCO if the top level is an object, else BDD100K with the layout detected from
+            category names).
         strict: ``True``: the first bad record raises :class:`~alod.data.problems.LabelFileError`
             naming the file, frame, image name and problem. ``False``: bad boxes / frames are
             skipped, one line per kind of problem goes to ``log`` and every problem to
@@ -122,8 +104,7 @@ def load_index(
             ``strict``.
     """
     labels_path = Path(labels)
-    if fmt not in FORMATS:
-        raise AlodError(f"unknown label format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    check_format_choice(fmt)
     if not labels_path.is_file():
         raise AlodError(f"label file {labels_path} does not exist; check the labels path in the config")
     if image_root is not None and not Path(image_root).is_dir():
@@ -179,11 +160,11 @@ def _root_str(image_root) -> str:
 
 
 def _parse(path: str | os.PathLike, *, fmt: str, image_root, image_size, problems: ProblemLog) -> ParsedLabels:
-    kind = detect_format(path) if fmt == "auto" else fmt
-    if kind == "coco":
-        return read_coco(path, image_root=_root_str(image_root), problems=problems)
-    layout = "auto" if fmt == "auto" else kind
-    return read_bdd100k(path, layout=layout, image_size=image_size, image_root=_root_str(image_root), problems=problems)
+    entry = label_format_for(path, fmt)
+    # A detected format may read more leniently than a named one: "auto" on a JSON list accepts
+    # both BDD100K layouts, "bdd100k" only det_20.
+    read = entry.read_detected if (fmt == "auto" and entry.read_detected is not None) else entry.read
+    return read(path, image_root=_root_str(image_root), image_size=image_size, problems=problems)
 
 
 def _check_images(parsed: ParsedLabels, *, verify: bool, problems: ProblemLog, file: str) -> DetectionIndex:

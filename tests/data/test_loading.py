@@ -9,8 +9,9 @@ import pytest
 from alod.data.bdd100k import read_bdd100k
 from alod.data.coco import read_coco
 from alod.data.index import DetectionIndex
-from alod.data.loading import detect_format, load_index
+from alod.data.loading import load_index
 from alod.data.problems import LabelFileError
+from alod.data.readers import detect_format
 from alod.utils import AlodError
 
 

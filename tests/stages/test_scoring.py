@@ -8,7 +8,7 @@ from alod.config import load_config
 from alod.data.dataset import DetectionDataset
 from alod.data.sources import ensure_synthetic, load_split
 from alod.models import build_detector
-from alod.scoring import load_shards, score_pool
+from alod.stages.scoring import load_shards, score_pool
 from alod.utils import AlodError
 
 
@@ -34,7 +34,7 @@ def test_resume_from_complete_shards(setup, monkeypatch):
     assert full.shape == (36,) and sorted(p.name for p in (tmp / "full").iterdir())[0] == "shard_00000.npz"
 
     # Simulate a kill after two shards: the process dies while writing the third.
-    import alod.scoring as scoring
+    import alod.stages.scoring as scoring
 
     real_write, calls = scoring._write_shard, []
 

@@ -11,6 +11,8 @@ reduction of ``entropy`` without inference), never the full detections.
   ``k % N == r``; the main process merges once all are there. Shard boundaries do not depend on N,
   so the merged scores, and the schedule, are the same for any N.
 
+Strategies that need no inference (``random``) read no checkpoint and write no shards.
+
 Shards live in ``runs/<run>/scores/<key>/`` where ``key`` hashes the checkpoint's sha256, the
 strategy and its parameters, the dataset fingerprint and the shard size: changing any of them starts
 a fresh set instead of mixing results.
@@ -26,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from alod.config import Config
+from alod.layout import RunLayout
+from alod.stage import open_stage
 from alod.utils import AlodError, atomic_write_bytes, atomic_write_json, sha256_file
 
 SHARD_FORMAT = "alod.scores/1"
@@ -109,9 +113,9 @@ def score_pool(
     from tqdm import tqdm
 
     from alod.engine import iter_predictions
-    from alod.strategies import get_strategy, score_images
+    from alod.strategies import check_params, score_images
 
-    get_strategy(strategy)  # unknown names fail before any inference
+    check_params(strategy, params)  # unknown names and parameters fail before any inference
     n = len(dataset)
     n_shards = (n + shard_size - 1) // shard_size
     world = accelerator.num_processes if accelerator is not None else 1
@@ -152,70 +156,65 @@ def score_pool(
     return load_shards(shard_dir, n_shards)
 
 
-def schedule_path(cfg: Config) -> Path:
-    return cfg.run_dir / "schedule.json"
-
-
 def run_scoring(cfg: Config, *, ckpt: str | Path | None = None, accelerator=None, progress: bool = True,
                 log=print) -> Path:
     """Score the training pool with ``ckpt`` (default: the run's pretraining checkpoint) and write
-    ``runs/<run>/schedule.json``. Returns its path."""
-    from alod.data.dataset import DetectionDataset
-    from alod.data.sources import ensure_synthetic, load_split
-    from alod.engine import load_checkpoint, make_accelerator
-    from alod.models import build_detector
-    from alod.pretrain import pretrain_checkpoint
+    ``runs/<run>/schedule.json``. Returns its path.
+
+    A strategy whose inference is ``none`` (``random``) needs no checkpoint: ``ckpt`` is ignored and
+    the schedule records ``checkpoint: null``.
+    """
     from alod.schedule import build_schedule, save_schedule
-    from alod.strategies import random_scores
+    from alod.strategies import check_params, get_strategy
 
-    ckpt = Path(ckpt) if ckpt else pretrain_checkpoint(cfg)
-    if not ckpt.is_file():
-        raise AlodError(
-            f"checkpoint {ckpt} not found. Train the scorer first: "
-            "accelerate launch train_part_entropy.py --config <config> (or pass --ckpt PATH)"
+    strategy, params = cfg.score.strategy, cfg.score.strategy_params()
+    spec = get_strategy(strategy)
+    if spec.inference == "stochastic":
+        raise NotImplementedError(
+            f"strategy {strategy!r} needs several stochastic passes of the detector; scoring with them is not "
+            "built yet (see README, 'Not built yet')"
         )
-    accelerator = accelerator or make_accelerator(amp=cfg.score.amp)
-    main = accelerator.is_main_process
-    if main:
-        ensure_synthetic(cfg.data, progress=progress)
-    accelerator.wait_for_everyone()
-    quiet = (lambda *_: None) if not main else log
-    train = load_split(cfg.data, "train", run_dir=cfg.run_dir, log=quiet)
-    fingerprint = train.fingerprint()
-    ckpt_sha = sha256_file(ckpt)
-    strategy, params = cfg.score.strategy, dict(cfg.score.params)
-
-    if strategy == "random":
-        # The baseline needs no inference; its scores depend only on the seed and pool order.
-        scores = random_scores([{}] * len(train), **params)
-    else:
-        state = load_checkpoint(ckpt)
-        model = build_detector(cfg.model, num_classes=train.num_classes)
-        try:
-            model.load_state_dict(state["model"])
-        except (RuntimeError, KeyError) as e:
+    ckpt_path = None
+    if spec.inference != "none":
+        ckpt_path = Path(ckpt) if ckpt else RunLayout.from_config(cfg.run).pretrain_checkpoint
+        if not ckpt_path.is_file():
             raise AlodError(
-                f"{ckpt} does not fit model {cfg.model.name!r} with {train.num_classes} classes ({e}); "
-                "was it trained with another config?"
-            ) from e
-        model.to(accelerator.device)
+                f"checkpoint {ckpt_path} not found. Train the scorer first: "
+                "accelerate launch train_part_entropy.py --config <config> (or pass --ckpt PATH)"
+            )
+    ctx = open_stage(cfg, "batches", accelerator=accelerator, amp=cfg.score.amp, progress=progress, log=log)
+    train = ctx.load_split("train")
+    fingerprint = train.fingerprint()
+
+    if spec.inference == "none":
+        if ckpt:
+            ctx.log(f"scoring: strategy {strategy!r} needs no model; --ckpt {ckpt} is not read")
+        scores = spec.fn([{}] * len(train), **check_params(strategy, params))
+        checkpoint = None
+    else:
+        ckpt_sha = sha256_file(ckpt_path)
+        checkpoint = {"path": str(ckpt_path), "sha256": ckpt_sha}
+        model = _load_scorer(cfg, ckpt_path, num_classes=train.num_classes)
+        model.to(ctx.accelerator.device)
         key = _shard_key(ckpt_sha=ckpt_sha, strategy=strategy, params=params, fingerprint=fingerprint,
                          shard_size=cfg.score.shard_size)
-        shard_dir = cfg.run_dir / "scores" / key
-        if main:
+        shard_dir = ctx.layout.score_shards(key)
+        if ctx.is_main:
             shard_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(shard_dir / "manifest.json", {
-                "format": SHARD_FORMAT, "checkpoint": str(ckpt), "checkpoint_sha256": ckpt_sha, "strategy": strategy,
-                "params": params, "dataset": fingerprint, "shard_size": cfg.score.shard_size,
+                "format": SHARD_FORMAT, "checkpoint": str(ckpt_path), "checkpoint_sha256": ckpt_sha,
+                "strategy": strategy, "params": params, "dataset": fingerprint, "shard_size": cfg.score.shard_size,
             })
-        accelerator.wait_for_everyone()
+        ctx.wait()
+        from alod.data.dataset import DetectionDataset
+
         scores = score_pool(
             model, DetectionDataset(train), strategy=strategy, params=params, shard_dir=shard_dir,
             shard_size=cfg.score.shard_size, batch_size=cfg.score.batch_size, num_workers=cfg.score.num_workers,
-            accelerator=accelerator, amp=cfg.score.amp, progress=progress, log=quiet,
+            accelerator=ctx.accelerator, amp=cfg.score.amp, progress=progress, log=ctx.log,
         )
-    out = schedule_path(cfg)
-    if main:
+    out = ctx.layout.schedule
+    if ctx.is_main:
         schedule = build_schedule(
             names=[str(x) for x in train.names],
             scores=scores,
@@ -224,11 +223,27 @@ def run_scoring(cfg: Config, *, ckpt: str | Path | None = None, accelerator=None
             num_batches=cfg.schedule.num_batches,
             seed=cfg.schedule.seed,
             dataset=fingerprint,
-            checkpoint={"path": str(ckpt), "sha256": ckpt_sha},
+            checkpoint=checkpoint,
             strategy={"name": strategy, "params": params},
         )
         save_schedule(schedule, out)
         log(f"schedule: {len(schedule['cycles'])} cycles of {cfg.schedule.query_size} images "
             f"from batches of {cfg.schedule.batch_size} -> {out}")
-    accelerator.wait_for_everyone()
+    ctx.wait()
     return out
+
+
+def _load_scorer(cfg: Config, ckpt: Path, *, num_classes: int):
+    from alod.engine import load_checkpoint
+    from alod.models import build_detector
+
+    state = load_checkpoint(ckpt)
+    model = build_detector(cfg.model, num_classes=num_classes)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as e:
+        raise AlodError(
+            f"{ckpt} does not fit model {cfg.model.name!r} with {num_classes} classes ({e}); "
+            "was it trained with another config?"
+        ) from e
+    return model

@@ -1,6 +1,6 @@
 import pytest
 
-from alod.cycles import LabeledPool
+from alod.pool import LabeledPool
 from alod.utils import AlodError
 
 

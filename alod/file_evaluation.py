@@ -1,0 +1,145 @@
+"""Label file + prediction file -> metrics report: what ``alod evaluate`` runs.
+
+Reads the ground truth with :func:`alod.data.loading.load_index`, the predictions and the ground
+truth's exact (float64) coordinates through the format's entry in the label-format registry
+(:mod:`alod.data.readers`), and scores them with :func:`alod.evaluation.evaluate_detections`.
+No format is named here: a new format with a prediction reader works without touching this file.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from alod.data.index import DetectionIndex
+from alod.data.loading import load_index
+from alod.data.readers import check_format_choice, label_format_for
+from alod.evaluation import BOX_CONVENTIONS, METRICS_FORMAT, evaluate_detections
+from alod.utils import AlodError, sha256_file
+
+
+def exact_gt_boxes(labels: str | os.PathLike, gt: DetectionIndex, *, fmt: str = "auto") -> np.ndarray | None:
+    """The label file's own (float64) coordinates of ``gt.boxes``, row for row, or ``None``.
+
+    Re-reads ``labels`` (the file ``gt`` was loaded from with ``strict=True``) with the format's
+    ``read_exact_boxes`` and collects every box the reader keeps, in its order. The result is only
+    returned if it lines up with the index exactly (same count, ``astype(float32)`` equal to
+    ``gt.boxes``); otherwise ``None``, and the caller evaluates with the float32 boxes.
+
+    Args:
+        labels: the label file.
+        gt: the index read from it.
+        fmt: its format name, or ``"auto"`` (detected from the file).
+
+    Returns:
+        ``float64[M, 4]`` x1, y1, x2, y2 pixels (COCO: ``x, y, x + w, y + h``) or ``None``.
+    """
+    try:
+        entry = label_format_for(labels, fmt)
+        if entry.read_exact_boxes is None:
+            return None
+        per_slot = entry.read_exact_boxes(os.fspath(labels), gt)
+    except (AlodError, OSError, ValueError, TypeError, KeyError, AttributeError):
+        # A file the lenient re-read cannot follow is no error: the float32 boxes still evaluate.
+        return None
+    if len(per_slot) != len(gt) or any(r is None for r in per_slot):
+        return None
+    rows = [r for part in per_slot for r in part]
+    boxes = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
+    if boxes.shape != gt.boxes.shape or not np.array_equal(boxes.astype(np.float32), gt.boxes):
+        return None
+    return boxes
+
+
+def evaluate_files(
+    *,
+    gt: str | os.PathLike,
+    pred: str | os.PathLike,
+    fmt: str = "auto",
+    box_convention: str | None = None,
+    max_dets: int = 100,
+    log: Callable[[str], object] = print,
+) -> dict:
+    """Evaluate a prediction file against a label file (what ``alod evaluate`` runs).
+
+    Args:
+        gt: BDD100K det_20 / 2018 labels (a JSON list of frames) or a COCO instances JSON.
+        pred: BDD100K frames with a ``score`` per label, or a COCO results list (the same family as
+            ``gt``).
+        fmt: ``"auto"`` (from the file head of ``gt``) or a name in
+            :data:`alod.data.readers.LABEL_FORMATS` (``"bdd100k"``, ``"bdd100k_2018"``, ``"coco"``).
+        box_convention: ``"bdd100k"`` (``w = x2 - x1 + 1``) or ``"coco"``; ``None``: the format's
+            default (``"bdd100k"`` for BDD100K files, ``"coco"`` for COCO files).
+        max_dets: detections kept per image and class.
+        log: receives the reader's one-line messages.
+
+    Returns:
+        The metrics of :func:`alod.evaluation.evaluate_detections` (flat, fractions; NaN for classes
+        without ground truth) plus ``format``, ``inputs`` (paths and sha256), ``data_format`` (the
+        format's family), ``box_convention``, ``max_dets``, ``exact_gt_coordinates``, ``classes``
+        and ``counts``.
+
+    Raises:
+        AlodError: an unknown format or box convention, a missing file, bad ground truth (see
+            ``load_index``) or a bad prediction file (file, record and what is wrong).
+    """
+    check_format_choice(fmt)
+    for role, p in (("ground-truth", gt), ("prediction", pred)):
+        if not Path(p).is_file():
+            raise AlodError(f"{role} file {p} does not exist")
+    entry = label_format_for(gt, fmt)
+    if box_convention is None:
+        box_convention = entry.box_convention
+    if box_convention not in BOX_CONVENTIONS:
+        raise AlodError(f"unknown box convention {box_convention!r}; choose one of {', '.join(BOX_CONVENTIONS)}")
+    if entry.read_predictions is None:
+        raise AlodError(f"label format {entry.name!r} has no prediction reader, so alod evaluate cannot "
+                        "read predictions for it; see 'Adding a label format' in alod/data/readers.py")
+
+    index = load_index(labels=gt, image_root=None, fmt=fmt, strict=True, log=log)
+    dets, pcounts = entry.read_predictions(pred, index, gt_path=gt)
+    exact = exact_gt_boxes(gt, index, fmt=entry.name)
+    if exact is None:
+        log(f"warning: could not re-read the exact coordinates of {gt}; evaluating with the index's float32 "
+            "boxes (an IoU within ~1e-6 of a threshold may then differ from the official evaluation)")
+    metrics = evaluate_detections(index, dets, box_convention=box_convention, max_dets=max_dets, gt_boxes=exact)
+    report = dict(metrics)
+    report.update({
+        "format": METRICS_FORMAT,
+        "inputs": {
+            "gt": {"path": os.path.abspath(gt), "sha256": sha256_file(gt)},
+            "pred": {"path": os.path.abspath(pred), "sha256": sha256_file(pred)},
+        },
+        "data_format": entry.family,
+        "box_convention": box_convention,
+        "max_dets": int(max_dets),
+        "exact_gt_coordinates": exact is not None,
+        "classes": list(index.classes),
+        "counts": {
+            "images": len(index),
+            "gt_boxes": int((~index.ignore).sum()),
+            "ignored_regions": int(index.ignore.sum()),
+            "gt_per_class": index.class_counts(),
+            "detections": int(pcounts["detections"]),
+            "images_without_predictions": int(pcounts["missing_frames"]),
+        },
+    })
+    return report
+
+
+def format_table(metrics: dict, classes, gt_counts: dict | None = None) -> str:
+    """A short per-class table (AP50 and AP in percent; ``-`` for classes without ground truth)."""
+    def pct(v):
+        return "    -" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:5.1f}"
+
+    width = max([len("class"), len("overall")] + [len(c) for c in classes])
+    lines = [f"{'class':<{width}}  {'#gt':>6}  {'AP50':>5}  {'AP':>5}"]
+    for c in classes:
+        n = "" if gt_counts is None else str(gt_counts.get(c, 0))
+        lines.append(f"{c:<{width}}  {n:>6}  {pct(metrics.get('AP50/' + c))}  {pct(metrics.get('AP/' + c))}")
+    total = "" if gt_counts is None else str(sum(gt_counts.values()))
+    lines.append(f"{'overall':<{width}}  {total:>6}  {pct(metrics.get('mAP50'))}  {pct(metrics.get('mAP'))}")
+    return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""Every path of a run: ``runs/<run>/`` (state, checkpoints, schedule) and ``tensor_logs/<run>/``.
+
+This module is the only place that spells a path inside a run. Stages import it (and the shared
+layers), never each other: the cycles find the schedule here, not in the scoring stage; scoring finds
+the scorer checkpoint here, not in the pretraining stage. It imports neither torch nor YAML.
+
+::
+
+    runs/<run>/
+      cache/                      parsed label indexes (keyed by the label file's sha256)
+      problems_<split>.jsonl      bad label records skipped in non-strict mode
+      pretrain/   config.yaml partition.json checkpoint_last.pt metrics.json metrics.jsonl
+      scores/     config.yaml <key>/{manifest.json, shard_NNNNN.npz}
+      schedule.json
+      cycles/     config.yaml state.json metrics.jsonl cycle_NN/{checkpoint_last.pt, metrics.json}
+    tensor_logs/<run>/            per-cycle scalars and images; pretrain/ and cycle_NN/ sub-runs
+
+Each stage writes the configuration it actually ran with (``config.yaml``) next to its outputs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+#: The checkpoint :func:`alod.engine.fit` writes after every epoch, in its ``ckpt_dir``.
+CHECKPOINT_LAST = "checkpoint_last.pt"
+
+#: Stage names, as the ``alod`` subcommands spell them.
+STAGES = ("pretrain", "batches", "cycles")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The folders of one run: ``root = <out_dir>/<name>``, ``tb_root = <tb_dir>/<name>``."""
+
+    root: Path
+    tb_root: Path
+
+    @classmethod
+    def from_config(cls, run) -> RunLayout:
+        """From the ``run:`` section (:class:`alod.config.RunConfig`: ``out_dir``, ``tb_dir``, ``name``)."""
+        return cls(root=Path(run.out_dir) / run.name, tb_root=Path(run.tb_dir) / run.name)
+
+    # ------------------------------------------------------------------------------ shared by stages
+    def stage_config(self, stage: str) -> Path:
+        """Where ``stage`` (one of :data:`STAGES`) writes the resolved config it ran with."""
+        folders = {"pretrain": self.pretrain_dir, "batches": self.scores_dir, "cycles": self.cycles_dir}
+        if stage not in folders:
+            raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+        return folders[stage] / "config.yaml"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    def problems_path(self, split: str) -> Path:
+        return self.root / f"problems_{split}.jsonl"
+
+    # ----------------------------------------------------------------------------------- pretraining
+    @property
+    def pretrain_dir(self) -> Path:
+        return self.root / "pretrain"
+
+    @property
+    def pretrain_checkpoint(self) -> Path:
+        return self.pretrain_dir / CHECKPOINT_LAST
+
+    @property
+    def partition(self) -> Path:
+        return self.pretrain_dir / "partition.json"
+
+    @property
+    def pretrain_metrics(self) -> Path:
+        return self.pretrain_dir / "metrics.json"
+
+    @property
+    def pretrain_log(self) -> Path:
+        return self.pretrain_dir / "metrics.jsonl"
+
+    @property
+    def pretrain_tb(self) -> Path:
+        return self.tb_root / "pretrain"
+
+    # ------------------------------------------------------------------------------------ scoring
+    @property
+    def scores_dir(self) -> Path:
+        return self.root / "scores"
+
+    def score_shards(self, key: str) -> Path:
+        """Shards of one (checkpoint, strategy, params, dataset, shard size) combination."""
+        return self.scores_dir / key
+
+    @property
+    def schedule(self) -> Path:
+        return self.root / "schedule.json"
+
+    # ------------------------------------------------------------------------------------- cycles
+    @property
+    def cycles_dir(self) -> Path:
+        return self.root / "cycles"
+
+    @property
+    def cycles_state(self) -> Path:
+        return self.cycles_dir / "state.json"
+
+    @property
+    def cycles_log(self) -> Path:
+        return self.cycles_dir / "metrics.jsonl"
+
+    def cycle_dir(self, cycle: int) -> Path:
+        return self.cycles_dir / f"cycle_{cycle:02d}"
+
+    def cycle_checkpoint(self, cycle: int) -> Path:
+        return self.cycle_dir(cycle) / CHECKPOINT_LAST
+
+    def cycle_metrics(self, cycle: int) -> Path:
+        return self.cycle_dir(cycle) / "metrics.json"
+
+    @property
+    def cycles_tb(self) -> Path:
+        return self.tb_root
+
+    def cycle_tb(self, cycle: int) -> Path:
+        return self.tb_root / f"cycle_{cycle:02d}"

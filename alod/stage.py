@@ -1,0 +1,158 @@
+"""What every stage does the same way: set-up, training a detector, evaluating it.
+
+* :func:`open_stage`: the accelerator, the built-in dataset generated on first use, the resolved
+  config written next to the stage's outputs, every process waiting for the main one; returns a
+  :class:`StageContext` that loads the splits with the run's index cache.
+* :func:`train_detector`: a fresh detector trained (or resumed) with the ``train:`` settings.
+* :func:`evaluate_detector`: predictions on the validation split, the metrics dict on every
+  process, ``metrics.json`` written atomically by the main process.
+
+Stages (``alod.stages.*``) and orchestrators use this module; it never imports a stage.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from alod.config import Config, TrainConfig, dump_config
+from alod.layout import RunLayout
+from alod.utils import atomic_write_json, atomic_write_text
+
+
+def _quiet(*_args) -> None:
+    return None
+
+
+@dataclass
+class StageContext:
+    """One stage's run: its config, the run layout, the accelerator, and where messages go.
+
+    ``log`` prints on the main process only (other processes get a no-op), so stages can log
+    without asking which process they are.
+    """
+
+    cfg: Config
+    layout: RunLayout
+    accelerator: Any
+    progress: bool
+    log: Callable[[str], object]
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def wait(self) -> None:
+        self.accelerator.wait_for_everyone()
+
+    def load_split(self, split: str):
+        """The :class:`~alod.data.index.DetectionIndex` of ``split``, through the run's index cache."""
+        from alod.data.sources import load_split
+
+        return load_split(self.cfg.data, split, cache_dir=self.layout.cache_dir,
+                          problems_path=self.layout.problems_path(split), log=self.log)
+
+
+def open_stage(cfg: Config, stage: str, *, accelerator=None, amp: bool = False, progress: bool = True,
+               log: Callable[[str], object] = print) -> StageContext:
+    """Set up ``stage`` (one of :data:`alod.layout.STAGES`) for ``cfg``.
+
+    ``accelerator``: reuse one (``alod demo`` runs the three stages in one process); ``None`` makes
+    one with bf16 autocast on GPU when ``amp``.
+    """
+    from alod.data.sources import ensure_synthetic
+    from alod.engine import make_accelerator
+
+    accelerator = accelerator or make_accelerator(amp=amp)
+    layout = RunLayout.from_config(cfg.run)
+    main = accelerator.is_main_process
+    if main:
+        ensure_synthetic(cfg.data, progress=progress)
+        atomic_write_text(layout.stage_config(stage), dump_config(cfg))
+    accelerator.wait_for_everyone()
+    return StageContext(cfg=cfg, layout=layout, accelerator=accelerator, progress=progress,
+                        log=log if main else _quiet)
+
+
+def fit_settings(train: TrainConfig) -> dict:
+    """The ``train:`` section as keyword arguments of :func:`alod.engine.fit`."""
+    return dict(
+        batch_size=train.batch_size,
+        lr=train.lr,
+        momentum=train.momentum,
+        weight_decay=train.weight_decay,
+        warmup_fraction=train.warmup_fraction,
+        grad_clip_norm=train.grad_clip_norm,
+        min_steps=train.min_steps,
+        num_workers=train.num_workers,
+    )
+
+
+def train_detector(ctx: StageContext, index, *, num_classes: int, model_seed: int, epochs: int, seed: int,
+                   ckpt_dir: Path, extra: dict, desc: str,
+                   on_epoch_end: Callable[[int, dict], None] | None = None):
+    """Build a fresh detector and train it on ``index``; resume from ``ckpt_dir`` when it holds a checkpoint.
+
+    ``model_seed`` seeds the initial weights (the caller adds the process rank if it wants one);
+    ``seed`` the data order and augmentation (:func:`alod.engine.fit`). When every epoch is already
+    in the checkpoint, nothing trains and the model holds the final weights.
+
+    Returns:
+        ``(model, result)`` with ``result`` as :func:`alod.engine.fit` returns it.
+    """
+    from alod.data.dataset import DetectionDataset
+    from alod.data.transforms import get_transform
+    from alod.engine import fit
+    from alod.models import build_detector
+    from alod.utils import seed_everything
+
+    cfg = ctx.cfg
+    seed_everything(model_seed)
+    model = build_detector(cfg.model, num_classes=num_classes)
+    result = fit(
+        model,
+        DetectionDataset(index, transform=get_transform(cfg.train.transforms)),
+        epochs=epochs,
+        **fit_settings(cfg.train),
+        seed=seed,
+        accelerator=ctx.accelerator,
+        ckpt_dir=ckpt_dir,
+        config=cfg.to_dict(),
+        extra=extra,
+        on_epoch_end=on_epoch_end if ctx.is_main else None,
+        desc=desc,
+        progress=ctx.progress,
+    )
+    return model, result
+
+
+def evaluate_detector(ctx: StageContext, model, val, *, metrics_path: Path, desc: str) -> tuple[dict, list[dict]]:
+    """Predict ``val`` (split over processes), evaluate, write ``metrics_path`` (main process).
+
+    Returns:
+        ``(metrics, detections)`` on every process: the :func:`alod.evaluation.evaluate_detections`
+        dict (NaN for classes without ground truth) and one detections dict per ``val`` image.
+    """
+    from alod.data.dataset import DetectionDataset
+    from alod.engine import predict
+    from alod.evaluation import evaluate_detections, json_safe
+
+    cfg = ctx.cfg
+    dets = predict(model, DetectionDataset(val), batch_size=cfg.train.eval_batch_size, accelerator=ctx.accelerator,
+                   amp=cfg.train.amp, desc=desc, progress=ctx.progress)
+    metrics = {}
+    if ctx.is_main:
+        metrics = evaluate_detections(val, dets)
+        atomic_write_json(metrics_path, json_safe(metrics))
+    return broadcast(ctx.accelerator, metrics), dets
+
+
+def broadcast(accelerator, obj):
+    """``obj`` from the main process, on every process (a no-op with one process)."""
+    if accelerator.num_processes == 1:
+        return obj
+    from accelerate.utils import broadcast_object_list
+
+    box = [obj]
+    broadcast_object_list(box, from_process=0)
+    return box[0]

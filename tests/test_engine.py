@@ -1,0 +1,315 @@
+"""alod.engine: data order, training with checkpoints and resume, checkpoint reading, prediction.
+
+The training tests follow Detectron2's habit: a tiny model trained for a few steps on the CPU,
+interrupted and resumed, and compared with an uninterrupted run (GUIDE section 3, "Run state").
+"""
+from __future__ import annotations
+
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Subset
+
+from alod.config import ModelConfig, SyntheticConfig
+from alod.data.dataset import DetectionDataset
+from alod.data.loading import load_index
+from alod.data.synthetic import generate_dataset
+from alod.data.transforms import get_transform
+from alod.engine import LOSS_KEYS, epoch_batches, fit, load_checkpoint, predict, steps_per_epoch
+from alod.models import build_detector
+from alod.utils import AlodError
+
+CHECKPOINT_LAST = "checkpoint_last.pt"  # the documented file name fit() writes into ckpt_dir
+
+# ------------------------------------------------------------------------------------ data order
+CASES = [  # (n_items, batch_size, world)
+    (10, 3, 1),
+    (10, 3, 2),
+    (12, 2, 3),
+    (7, 4, 2),
+    (1, 2, 4),  # fewer items than one step needs: wrapped several times
+    (64, 8, 1),
+]
+
+
+@pytest.mark.parametrize("n,bs,world", CASES)
+def test_epoch_batches_equal_counts_exact_sizes_full_cover(n, bs, world):
+    per_rank = [epoch_batches(n, batch_size=bs, seed=5, epoch=2, rank=r, world=world) for r in range(world)]
+    n_steps = math.ceil(n / (bs * world))
+    for batches in per_rank:
+        assert len(batches) == n_steps == steps_per_epoch(n, batch_size=bs, world=world)
+        assert all(len(b) == bs for b in batches)
+        assert all(b.dtype.kind == "i" and b.min() >= 0 and b.max() < n for b in batches)
+    seen = np.concatenate([b for batches in per_rank for b in batches])
+    counts = np.bincount(seen, minlength=n)
+    assert counts.min() >= 1, "every item is visited each epoch"
+    # Padding wraps the permutation, so no item is visited more than once more than another.
+    assert counts.max() - counts.min() <= 1
+    if n % (bs * world) == 0:
+        assert counts.max() == 1
+
+
+@pytest.mark.parametrize("n,bs,world", CASES)
+def test_epoch_order_depends_only_on_seed_and_epoch(n, bs, world):
+    def visit_order(world_, bs_, seed=5, epoch=2):
+        per_rank = [epoch_batches(n, batch_size=bs_, seed=seed, epoch=epoch, rank=r, world=world_) for r in range(world_)]
+        # Step-major, rank-minor: the order in which the items are consumed.
+        return np.concatenate([per_rank[r][s] for s in range(len(per_rank[0])) for r in range(world_)])
+
+    order = visit_order(world, bs)
+    np.testing.assert_array_equal(order, visit_order(world, bs))  # repeatable
+    # The same permutation whatever the batch size and number of processes.
+    np.testing.assert_array_equal(order[:n], visit_order(1, 1)[:n])
+    np.testing.assert_array_equal(np.sort(order[:n]), np.arange(n))
+    np.testing.assert_array_equal(order[:n], np.random.default_rng([5, 2]).permutation(n))
+
+
+def test_epoch_order_changes_with_seed_and_epoch():
+    base = np.concatenate(epoch_batches(50, batch_size=5, seed=0, epoch=0, rank=0, world=1))
+    other_epoch = np.concatenate(epoch_batches(50, batch_size=5, seed=0, epoch=1, rank=0, world=1))
+    other_seed = np.concatenate(epoch_batches(50, batch_size=5, seed=1, epoch=0, rank=0, world=1))
+    assert not np.array_equal(base, other_epoch)
+    assert not np.array_equal(base, other_seed)
+    assert sorted(base) == sorted(other_epoch) == sorted(other_seed) == list(range(50))
+
+
+def test_ranks_get_disjoint_batches_when_nothing_is_padded():
+    a = np.concatenate(epoch_batches(24, batch_size=3, seed=0, epoch=0, rank=0, world=2))
+    b = np.concatenate(epoch_batches(24, batch_size=3, seed=0, epoch=0, rank=1, world=2))
+    assert len(a) == len(b) == 12 and not set(a) & set(b)
+
+
+@pytest.mark.parametrize(
+    "n,bs,world,expected", [(8, 4, 1, 2), (9, 4, 1, 3), (9, 4, 2, 2), (8, 4, 2, 1), (1, 8, 4, 1), (0, 4, 1, 1)]
+)
+def test_steps_per_epoch(n, bs, world, expected):
+    assert steps_per_epoch(n, batch_size=bs, world=world) == expected
+
+
+# -------------------------------------------------------------------------------------- training
+NUM_TRAIN, BATCH = 4, 2
+SPE = NUM_TRAIN // BATCH  # steps per epoch
+MODEL = ModelConfig(
+    name="resnet18_fpn_light",
+    min_size=96,
+    max_size=160,
+    fpn_channels=32,
+    anchor_sizes=(8, 16, 32, 64),
+    box_head_width=64,
+    box_batch_size_per_image=32,
+    rpn_post_nms_top_n_train=100,
+    rpn_post_nms_top_n_test=100,
+    box_score_thresh=0.0,  # so predict() returns boxes from a barely trained model
+    box_detections_per_img=20,
+)
+FIT = dict(batch_size=BATCH, lr=0.01, seed=3, progress=False)
+
+
+def new_model(num_classes: int):
+    torch.manual_seed(0)
+    return build_detector(MODEL, num_classes=num_classes)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    spec = SyntheticConfig(num_train=NUM_TRAIN, num_val=2, width=160, height=96, max_objects=4)
+    generate_dataset(root, spec, progress=False)
+    quiet = dict(fmt="bdd100k", image_size=(160, 96), log=lambda *_: None)
+    train = load_index(labels=root / "labels/det_20/det_train.json", image_root=root / "images/100k/train", **quiet)
+    val = load_index(labels=root / "labels/det_20/det_val.json", image_root=root / "images/100k/val", **quiet)
+    assert len(train) == NUM_TRAIN and len(val) == 2
+    # hflip draws from torch's RNG, so the resume comparison also covers the augmentation stream.
+    return DetectionDataset(train, transform=get_transform("hflip")), DetectionDataset(val)
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def runs(data, tmp_path_factory):
+    """An uninterrupted 2-epoch run, and the same run killed after epoch 0 and restarted."""
+    train, _ = data
+    tmp = tmp_path_factory.mktemp("fit")
+    epochs_seen = []
+    full_model = new_model(train.index.num_classes)
+    # min_steps below epochs * steps-per-epoch (4) must change nothing.
+    full = fit(full_model, train, epochs=2, min_steps=3, ckpt_dir=tmp / "full", config={"run": "x"}, extra={"k": 1},
+               on_epoch_end=lambda e, logs: epochs_seen.append((e, logs)), **FIT)
+
+    def die_after_first_epoch(epoch, logs):
+        raise Interrupt(epoch)
+
+    with pytest.raises(Interrupt):
+        fit(new_model(train.index.num_classes), train, epochs=2, ckpt_dir=tmp / "resumed",
+            on_epoch_end=die_after_first_epoch, **FIT)
+    after_kill = load_checkpoint(tmp / "resumed" / CHECKPOINT_LAST)
+    shutil.copytree(tmp / "resumed", tmp / "after_kill")
+    resumed_model = new_model(train.index.num_classes)
+    with torch.no_grad():  # a different start proves the weights really come from the checkpoint
+        for p in resumed_model.parameters():
+            p.add_(1.0)
+    resumed = fit(resumed_model, train, epochs=2, ckpt_dir=tmp / "resumed", **FIT)
+    return dict(tmp=tmp, full=full, full_model=full_model, epochs_seen=epochs_seen, after_kill=after_kill,
+                resumed=resumed, resumed_model=resumed_model)
+
+
+def test_fit_reports_epochs_steps_and_history(runs):
+    full = runs["full"]
+    assert full["epochs"] == 2 and full["steps"] == 2 * SPE and full["resumed_from"] == 0
+    assert [h["epoch"] for h in full["history"]] == [0, 1]
+    for h in full["history"]:
+        for k in (*LOSS_KEYS, "loss", "lr", "seconds"):
+            assert math.isfinite(h[k]), k
+        assert h["loss"] == pytest.approx(sum(h[k] for k in LOSS_KEYS), rel=1e-5)
+    # One-cycle schedule: warm-up from lr / 25 to lr in the first epoch, annealing in the second.
+    assert 0 < full["history"][-1]["lr"] < FIT["lr"] / 5
+    assert [e for e, _ in runs["epochs_seen"]] == [0, 1]
+    assert runs["epochs_seen"][0][1]["loss"] == full["history"][0]["loss"]
+
+
+def test_fit_writes_checkpoint_last(runs):
+    ckpt_dir = runs["tmp"] / "full"
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == [CHECKPOINT_LAST]  # no temp files left
+    state = load_checkpoint(ckpt_dir / CHECKPOINT_LAST)
+    assert {"model", "optimizer", "scheduler", "epoch"} <= set(state)
+    assert state["epoch"] == 1 and state["epochs"] == 2 and state["total_steps"] == 2 * SPE
+    assert state["config"] == {"run": "x"} and state["extra"] == {"k": 1}
+    assert state["scheduler"]["last_epoch"] == 2 * SPE
+    model_state = runs["full_model"].state_dict()
+    assert state["model"].keys() == model_state.keys()
+    for k, v in model_state.items():
+        assert torch.equal(state["model"][k], v), k
+    # The checkpoint taken after the killed run's first epoch.
+    assert runs["after_kill"]["epoch"] == 0 and runs["after_kill"]["scheduler"]["last_epoch"] == SPE
+
+
+def test_fit_checkpoint_loads_as_model_weights_path(runs, data):
+    path = runs["tmp"] / "full" / CHECKPOINT_LAST
+    from dataclasses import replace
+
+    loaded = build_detector(replace(MODEL, weights_path=str(path)), num_classes=data[0].index.num_classes)
+    for k, v in runs["full_model"].state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def test_resume_runs_only_the_missing_epochs(runs):
+    resumed = runs["resumed"]
+    assert resumed["resumed_from"] == 1
+    assert resumed["epochs"] == 2 and resumed["steps"] == 2 * SPE
+    assert [h["epoch"] for h in resumed["history"]] == [1]
+    for k in (*LOSS_KEYS, "loss", "lr"):
+        assert resumed["history"][0][k] == pytest.approx(runs["full"]["history"][1][k], rel=1e-5, abs=1e-7), k
+
+
+def test_resume_gives_the_uninterrupted_weights(runs):
+    full, resumed = runs["full_model"].state_dict(), runs["resumed_model"].state_dict()
+    assert full.keys() == resumed.keys()
+    for k in full:
+        if full[k].is_floating_point():
+            torch.testing.assert_close(resumed[k], full[k], rtol=1e-5, atol=1e-6, msg=k)
+        else:
+            assert torch.equal(resumed[k], full[k]), k
+    assert load_checkpoint(runs["tmp"] / "resumed" / CHECKPOINT_LAST)["epoch"] == 1
+
+
+def test_resume_with_other_total_steps_is_refused(runs, data):
+    train, _ = data
+    with pytest.raises(AlodError, match="total steps"):
+        fit(new_model(train.index.num_classes), train, epochs=3, ckpt_dir=runs["tmp"] / "after_kill", **FIT)
+
+
+def test_unreadable_checkpoint_in_ckpt_dir_is_alod_error(tmp_path, data):
+    train, _ = data
+    (tmp_path / CHECKPOINT_LAST).write_bytes(b"\x00garbage")
+    with pytest.raises(AlodError, match="cannot be read"):
+        fit(new_model(train.index.num_classes), train, epochs=1, ckpt_dir=tmp_path, **FIT)
+
+
+def test_min_steps_raises_the_epoch_count(data):
+    train, _ = data
+    two = Subset(train, [0, 1])  # batch 2 over 2 images: one step per epoch
+    out = fit(new_model(train.index.num_classes), two, epochs=1, min_steps=3, **FIT)
+    assert out["epochs"] == 3 and out["steps"] == 3
+    assert [h["epoch"] for h in out["history"]] == [0, 1, 2]
+
+
+def test_fit_on_empty_dataset_is_alod_error(data):
+    train, _ = data
+    with pytest.raises(AlodError, match="empty"):
+        fit(new_model(train.index.num_classes), Subset(train, []), epochs=1, **FIT)
+
+
+def test_load_checkpoint_missing_and_garbage(tmp_path):
+    with pytest.raises(AlodError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not a torch file")
+    with pytest.raises(AlodError, match="cannot be read"):
+        load_checkpoint(bad)
+    good = tmp_path / "good.pt"
+    torch.save({"model": {"w": torch.ones(2)}, "epoch": 4}, good)
+    state = load_checkpoint(str(good))
+    assert state["epoch"] == 4 and torch.equal(state["model"]["w"], torch.ones(2))
+
+
+# ------------------------------------------------------------------------------------ prediction
+def test_predict_returns_numpy_dicts_per_image(runs, data):
+    _, val = data
+    model = runs["full_model"]
+    dets = predict(model, val, batch_size=2, progress=False)
+    assert len(dets) == len(val)
+    c1 = val.index.num_classes + 1
+    for det in dets:
+        assert set(det) == {"boxes", "labels", "scores", "probs"}
+        assert all(isinstance(v, np.ndarray) for v in det.values())
+        n = len(det["scores"])
+        assert n > 0
+        assert det["boxes"].shape == (n, 4) and det["boxes"].dtype == np.float32
+        assert det["labels"].shape == (n,) and det["labels"].dtype == np.int64
+        assert det["scores"].dtype == np.float32 and det["probs"].shape == (n, c1)
+        np.testing.assert_allclose(det["probs"].sum(1), 1.0, atol=1e-5)
+        np.testing.assert_array_equal(det["scores"], det["probs"][np.arange(n), det["labels"]])
+    # Same as calling the model directly, image by image, and the order follows ``indices``.
+    model.eval()
+    with torch.no_grad():
+        direct = model([val[1][0]])[0]
+    np.testing.assert_allclose(dets[1]["boxes"], direct["boxes"].numpy(), rtol=1e-5, atol=1e-4)
+    swapped = predict(model, val, indices=[1, 0], batch_size=1, progress=False)
+    for a, b in zip(swapped, dets[::-1]):
+        np.testing.assert_array_equal(a["labels"], b["labels"])
+        np.testing.assert_allclose(a["scores"], b["scores"], rtol=1e-5, atol=1e-6)
+
+
+class _TouchOnLoad:
+    """Unpickling this calls ``Path.touch(marker)``: a stand-in for arbitrary code in a checkpoint."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return pathlib.Path.touch, (pathlib.Path(self.marker),)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine._load_checkpoint uses torch.load(weights_only=False), so load_checkpoint() and a resumed "
+    "fit() run code embedded in the file; GUIDE section 5 asks for weights_only=True on every checkpoint, and "
+    "fit's own checkpoints load fine that way (models.load_weights already does it)",
+)
+def test_load_checkpoint_does_not_execute_pickled_code(tmp_path):
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "epoch": 0, "extra": _TouchOnLoad(str(marker))}, path)
+    assert not marker.exists()
+    try:
+        load_checkpoint(path)
+    except AlodError:
+        pass  # refusing the file is fine; running its code is not
+    assert not marker.exists(), "load_checkpoint executed code stored in the checkpoint"
