@@ -15,6 +15,9 @@ import pytest
 from alod.config import load_config
 from alod_testing import REPO, run_layout, subprocess_env, write_tiny_config
 
+# Two real processes (gloo) each starting torch and Accelerate: about 35 s on 2 cores.
+pytestmark = pytest.mark.slow
+
 
 def _launch(script: str, *args, nproc: int = 2):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(nproc),

@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 
+import pytest
+
 from alod.cli import REPO_CONFIGS
 from alod.config import load_config
 from alod.stages.cycles import finished_cycles, run_cycles
@@ -18,6 +20,7 @@ from alod.stages.scoring import run_scoring
 from alod_testing import run_layout
 
 
+@pytest.mark.slow  # three stages at 1280x720-derived sizes on real frames: about 1.5 minutes on 2 cores
 def test_bdd100k_config_on_standard_layout(shared_data, tmp_path):
     src = shared_data / "bdd100k_val50"
     root = tmp_path / "bdd100k"

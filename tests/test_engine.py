@@ -19,10 +19,22 @@ from alod.data.loading import load_index
 from alod.data.synthetic import generate_dataset
 from alod.data.transforms import get_transform
 from alod.engine import LOSS_KEYS, epoch_batches, fit, load_checkpoint, predict, steps_per_epoch
+from alod.layout import CHECKPOINT_LAST
 from alod.models import build_detector
 from alod.utils import AlodError
 
-CHECKPOINT_LAST = "checkpoint_last.pt"  # the documented file name fit() writes into ckpt_dir
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine OpenMP spin-waits
+    made these tests 3-6x slower (28-66 s instead of ~10 s for the four files). Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 # ------------------------------------------------------------------------------------ data order
 CASES = [  # (n_items, batch_size, world)

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from alod.cli import script_main
 from alod.config import load_config
 from alod.stages.cycles import finished_cycles, run_cycles
 from alod.stages.pretrain import run_pretrain
 from alod.stages.scoring import run_scoring
+from alod.strategies import STRATEGIES
 from alod_testing import REPO, run_layout, subprocess_env, write_tiny_config
 
 
@@ -112,6 +114,51 @@ def test_missing_checkpoint_says_what_to_run(tiny_config):
     assert r.returncode == 2 and "nope.pt" in r.stderr
 
 
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_every_strategy_runs_from_the_command_line_with_its_own_defaults(finished_run, tmp_path, strategy, capsys):
+    """make_batches.py --set score.strategy=S, through the same parser and config path as the script."""
+    cfg, ckpt, *_ = finished_run
+    cfg_path = write_tiny_config(tmp_path, data_root=Path(cfg.data.root))
+    rc = script_main("batches", prog="make_batches.py",
+                     argv=["--config", str(cfg_path), "--ckpt", str(ckpt), "--set", f"score.strategy={strategy}",
+                           "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    s = json.loads((tmp_path / "runs" / "tiny" / "schedule.json").read_text())
+    expected = {"aggregate": "sum"} if strategy == "entropy" else {}  # the tiny config's entropy table
+    assert s["strategy"] == {"name": strategy, "params": expected}
+    assert len(s["images"]) == 36 and len(s["cycles"]) == 3
+    assert (s["checkpoint"] is None) == (STRATEGIES[strategy].inference == "none")
+
+
+def test_wrong_strategy_parameter_is_one_clear_line(tiny_config):
+    r = _cli("make_batches.py", "--config", str(tiny_config), "--set", "score.params.entropy.agregate=max")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == ("error: score.params.entropy.agregate: strategy 'entropy' has no parameter "
+                                "'agregate'; its parameters: aggregate, min_score")
+
+
+def test_random_baseline_needs_no_checkpoint(tiny_config, tmp_path):
+    r = _cli("make_batches.py", "--config", str(tiny_config), "--set", "score.strategy=random", "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((tmp_path / "runs" / "tiny" / "schedule.json").read_text())
+    assert s["checkpoint"] is None and s["strategy"]["name"] == "random"
+    assert not (tmp_path / "runs" / "tiny" / "pretrain").exists()
+
+
+def test_alod_subcommands_are_real():
+    r = subprocess.run([sys.executable, "-m", "alod", "--help"], cwd=REPO, env=subprocess_env(),
+                       capture_output=True, text=True)
+    assert r.returncode == 0
+    for name in ("demo", "pretrain", "batches", "cycles", "evaluate"):
+        assert name in r.stdout
+        h = subprocess.run([sys.executable, "-m", "alod", name, "--help"], cwd=REPO, env=subprocess_env(),
+                           capture_output=True, text=True)
+        assert h.returncode == 0 and "usage: alod " + name in h.stdout
+    r = subprocess.run([sys.executable, "-m", "alod", "batches", "--help"], cwd=REPO, env=subprocess_env(),
+                       capture_output=True, text=True)
+    assert "--ckpt" in r.stdout and "box_count" in r.stdout
+
+
 def test_missing_schedule_says_what_to_run(tiny_config):
     r = _cli("main_sample.py", "--config", str(tiny_config), "--no-progress")
     assert r.returncode == 2
@@ -151,6 +198,7 @@ def test_cli_help():
         assert r.returncode == 0 and "--config" in r.stdout and "--set" in r.stdout
 
 
+@pytest.mark.slow  # a reference run plus a killed and resumed one: about 40 s on 2 cores
 def test_resume_after_kill_matches_uninterrupted_run(finished_run, tmp_path):
     """Kill main_sample.py during cycle 2, rerun: same pools and same state as the uninterrupted run."""
     cfg, ckpt, sched, reference = finished_run
