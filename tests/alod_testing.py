@@ -41,6 +41,15 @@ def write_tiny_config(tmp: Path, *, data_root: Path | None = None, **sections) -
     return path
 
 
+def tiny_model_config(**overrides):
+    """TINY's model section as a :class:`alod.config.ModelConfig`, with ``box_score_thresh=0`` so
+    that a random-init or barely trained model still returns boxes."""
+    from alod.config import ModelConfig
+
+    fields = dict(TINY["model"], anchor_sizes=tuple(TINY["model"]["anchor_sizes"]), box_score_thresh=0.0)
+    return ModelConfig(**{**fields, **overrides})
+
+
 def run_layout(cfg):
     """The :class:`alod.layout.RunLayout` of a loaded config."""
     from alod.layout import RunLayout

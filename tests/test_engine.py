@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from alod.config import ModelConfig, SyntheticConfig
+from alod.config import SyntheticConfig
 from alod.data.dataset import DetectionDataset
 from alod.data.loading import load_index
 from alod.data.synthetic import generate_dataset
@@ -22,6 +22,7 @@ from alod.engine import LOSS_KEYS, epoch_batches, fit, load_checkpoint, predict,
 from alod.layout import CHECKPOINT_LAST
 from alod.models import build_detector
 from alod.utils import AlodError
+from alod_testing import tiny_model_config
 
 
 
@@ -104,19 +105,7 @@ def test_steps_per_epoch(n, bs, world, expected):
 # -------------------------------------------------------------------------------------- training
 NUM_TRAIN, BATCH = 4, 2
 SPE = NUM_TRAIN // BATCH  # steps per epoch
-MODEL = ModelConfig(
-    name="resnet18_fpn_light",
-    min_size=96,
-    max_size=160,
-    fpn_channels=32,
-    anchor_sizes=(8, 16, 32, 64),
-    box_head_width=64,
-    box_batch_size_per_image=32,
-    rpn_post_nms_top_n_train=100,
-    rpn_post_nms_top_n_test=100,
-    box_score_thresh=0.0,  # so predict() returns boxes from a barely trained model
-    box_detections_per_img=20,
-)
+MODEL = tiny_model_config(box_detections_per_img=20)  # boxes from a barely trained model
 FIT = dict(batch_size=BATCH, lr=0.01, seed=3, progress=False)
 
 

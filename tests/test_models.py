@@ -17,21 +17,10 @@ from torchvision.ops import boxes as box_ops
 from alod.config import ModelConfig
 from alod.models import MODEL_PRESETS, ProbRoIHeads, build_detector, load_weights
 from alod.utils import AlodError
+from alod_testing import tiny_model_config
 
 NUM_CLASSES = 3
-# The model section of alod_testing.TINY, with the score threshold lowered so random init detects.
-TINY_MODEL = ModelConfig(
-    name="resnet18_fpn_light",
-    min_size=96,
-    max_size=160,
-    fpn_channels=32,
-    anchor_sizes=(8, 16, 32, 64),
-    box_head_width=64,
-    box_batch_size_per_image=32,
-    rpn_post_nms_top_n_train=100,
-    rpn_post_nms_top_n_test=100,
-    box_score_thresh=0.0,
-)
+TINY_MODEL = tiny_model_config()
 # (height, width): one image at the model's own size, one that GeneralizedRCNNTransform rescales.
 IMAGE_SIZES = [(96, 160), (72, 100)]
 
