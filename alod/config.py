@@ -292,6 +292,73 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+def _positive(v) -> bool:
+    return v > 0
+
+
+def _non_negative(v) -> bool:
+    return v >= 0
+
+
+def _all_positive(v) -> bool:
+    return len(v) > 0 and all(x > 0 for x in v)
+
+
+# (dotted key, check, what is allowed): every numeric setting whose wrong value would otherwise fail
+# late (a ZeroDivisionError in a scheduler, an empty DataLoader) or silently do something else.
+_RANGES = (
+    ("run.seed", _non_negative, ">= 0"),
+    ("data.image_size", _all_positive, "two positive integers (width, height)"),
+    ("data.synthetic.num_train", _positive, "> 0"),
+    ("data.synthetic.num_val", _positive, "> 0"),
+    ("data.synthetic.width", lambda v: v >= 32, ">= 32 pixels"),
+    ("data.synthetic.height", lambda v: v >= 32, ">= 32 pixels"),
+    ("data.synthetic.max_objects", _positive, "> 0"),
+    ("data.synthetic.jpeg_quality", lambda v: 1 <= v <= 100, "in [1, 100]"),
+    ("model.min_size", _positive, "> 0"),
+    ("model.max_size", _positive, "> 0"),
+    ("model.anchor_sizes", _all_positive, "a non-empty list of positive sizes"),
+    ("model.aspect_ratios", _all_positive, "a non-empty list of positive ratios"),
+    ("model.rpn_pre_nms_top_n_train", _positive, "> 0"),
+    ("model.rpn_post_nms_top_n_train", _positive, "> 0"),
+    ("model.rpn_pre_nms_top_n_test", _positive, "> 0"),
+    ("model.rpn_post_nms_top_n_test", _positive, "> 0"),
+    ("model.rpn_batch_size_per_image", _positive, "> 0"),
+    ("model.box_batch_size_per_image", _positive, "> 0"),
+    ("model.box_head_width", _positive, "> 0"),
+    ("model.fpn_channels", _positive, "> 0"),
+    ("model.box_score_thresh", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    ("model.box_detections_per_img", _positive, "> 0"),
+    ("model.trainable_backbone_layers", lambda v: 0 <= v <= 5, "in [0, 5]"),
+    ("train.batch_size", _positive, "> 0"),
+    ("train.lr", _positive, "> 0"),
+    ("train.momentum", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    ("train.weight_decay", _non_negative, ">= 0"),
+    ("train.warmup_fraction", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    ("train.grad_clip_norm", lambda v: v is None or v > 0, "null (no clipping) or > 0"),
+    ("train.num_workers", _non_negative, ">= 0"),
+    ("train.eval_batch_size", _positive, "> 0"),
+    ("train.min_steps", _non_negative, ">= 0"),
+    ("pretrain.fraction", lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
+    ("pretrain.epochs", _positive, ">= 1"),
+    ("score.batch_size", _positive, "> 0"),
+    ("score.num_workers", _non_negative, ">= 0"),
+    ("score.shard_size", _positive, "> 0"),
+    ("schedule.batch_size", _positive, "> 0"),
+    ("schedule.query_size", _positive, "> 0"),
+    ("schedule.num_batches", lambda v: v is None or v > 0, "null (every batch) or > 0"),
+    ("cycles.epochs", _positive, ">= 1"),
+    ("cycles.num_cycles", lambda v: v is None or v > 0, "null (every cycle) or > 0"),
+    ("cycles.num_vis_images", _non_negative, ">= 0"),
+)
+
+
+def _get(cfg, dotted: str):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
 def validate(cfg: Config) -> None:
     """Settings that cannot work are refused when the config loads, not hours into a run.
 
@@ -307,14 +374,18 @@ def validate(cfg: Config) -> None:
         if not cond:
             raise AlodError(f"config: {msg}")
 
-    need(0.0 < cfg.pretrain.fraction <= 1.0, f"pretrain.fraction must be in (0, 1], got {cfg.pretrain.fraction}")
-    need(cfg.schedule.query_size > 0, "schedule.query_size must be positive")
+    for key, ok, allowed in _RANGES:
+        value = _get(cfg, key)
+        need(ok(value), f"{key} must be {allowed}, got {value!r}")
     need(
         cfg.schedule.batch_size >= cfg.schedule.query_size,
-        f"schedule.batch_size ({cfg.schedule.batch_size}) must be >= schedule.query_size ({cfg.schedule.query_size})",
+        f"schedule.batch_size ({cfg.schedule.batch_size}) must be >= schedule.query_size ({cfg.schedule.query_size}): "
+        "a cycle takes its images from one batch",
     )
-    need(cfg.train.batch_size > 0 and cfg.train.lr > 0, "train.batch_size and train.lr must be positive")
-    need(cfg.score.shard_size > 0, "score.shard_size must be positive")
+    need(cfg.model.max_size >= cfg.model.min_size,
+         f"model.max_size ({cfg.model.max_size}) must be >= model.min_size ({cfg.model.min_size})")
+    need(cfg.run.name not in ("", ".", "..") and "/" not in cfg.run.name and "\\" not in cfg.run.name,
+         f"run.name must be a plain folder name (no '/', not '..'), got {cfg.run.name!r}: it names runs/<name>/")
     check_data_config(cfg.data)
 
     need(cfg.score.strategy in STRATEGIES,

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from alod.data.dataset import collate_detection
 from alod.layout import CHECKPOINT_LAST
-from alod.utils import AlodError, atomic_torch_save
+from alod.utils import AlodError, atomic_torch_save, load_torch_file
 
 LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 
@@ -58,19 +58,47 @@ def steps_per_epoch(n_items: int, *, batch_size: int, world: int) -> int:
     return max(1, math.ceil(n_items / (batch_size * world)))
 
 
-def _load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a torn file cannot happen (atomic writes) but a foreign one can
-        raise AlodError(f"checkpoint {path} cannot be read ({e}); delete it to start this training over") from e
-
-
 def load_checkpoint(path: str | Path) -> dict:
-    """Read an alod checkpoint; clear error when it is missing."""
-    path = Path(path)
-    if not path.is_file():
-        raise AlodError(f"checkpoint {path} does not exist")
-    return _load_checkpoint(path)
+    """Read an alod checkpoint (tensors and plain values only: nothing in the file is executed).
+
+    Raises:
+        AlodError: missing, unreadable, or holding more than tensors and plain values; or not an
+            alod checkpoint (no ``model`` state dict).
+    """
+    state = load_torch_file(path, what="checkpoint")
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise AlodError(f"checkpoint {path} is not an alod checkpoint (no 'model' state dict); "
+                        "delete it to start this training over, or pass the right file")
+    return state
+
+
+def one_cycle_pct_start(warmup_fraction: float, total_steps: int) -> float:
+    """The ``pct_start`` given to ``OneCycleLR`` for a warm-up share of ``total_steps``.
+
+    torch's ``OneCycleLR`` divides by zero when its warm-up works out to exactly one step
+    (``pct_start * total_steps == 1``: e.g. 36 images, batch 8, 2 epochs, warm-up 0.1) and when the
+    warm-up takes every step. Small pools and short cycles are normal in active learning, so these
+    cases are moved off the singularity: a 0.1% longer warm-up, and at most 99.9% of the steps. Every
+    other case gets ``max(1e-3, warmup_fraction)`` unchanged.
+    """
+    pct = min(max(1e-3, float(warmup_fraction)), 0.999)
+    if abs(pct * total_steps - 1.0) < 1e-6:
+        pct *= 1.001
+    return pct
+
+
+def make_lr_scheduler(optimizer, *, lr: float, total_steps: int, warmup_fraction: float):
+    """One-cycle learning rate (cosine warm-up from ``lr / 25`` to ``lr``, cosine decay to ``lr / 25e3``) over
+    ``total_steps`` optimizer steps; works for every ``total_steps >= 1``."""
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=lr,
+        total_steps=total_steps,
+        pct_start=one_cycle_pct_start(warmup_fraction, total_steps),
+        anneal_strategy="cos",
+        div_factor=25.0,
+        final_div_factor=1e3,
+    )
 
 
 def fit(
@@ -122,19 +150,11 @@ def fit(
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=lr,
-        total_steps=total_steps,
-        pct_start=max(1e-3, warmup_fraction),
-        anneal_strategy="cos",
-        div_factor=25.0,
-        final_div_factor=1e3,
-    )
+    scheduler = make_lr_scheduler(optimizer, lr=lr, total_steps=total_steps, warmup_fraction=warmup_fraction)
     start_epoch = 0
     ckpt_path = Path(ckpt_dir) / CHECKPOINT_LAST if ckpt_dir else None
     if ckpt_path is not None and ckpt_path.is_file():
-        state = _load_checkpoint(ckpt_path)
+        state = load_checkpoint(ckpt_path)
         if state.get("total_steps") != total_steps:
             raise AlodError(
                 f"{ckpt_path} was written for {state.get('total_steps')} total steps, this run has {total_steps} "

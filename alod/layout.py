@@ -7,6 +7,7 @@ the scorer checkpoint here, not in the pretraining stage. It imports neither tor
 ::
 
     runs/<run>/
+      .lock .lock.owner.json      one command at a time (alod.runlock)
       cache/                      parsed label indexes (keyed by the label file's sha256)
       problems_<split>.jsonl      bad label records skipped in non-strict mode
       pretrain/   config.yaml partition.json checkpoint_last.pt metrics.json metrics.jsonl
@@ -48,6 +49,14 @@ class RunLayout:
         if stage not in folders:
             raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
         return folders[stage] / "config.yaml"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    @property
+    def lock_owner(self) -> Path:
+        return self.root / ".lock.owner.json"
 
     @property
     def cache_dir(self) -> Path:

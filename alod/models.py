@@ -29,7 +29,7 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import boxes as box_ops
 
 from alod.config import ModelConfig
-from alod.utils import AlodError
+from alod.utils import AlodError, load_torch_file
 
 
 MODEL_PRESETS: dict[str, Callable[..., FasterRCNN]] = {}
@@ -228,15 +228,24 @@ def build_detector(cfg: ModelConfig, *, num_classes: int) -> FasterRCNN:
 
 
 def load_weights(model: nn.Module, path: str) -> None:
-    """Load a plain state dict or an alod checkpoint (``{"model": state_dict, ...}``)."""
-    from pathlib import Path
+    """Load a plain state dict or an alod checkpoint (``{"model": state_dict, ...}``).
 
-    if not Path(path).is_file():
-        raise AlodError(f"model.weights_path {path!r} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    Only tensors and plain values are read (:func:`alod.utils.load_torch_file`): nothing in the file
+    is executed.
+    """
+    state = load_torch_file(path, what="model.weights_path")
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    if not isinstance(state, dict):
+        raise AlodError(f"model.weights_path {path}: expected a state dict, got {type(state).__name__}")
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches raise even with strict=False
+        first = str(e).strip().splitlines()
+        raise AlodError(
+            f"model.weights_path {path}: weights do not fit this model ({first[-1].strip() if first else e}). "
+            "Was it saved for another model.name or class count?"
+        ) from None
     if missing or unexpected:
         raise AlodError(
             f"{path}: weights do not fit model; missing {len(missing)} keys (e.g. {missing[:3]}), "

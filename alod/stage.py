@@ -1,8 +1,9 @@
 """What every stage does the same way: set-up, training a detector, evaluating it.
 
-* :func:`open_stage`: the accelerator, the built-in dataset generated on first use, the resolved
-  config written next to the stage's outputs, every process waiting for the main one; returns a
-  :class:`StageContext` that loads the splits with the run's index cache.
+* :func:`open_stage`: the run folder's lock (:mod:`alod.runlock`), the accelerator, the built-in
+  dataset generated on first use, the resolved config written next to the stage's outputs, every
+  process waiting for the main one; returns a :class:`StageContext` (a context manager that
+  releases the lock) that loads the splits with the run's index cache.
 * :func:`train_detector`: a fresh detector trained (or resumed) with the ``train:`` settings.
 * :func:`evaluate_detector`: predictions on the validation split, the metrics dict on every
   process, ``metrics.json`` written atomically by the main process.
@@ -37,6 +38,18 @@ class StageContext:
     accelerator: Any
     progress: bool
     log: Callable[[str], object]
+    lock: Any = None  # the RunLock the main process holds
+
+    def close(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def __enter__(self) -> StageContext:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def is_main(self) -> bool:
@@ -55,7 +68,10 @@ class StageContext:
 
 def open_stage(cfg: Config, stage: str, *, accelerator=None, amp: bool = False, progress: bool = True,
                log: Callable[[str], object] = print) -> StageContext:
-    """Set up ``stage`` (one of :data:`alod.layout.STAGES`) for ``cfg``.
+    """Set up ``stage`` (one of :data:`alod.layout.STAGES`) for ``cfg``; use as ``with open_stage(...) as ctx``.
+
+    Raises:
+        AlodError: another command holds the run folder's lock.
 
     ``accelerator``: reuse one (``alod demo`` runs the three stages in one process); ``None`` makes
     one with bf16 autocast on GPU when ``amp``.
@@ -63,15 +79,23 @@ def open_stage(cfg: Config, stage: str, *, accelerator=None, amp: bool = False, 
     from alod.data.sources import ensure_synthetic
     from alod.engine import make_accelerator
 
+    from alod.runlock import RunLock
+
     accelerator = accelerator or make_accelerator(amp=amp)
     layout = RunLayout.from_config(cfg.run)
     main = accelerator.is_main_process
+    lock = None
     if main:
-        ensure_synthetic(cfg.data, progress=progress)
-        atomic_write_text(layout.stage_config(stage), dump_config(cfg))
+        lock = RunLock(layout.lock, owner_path=layout.lock_owner, log=log).acquire()
+        try:
+            ensure_synthetic(cfg.data, progress=progress)
+            atomic_write_text(layout.stage_config(stage), dump_config(cfg))
+        except BaseException:
+            lock.release()
+            raise
     accelerator.wait_for_everyone()
     return StageContext(cfg=cfg, layout=layout, accelerator=accelerator, progress=progress,
-                        log=log if main else _quiet)
+                        log=log if main else _quiet, lock=lock)
 
 
 def fit_settings(train: TrainConfig) -> dict:

@@ -72,6 +72,37 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def load_torch_file(path: str | os.PathLike, *, what: str = "checkpoint") -> Any:
+    """``torch.load`` that never runs code from the file (``weights_only=True``).
+
+    Checkpoints and weight files may come from someone else; unpickling arbitrary objects can run
+    any code, so only tensors and plain containers (dict, list, str, numbers) are accepted. A file
+    that needs more is refused with a message saying how to re-save it.
+
+    Raises:
+        AlodError: missing file, a file that needs arbitrary objects, or one that is not a torch file.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise AlodError(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "unsupported global" in str(e).lower():  # a class or function reference: an object, not data
+            raise AlodError(
+                f"{what} {path} holds Python objects besides tensors and plain values; alod does not load such "
+                "files because unpickling them can run code. Re-save only the state dict: "
+                "torch.save(model.state_dict(), path)"
+            ) from None
+        raise AlodError(f"{what} {path} cannot be read as a torch file ({e})") from None
+    except Exception as e:  # zip errors, truncated files, wrong magic numbers
+        raise AlodError(f"{what} {path} cannot be read as a torch file ({type(e).__name__}: {e})") from None
+
+
 def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -40,7 +40,7 @@ def test_two_process_pretraining(launched):
     cfg = load_config(cfg_path)
     import torch
 
-    ck = torch.load(run_layout(cfg).root / "pretrain" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    ck = torch.load(run_layout(cfg).root / "pretrain" / "checkpoint_last.pt", map_location="cpu", weights_only=True)
     assert ck["epoch"] == 0
     # 25 images, batch 4 per process, 2 processes -> ceil(25 / 8) = 4 steps per epoch.
     assert ck["total_steps"] == 4

@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alod.config import load_config, parse_overrides
 from alod.utils import AlodError
@@ -88,3 +90,68 @@ def test_loading_a_config_does_not_import_torch(tmp_path):
             "assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("schedule.query_size=6000", r"schedule.batch_size \(5000\) must be >= schedule.query_size \(6000\)"),
+    ("pretrain.fraction=1.5", r"pretrain.fraction must be in \(0, 1\], got 1.5"),
+    ("pretrain.fraction=0", r"pretrain.fraction must be in \(0, 1\], got 0.0"),
+    ("cycles.epochs=0", r"cycles.epochs must be >= 1, got 0"),
+    ("pretrain.epochs=-1", r"pretrain.epochs must be >= 1, got -1"),
+    ("data.image_size=[-1280,720]", r"data.image_size must be two positive integers \(width, height\), got \(-1280, 720\)"),
+    ("data.synthetic.width=0", r"data.synthetic.width must be >= 32 pixels, got 0"),
+    ("train.warmup_fraction=1.5", r"train.warmup_fraction must be in \[0, 1\], got 1.5"),
+    ("train.momentum=1", r"train.momentum must be in \[0, 1\), got 1.0"),
+    ("train.grad_clip_norm=0", r"train.grad_clip_norm must be null \(no clipping\) or > 0, got 0.0"),
+    ("model.max_size=100", r"model.max_size \(100\) must be >= model.min_size \(192\)"),
+    ("model.anchor_sizes=[]", r"model.anchor_sizes must be a non-empty list of positive sizes, got \(\)"),
+    ("cycles.num_cycles=0", r"cycles.num_cycles must be null \(every cycle\) or > 0, got 0"),
+    ("run.name=../elsewhere", r"run.name must be a plain folder name"),
+    ("score.params.box_count.threshold=0.3", r"strategy 'box_count' has no parameter 'threshold'"),
+])
+def test_settings_that_cannot_work_are_refused_at_load(override, message):
+    with pytest.raises(AlodError, match=message):
+        load_config(None, [override])
+
+
+def test_every_range_key_exists():
+    from alod.config import _RANGES, Config, _get
+
+    cfg = Config()
+    for key, ok, _ in _RANGES:
+        assert ok(_get(cfg, key)), f"the default of {key} must pass its own check"
+
+
+def _dotted_keys(cls=None, prefix=""):
+    import dataclasses
+    import typing
+
+    from alod.config import Config
+
+    cls = cls or Config
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _dotted_keys(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}"
+
+
+_JUNK = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.sampled_from(sorted(_dotted_keys())) | st.text(min_size=1, max_size=12), value=_JUNK)
+def test_any_override_loads_or_is_one_named_error(key, value):
+    """Whatever value lands on whatever key, loading gives a Config or an AlodError, never a traceback."""
+    import yaml
+
+    try:
+        load_config(None, [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"])
+    except AlodError as e:
+        assert str(e).strip() and "\n" not in str(e).strip()

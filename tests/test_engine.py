@@ -11,6 +11,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils.data import Subset
 
 from alod.config import SyntheticConfig
@@ -18,7 +20,16 @@ from alod.data.dataset import DetectionDataset
 from alod.data.loading import load_index
 from alod.data.synthetic import generate_dataset
 from alod.data.transforms import get_transform
-from alod.engine import LOSS_KEYS, epoch_batches, fit, load_checkpoint, predict, steps_per_epoch
+from alod.engine import (
+    LOSS_KEYS,
+    epoch_batches,
+    fit,
+    load_checkpoint,
+    make_lr_scheduler,
+    one_cycle_pct_start,
+    predict,
+    steps_per_epoch,
+)
 from alod.layout import CHECKPOINT_LAST
 from alod.models import build_detector
 from alod.utils import AlodError
@@ -298,12 +309,6 @@ class _TouchOnLoad:
         return pathlib.Path.touch, (pathlib.Path(self.marker),)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine._load_checkpoint uses torch.load(weights_only=False), so load_checkpoint() and a resumed "
-    "fit() run code embedded in the file; GUIDE section 5 asks for weights_only=True on every checkpoint, and "
-    "fit's own checkpoints load fine that way (models.load_weights already does it)",
-)
 def test_load_checkpoint_does_not_execute_pickled_code(tmp_path):
     marker = tmp_path / "code_ran"
     path = tmp_path / "evil.pt"
@@ -314,3 +319,40 @@ def test_load_checkpoint_does_not_execute_pickled_code(tmp_path):
     except AlodError:
         pass  # refusing the file is fine; running its code is not
     assert not marker.exists(), "load_checkpoint executed code stored in the checkpoint"
+
+
+def test_load_checkpoint_refuses_objects_with_a_clear_message(tmp_path):
+    path = tmp_path / "objects.pt"
+    torch.save({"model": {}, "extra": _TouchOnLoad(str(tmp_path / "ran"))}, path)
+    with pytest.raises(AlodError, match="holds Python objects besides tensors.*torch.save\\(model.state_dict"):
+        load_checkpoint(path)
+    assert not (tmp_path / "ran").exists()
+    path = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(2)}, path)
+    with pytest.raises(AlodError, match="not an alod checkpoint"):
+        load_checkpoint(path)
+
+
+@settings(max_examples=150, deadline=None)
+@given(n_items=st.integers(1, 60), batch_size=st.integers(1, 16), epochs=st.integers(1, 6),
+       warmup=st.sampled_from([0.0, 0.01, 0.1, 0.125, 0.2, 0.25, 1 / 3, 0.5, 0.999, 1.0])
+       | st.floats(0.0, 1.0))
+def test_lr_schedule_works_for_every_step_count(n_items, batch_size, epochs, warmup):
+    total = epochs * steps_per_epoch(n_items, batch_size=batch_size, world=1)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = make_lr_scheduler(opt, lr=0.1, total_steps=total, warmup_fraction=warmup)
+    lrs = []
+    for _ in range(total):
+        opt.step()
+        sched.step()
+        lrs.append(sched.get_last_lr()[0])
+    assert all(math.isfinite(v) and 0 < v <= 0.1 + 1e-12 for v in lrs)
+
+
+def test_warmup_of_exactly_one_step_trains(data):
+    # The reported crash: warm-up 0.1 of 10 steps (36 images, batch 8, 2 epochs in the report).
+    train, _ = data
+    assert one_cycle_pct_start(0.1, 10) != 0.1 and one_cycle_pct_start(0.1, 20) == 0.1
+    out = fit(new_model(train.index.num_classes), train, epochs=5, batch_size=2, lr=0.01, warmup_fraction=0.1,
+              seed=0, progress=False)
+    assert out["steps"] == 10 and len(out["history"]) == 5

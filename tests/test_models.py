@@ -239,13 +239,6 @@ def test_weights_path_with_missing_keys_is_alod_error(tmp_path):
         load_weights(build(seed=1), str(path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="load_weights: a checkpoint saved for another class count raises torch's raw size-mismatch "
-    "RuntimeError (load_state_dict(strict=False) still raises on shape mismatches) instead of the AlodError "
-    "whose message ('saved for another model.name or class count?') was written for exactly this case",
-)
 def test_weights_path_for_other_class_count_is_alod_error(tmp_path):
     path = tmp_path / "three_classes.pt"
     torch.save(build(num_classes=3).state_dict(), path)
@@ -253,11 +246,6 @@ def test_weights_path_for_other_class_count_is_alod_error(tmp_path):
         build(tiny(weights_path=str(path)), num_classes=5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_weights: a file that is not a torch checkpoint raises a raw pickle error from torch.load "
-    "(house rule 6) instead of an AlodError naming model.weights_path",
-)
 def test_weights_path_garbage_file_is_alod_error(tmp_path):
     path = tmp_path / "garbage.pt"
     path.write_bytes(b"this is not a checkpoint")

@@ -14,7 +14,11 @@ is applied in both layouts, as the official evaluation does, and its ignore mapp
 ``other person``, ``other vehicle`` and ``trailer`` into ignored (crowd) regions of the class they
 map to.
 
-The label files carry no image sizes; every frame gets ``image_size`` (1280x720 for BDD100K).
+The label files carry no image sizes; every frame gets ``image_size`` (1280x720 for BDD100K), and
+boxes are checked against it (:func:`alod.data.common.check_box`: a little outside is clipped and
+noted, farther out is a ``box_outside_image`` problem). Image names are checked with
+:func:`alod.data.problems.image_name_problem` (``image_outside_root``). Boxes are stored as float64,
+exactly the file's values.
 
 Speed and memory: the file is decoded one frame at a time (:func:`iter_json_array`) and boxes go
 straight into typed arrays (``array.array``), so no per-box Python objects outlive their frame. On a
@@ -24,8 +28,7 @@ interpreter, against 8 s and 1.6 GB for a bare ``json.load`` (``benchmarks/resul
 up (about half its time); per-frame objects die young instead.
 
 For ``alod evaluate`` the module also reads BDD100K prediction frames
-(:func:`read_bdd100k_predictions`) and re-reads the ground truth's exact coordinates
-(:func:`bdd100k_exact_boxes`). :data:`BDD100K_FORMAT` (det_20) and :data:`BDD100K_2018_FORMAT` are
+(:func:`read_bdd100k_predictions`). :data:`BDD100K_FORMAT` (det_20) and :data:`BDD100K_2018_FORMAT` are
 this module's entries in the registry :data:`alod.data.readers.LABEL_FORMATS`.
 """
 from __future__ import annotations
@@ -40,10 +43,11 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from alod.data.common import (
-    COORD_LIMIT,
     LabelFormat,
     ParsedLabels,
     array_to_numpy,
+    check_box,
+    is_number,
     json_type_name,
     rows_to_detections,
     short_json,
@@ -53,13 +57,14 @@ from alod.data.problems import (
     BAD_COORDINATES,
     BAD_RECORD,
     DUPLICATE_NAME,
-    INVERTED_BOX,
+    IMAGE_OUTSIDE_ROOT,
     MISSING_NAME,
-    NON_FINITE,
+    NOTE_KINDS,
     UNKNOWN_CATEGORY,
     LabelFileError,
     Problem,
     ProblemLog,
+    image_name_problem,
     malformed_json_error,
     note_zero_area_boxes,
 )
@@ -162,6 +167,9 @@ class _JsonArrayStream:
         while True:
             try:
                 obj, end = self.decoder.raw_decode(self.buf, self.pos)
+            except RecursionError:
+                raise self._fail("Too deeply nested (arrays or objects inside each other "
+                                 "beyond Python's recursion limit)") from None
             except json.JSONDecodeError as e:
                 # An element cut by the chunk boundary fails within a few characters of the buffer
                 # end (a cut literal or escape), or as an unterminated string (reported at its
@@ -251,13 +259,15 @@ def read_bdd100k(
         layout: ``"bdd100k"`` (det_20), ``"bdd100k_2018"``, or ``"auto"``: accept both (their
             only difference is that 2018 ``drivable area`` / ``lane`` polygons are skipped silently;
             in det_20 they are unknown categories) and report the layout seen.
-        image_size: ``(width, height)`` in pixels given to every frame.
+        image_size: ``(width, height)`` in pixels given to every frame; boxes are checked
+            against it.
         image_root: stored in the index; images are not checked here (see ``load_index``).
         problems: where bad records go; default ``ProblemLog(strict=True)`` (raise on the first).
 
     Returns:
-        :class:`ParsedLabels` whose index has ``classes == BDD100K_CLASSES``, boxes ``float32[M, 4]``
-        x1, y1, x2, y2 pixels, ignored regions flagged in ``ignore``.
+        :class:`ParsedLabels` whose index has ``classes == BDD100K_CLASSES``, boxes ``float64[M, 4]``
+        x1, y1, x2, y2 pixels (the file's values; clipped to the image where they stick out a
+        little), ignored regions flagged in ``ignore``.
     """
     if layout not in LAYOUTS:
         raise LabelFileError(f"unknown BDD100K layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
@@ -271,16 +281,19 @@ def read_bdd100k(
     seen_names: set[str] = set()
     frame_pos = array("q")
     counts = array("q")
-    # x1, y1, x2, y2 per box as float32 (the index dtype; the fast path bounds values to its range):
-    # 16 bytes a box instead of ~130 for four Python floats in a list.
-    coords = array("f")
+    # x1, y1, x2, y2 per box as float64 (the index dtype: the file's doubles, exactly): 32 bytes a
+    # box instead of ~130 for four Python floats in a list.
+    coords = array("d")
     codes = array("B")
     label_pos = array("I")  # position of each kept box in its frame's labels, for notes
     poly_seen: set[str] = set()
     n_frames = 0
 
     def problem(kind, frame, name, label, label_id, detail, skipped):
-        problems.add(Problem(kind, file, frame, name, label, label_id, detail, skipped))
+        if kind in NOTE_KINDS:
+            problems.add(Problem(kind, file, frame, name, label, label_id, detail, "nothing", severity="note"))
+        else:
+            problems.add(Problem(kind, file, frame, name, label, label_id, detail, skipped))
 
     for fi, frame in enumerate(iter_json_array(path)):
         n_frames += 1
@@ -291,6 +304,10 @@ def read_bdd100k(
         name = frame.get("name")
         if not isinstance(name, str) or not name:
             problem(MISSING_NAME, fi, None, None, None, f"frame has no image name (name={short_json(name)})", "frame")
+            continue
+        outside = image_name_problem(name)
+        if outside is not None:
+            problem(IMAGE_OUTSIDE_ROOT, fi, name, None, None, outside, "frame")
             continue
         if name in seen_names:
             problem(DUPLICATE_NAME, fi, name, None, None, f"image name {name!r} appears again", "frame")
@@ -307,8 +324,10 @@ def read_bdd100k(
         frame_pos.append(fi)
         start = len(codes)
         for j, lab in enumerate(labels):
-            # Fast path for a well-formed label; anything unusual (missing key, wrong type, NaN,
-            # inverted box, unknown or non-box category) falls to _slow_label, which says what.
+            # Fast path for a well-formed label inside the image; anything unusual (missing key,
+            # wrong type, NaN, inverted box, a box sticking out, unknown or non-box category)
+            # falls to _slow_label, which says what. The chained comparisons also reject NaN
+            # (every comparison with NaN is false); a bool is a number to Python, not to JSON.
             try:
                 b = lab["box2d"]
                 x1 = b["x1"]
@@ -316,7 +335,9 @@ def read_bdd100k(
                 x2 = b["x2"]
                 y2 = b["y2"]
                 code = code_of[lab["category"]]
-                ok = -COORD_LIMIT < x1 <= x2 < COORD_LIMIT and -COORD_LIMIT < y1 <= y2 < COORD_LIMIT
+                ok = (0.0 <= x1 <= x2 <= width and 0.0 <= y1 <= y2 <= height
+                      and type(x1) is not bool and type(y1) is not bool
+                      and type(x2) is not bool and type(y2) is not bool)
             except (KeyError, TypeError):
                 ok = False
             if ok:
@@ -324,18 +345,19 @@ def read_bdd100k(
                 codes.append(code)
                 label_pos.append(j)
             else:
-                kind, detail, box = _slow_label(lab, allow_poly=allow_poly, poly_seen=poly_seen)
+                kind, detail, box = _slow_label(lab, allow_poly=allow_poly, poly_seen=poly_seen,
+                                                width=width, height=height)
                 if kind is not None:
                     label_id = lab.get("id") if type(lab) is dict else None
                     problem(kind, fi, name, j, label_id, detail, "box")
-                elif box is not None:  # nothing wrong after all: never drop a good box
+                if box is not None:  # a good box after all, or clipped (a note): never drop it
                     coords.extend(box[:4])
                     codes.append(box[4])
                     label_pos.append(j)
         counts.append(len(codes) - start)
 
     code_arr = array_to_numpy(codes, np.uint8)
-    boxes = array_to_numpy(coords, np.float32).reshape(-1, 4)
+    boxes = array_to_numpy(coords, np.float64).reshape(-1, 4)
     offsets = np.zeros(len(names) + 1, dtype=np.int64)
     np.cumsum(array_to_numpy(counts, np.int64), out=offsets[1:])
     frame_index = array_to_numpy(frame_pos, np.int64)
@@ -361,11 +383,12 @@ def read_bdd100k(
     return ParsedLabels(index=index, frame_index=frame_index, num_frames=n_frames, layout=layout)
 
 
-def _slow_label(lab, *, allow_poly: bool, poly_seen: set[str]):
+def _slow_label(lab, *, allow_poly: bool, poly_seen: set[str], width: int, height: int):
     """Classify a label the fast path rejected: ``(kind, detail, box)``.
 
-    ``kind`` is a problem kind (``box`` is then ``None``), or ``None`` with ``box`` either ``None``
-    (skip silently: a 2018 polygon) or ``(x1, y1, x2, y2, code)`` (a usable box after all).
+    ``kind`` is an error kind (``box`` is then ``None``), a note kind (``box_clipped``: ``box`` is
+    the clipped box, to keep), or ``None`` with ``box`` either ``None`` (skip silently: a 2018
+    polygon) or ``(x1, y1, x2, y2, code)`` (a usable box after all).
     """
     if type(lab) is not dict:
         return BAD_RECORD, f"label is a JSON {json_type_name(lab)}, not an object", None
@@ -382,14 +405,10 @@ def _slow_label(lab, *, allow_poly: bool, poly_seen: set[str]):
     if type(b) is not dict:
         return BAD_COORDINATES, f"label has no box2d object (box2d={short_json(b)})", None
     xs = [b.get(k) for k in ("x1", "y1", "x2", "y2")]
-    if not all(isinstance(v, (int, float)) for v in xs):
+    if not all(is_number(v) for v in xs):
         return BAD_COORDINATES, f"box2d coordinates must be numbers (got {short_json(b)})", None
-    if not all(-COORD_LIMIT < v < COORD_LIMIT for v in xs):
-        return NON_FINITE, f"box2d has a coordinate that is NaN, infinite or beyond float32 ({short_json(b)})", None
-    x1, y1, x2, y2 = (float(v) for v in xs)
-    if x2 < x1 or y2 < y1:
-        return INVERTED_BOX, f"box2d has x2 < x1 or y2 < y1 (x1={x1}, y1={y1}, x2={x2}, y2={y2})", None
-    return None, "", (x1, y1, x2, y2, _CODE[cat])
+    kind, detail, box = check_box(*xs, width, height)
+    return kind, f"box2d: {detail}" if kind else "", None if box is None else (*box, _CODE[cat])
 
 
 # ----------------------------------------------------------------------------- evaluation inputs
@@ -476,36 +495,6 @@ def read_bdd100k_predictions(
     return [rows_to_detections(r) for r in per_image], counts
 
 
-def bdd100k_exact_boxes(path: str | os.PathLike, gt: DetectionIndex) -> list[list | None]:
-    """The file's own coordinates of the boxes :func:`read_bdd100k` kept for ``gt``, per image.
-
-    Re-reads ``path`` (the file ``gt`` was loaded from with ``strict=True``) leniently: the first
-    frame of each name, its labels of a known category with four numeric ``box2d`` values.
-
-    Returns:
-        ``rows[i]`` for ``gt.names[i]``: ``[[x1, y1, x2, y2], ...]`` px as the JSON writes them
-        (float64 precision), or ``None`` if the file has no frame of that name. Anything
-        unexpected raises; :func:`alod.file_evaluation.exact_gt_boxes` checks the result against
-        the index and falls back to float32 boxes.
-    """
-    slot_of = gt.name_to_index()
-    per_slot: list[list | None] = [None] * len(gt)
-    num = (int, float)
-    vocab = set(_VOCAB)
-    for frame in iter_json_array(path):
-        slot = slot_of.get(frame.get("name")) if type(frame) is dict else None
-        if slot is None or per_slot[slot] is not None:
-            continue
-        rows = per_slot[slot] = []
-        for lab in frame.get("labels") or ():
-            b = lab.get("box2d") if type(lab) is dict and lab.get("category") in vocab else None
-            if type(b) is dict:
-                xs = [b.get(k) for k in ("x1", "y1", "x2", "y2")]
-                if all(isinstance(v, num) for v in xs):
-                    rows.append(xs)
-    return per_slot
-
-
 # ----------------------------------------------------------------------------- registry entries
 def _is_json_list(head: bytes) -> bool:
     return head[:1] == b"["
@@ -520,7 +509,6 @@ BDD100K_FORMAT = LabelFormat(
     sniff=_is_json_list,
     read_detected=functools.partial(read_bdd100k, layout="auto"),
     read_predictions=read_bdd100k_predictions,
-    read_exact_boxes=bdd100k_exact_boxes,
     box_convention="bdd100k",
     description="BDD100K det_20 frames (a JSON list)",
 )
@@ -532,7 +520,6 @@ BDD100K_2018_FORMAT = LabelFormat(
     read=functools.partial(read_bdd100k, layout="bdd100k_2018"),
     sniff=None,  # a JSON list too: "auto" goes through BDD100K_FORMAT.read_detected
     read_predictions=read_bdd100k_predictions,
-    read_exact_boxes=bdd100k_exact_boxes,
     box_convention="bdd100k",
     description="BDD100K 2018 frames (person/bike/motor names; drivable area and lane polygons skipped)",
 )

@@ -6,13 +6,17 @@
 * ``bbox = [x, y, w, h]`` becomes ``x1, y1, x2, y2 = x, y, x + w, y + h``.
 * ``iscrowd = 1`` becomes ``ignore = True`` (a crowd region in evaluation, never a training target).
 * Images keep the order of ``images``; images without annotations are kept with zero boxes; sizes
-  come from the image records; names are ``file_name``.
+  come from the image records; names are ``file_name``, checked with
+  :func:`alod.data.problems.image_name_problem` (``image_outside_root``).
+* Boxes are checked against their image record's ``width`` and ``height``
+  (:func:`alod.data.common.check_box`: a little outside is clipped and noted, farther out is a
+  ``box_outside_image`` problem) and stored as float64 (``x + w`` computed in float64).
 
 Bad records go to a :class:`~alod.data.problems.ProblemLog` (see :mod:`alod.data.problems`). A broken
 ``categories`` list is fatal whatever ``strict`` says: without it no label means anything.
 
-For ``alod evaluate`` the module also reads COCO results lists (:func:`read_coco_predictions`) and
-re-reads the ground truth's exact coordinates (:func:`coco_exact_boxes`). :data:`COCO_FORMAT` is
+For ``alod evaluate`` the module also reads COCO results lists (:func:`read_coco_predictions`).
+:data:`COCO_FORMAT` is
 this format's entry in the registry :data:`alod.data.readers.LABEL_FORMATS`.
 """
 from __future__ import annotations
@@ -25,10 +29,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from alod.data.common import (
-    COORD_LIMIT,
     LabelFormat,
     ParsedLabels,
     array_to_numpy,
+    check_box,
+    is_number,
     json_type_name,
     rows_to_detections,
     short_json,
@@ -38,14 +43,17 @@ from alod.data.problems import (
     BAD_COORDINATES,
     BAD_RECORD,
     DUPLICATE_NAME,
+    IMAGE_OUTSIDE_ROOT,
     INVERTED_BOX,
     MISSING_NAME,
     NON_FINITE,
+    NOTE_KINDS,
     UNKNOWN_CATEGORY,
     UNKNOWN_IMAGE_ID,
     LabelFileError,
     Problem,
     ProblemLog,
+    image_name_problem,
     load_json_file,
     note_zero_area_boxes,
 )
@@ -101,8 +109,8 @@ def read_coco(
         problems: where bad records go; default ``ProblemLog(strict=True)`` (raise on the first).
 
     Returns:
-        :class:`ParsedLabels` (``layout="coco"``) whose index has boxes ``float32[M, 4]`` x1, y1,
-        x2, y2 pixels, labels in ``1..C`` per :func:`coco_label_map`, ``ignore = iscrowd``.
+        :class:`ParsedLabels` (``layout="coco"``) whose index has boxes ``float64[M, 4]`` x1, y1,
+        x2, y2 pixels (clipped to the image where they stick out a little), labels in ``1..C`` per :func:`coco_label_map`, ``ignore = iscrowd``.
         ``frame_index`` holds positions in ``images``.
     """
     problems = ProblemLog(strict=True) if problems is None else problems
@@ -113,7 +121,10 @@ def read_coco(
     classes = coco_classes(categories)
 
     def problem(kind, frame, name, label, label_id, detail, skipped):
-        problems.add(Problem(kind, file, frame, name, label, label_id, detail, skipped))
+        if kind in NOTE_KINDS:
+            problems.add(Problem(kind, file, frame, name, label, label_id, detail, "nothing", severity="note"))
+        else:
+            problems.add(Problem(kind, file, frame, name, label, label_id, detail, skipped))
 
     # ---- images: which records make a usable frame
     names: list[str] = []
@@ -145,6 +156,11 @@ def read_coco(
             problem(MISSING_NAME, fi, None, None, None,
                     f"image id {iid!r} has no file_name (file_name={short_json(im.get('file_name'))})", "frame")
             continue
+        outside = image_name_problem(name)
+        if outside is not None:
+            skipped_ids.add(iid)
+            problem(IMAGE_OUTSIDE_ROOT, fi, name, None, None, f"file_name: {outside}", "frame")
+            continue
         if name in seen_names:
             skipped_ids.add(iid)
             problem(DUPLICATE_NAME, fi, name, None, None,
@@ -154,7 +170,8 @@ def read_coco(
         if not (_positive_int(w) and _positive_int(h)):
             skipped_ids.add(iid)
             problem(BAD_RECORD, fi, name, None, None,
-                    f"image needs positive integer width and height (width={short_json(w)}, height={short_json(h)})",
+                    f"image needs integer width and height in 1..{MAX_SIDE} "
+                    f"(width={short_json(w)}, height={short_json(h)})",
                     "frame")
             continue
         slot_of[iid] = len(names)
@@ -174,32 +191,38 @@ def read_coco(
     ann_ids: list = []
     for k, a in enumerate(data["annotations"]):
         try:
-            slot = slot_of[a["image_id"]]
-            label = label_of[a["category_id"]]
+            iid = a["image_id"]
+            cid = a["category_id"]
+            slot = slot_of[iid]
+            label = label_of[cid]
             x, y, w, h = a["bbox"]
             x2 = x + w
             y2 = y + h
-            # Chained comparisons reject NaN, infinities, values beyond float32 and negative
-            # sizes in one go; odd types raise and go to the slow path, which says what is wrong.
-            ok = -COORD_LIMIT < x <= x2 < COORD_LIMIT and -COORD_LIMIT < y <= y2 < COORD_LIMIT
+            # Chained comparisons reject NaN, infinities, negative sizes and boxes outside the
+            # image in one go; odd types raise and go to the slow path, which says what is wrong.
+            # A bool is a number (and equals 1) to Python, not to JSON.
+            ok = (0.0 <= x <= x2 <= widths[slot] and 0.0 <= y <= y2 <= heights[slot]
+                  and type(x) is not bool and type(y) is not bool and type(w) is not bool
+                  and type(h) is not bool and type(iid) is not bool and type(cid) is not bool)
         except (KeyError, TypeError, ValueError, OverflowError):
             ok = False
         if not ok:
-            bad = _classify_annotation(a, slot_of, skipped_ids, label_of)
+            bad = _classify_annotation(a, slot_of, skipped_ids, label_of, widths, heights)
             if bad is None:  # belongs to a skipped image: reported with that image
                 continue
-            kind, detail = bad
+            kind, detail, box = bad
             if kind is not None:
                 iid = a.get("image_id") if type(a) is dict else None
-                slot = slot_of.get(iid) if _hashable(iid) else None
+                slot = slot_of.get(iid) if _hashable(iid) and type(iid) is not bool else None
                 fi = None if slot is None else int(frame_index[slot])
                 nm = None if slot is None else names[slot]
                 problem(kind, fi, nm, k, a.get("id") if type(a) is dict else None, detail, "box")
-                continue
-            slot = slot_of[a["image_id"]]  # nothing wrong after all: never drop a good box
+                if box is None:
+                    continue
+            # a good box after all, or clipped (a note): never drop it
+            slot = slot_of[a["image_id"]]
             label = label_of[a["category_id"]]
-            x, y, w, h = (float(v) for v in a["bbox"])
-            x2, y2 = x + w, y + h
+            x, y, x2, y2 = box
         slots.append(slot)
         coords.extend((x, y, x2, y2))
         labels.append(label)
@@ -218,7 +241,7 @@ def read_coco(
         widths=array_to_numpy(widths, np.int64).astype(np.int32),
         heights=array_to_numpy(heights, np.int64).astype(np.int32),
         offsets=offsets,
-        boxes=array_to_numpy(coords, np.float64).reshape(-1, 4)[order].astype(np.float32),
+        boxes=array_to_numpy(coords, np.float64).reshape(-1, 4)[order],
         labels=array_to_numpy(labels, np.int64)[order],
         ignore=array_to_numpy(crowd, np.uint8)[order].astype(bool),
         classes=classes,
@@ -230,44 +253,50 @@ def read_coco(
     return ParsedLabels(index=index, frame_index=frame_index, num_frames=len(images), layout="coco")
 
 
-def _classify_annotation(a, slot_of, skipped_ids, label_of):
+def _classify_annotation(a, slot_of, skipped_ids, label_of, widths, heights):
     """Say what is wrong with an annotation the fast path rejected.
 
-    Returns ``None`` (its image was skipped: reported there), ``(kind, detail)``, or
-    ``(None, "")`` when nothing is wrong after all.
+    Returns ``None`` (its image was skipped: reported there), or ``(kind, detail, box)``:
+    ``kind`` an error kind (``box`` is ``None``), ``box_clipped`` (a note; ``box`` is the clipped
+    ``(x1, y1, x2, y2)`` to keep), or ``None`` (nothing wrong after all; ``box`` as the file has it).
     """
     if type(a) is not dict:
-        return BAD_RECORD, f"annotation is a JSON {json_type_name(a)}, not an object"
+        return BAD_RECORD, f"annotation is a JSON {json_type_name(a)}, not an object", None
     iid = a.get("image_id")
-    if not _hashable(iid) or iid not in slot_of:
-        if _hashable(iid) and iid in skipped_ids:
+    if type(iid) is bool or not _hashable(iid) or iid not in slot_of:
+        if type(iid) is not bool and _hashable(iid) and iid in skipped_ids:
             return None
-        return UNKNOWN_IMAGE_ID, f"image_id {short_json(iid)} is not in 'images'"
+        return UNKNOWN_IMAGE_ID, f"image_id {short_json(iid)} is not in 'images'", None
     cid = a.get("category_id")
-    if not _hashable(cid) or cid not in label_of:
-        return UNKNOWN_CATEGORY, f"category_id {short_json(cid)} is not in 'categories'"
+    if type(cid) is bool or not _hashable(cid) or cid not in label_of:
+        return UNKNOWN_CATEGORY, f"category_id {short_json(cid)} is not in 'categories'", None
     bbox = a.get("bbox")
-    if (
-        not isinstance(bbox, list)
-        or len(bbox) != 4
-        or not all(isinstance(v, (int, float)) for v in bbox)
-    ):
-        return BAD_COORDINATES, f"bbox must be [x, y, w, h] numbers (got {short_json(bbox)})"
-    x, y, w, h = bbox
-    lim = COORD_LIMIT
-    if not (all(-lim < v < lim for v in bbox) and -lim < x + w < lim and -lim < y + h < lim):
-        return NON_FINITE, f"bbox has a value that is NaN, infinite or beyond float32 ({short_json(bbox)})"
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_number(v) for v in bbox):
+        return BAD_COORDINATES, f"bbox must be [x, y, w, h] numbers (got {short_json(bbox)})", None
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except OverflowError:  # an integer beyond float64
+        return NON_FINITE, f"bbox has a value too large for a float ({short_json(bbox)})", None
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        return NON_FINITE, f"bbox has a value that is NaN or infinite ({short_json(bbox)})", None
     if w < 0 or h < 0:
-        return INVERTED_BOX, f"bbox has a negative width or height ({short_json(bbox)})"
-    return None, ""
+        return INVERTED_BOX, f"bbox has a negative width or height ({short_json(bbox)})", None
+    slot = slot_of[iid]
+    kind, detail, box = check_box(x, y, x + w, y + h, int(widths[slot]), int(heights[slot]))
+    return kind, f"bbox {short_json(bbox)}: {detail}" if kind else "", box
 
 
 def _hashable(v) -> bool:
     return isinstance(v, (int, str, float, type(None)))
 
 
+#: Largest image side accepted from an image record (the index stores sizes as int32).
+MAX_SIDE = 2**31 - 1
+
+
 def _positive_int(v) -> bool:
-    return (type(v) is int and v > 0) or (type(v) is float and v.is_integer() and v > 0)
+    return ((type(v) is int and 0 < v <= MAX_SIDE)
+            or (type(v) is float and v.is_integer() and 0 < v <= MAX_SIDE))
 
 
 def _check_top_level(path, data) -> dict:
@@ -357,34 +386,6 @@ def read_coco_predictions(
     return [rows_to_detections(r) for r in per_image], counts
 
 
-def coco_exact_boxes(path: str | os.PathLike, gt: DetectionIndex) -> list[list]:
-    """The file's own coordinates of the boxes :func:`read_coco` kept for ``gt``, per image.
-
-    Re-reads ``path`` (the file ``gt`` was loaded from with ``strict=True``) leniently: the first
-    image record of each ``file_name`` in ``gt``, its annotations with four numeric ``bbox`` values.
-
-    Returns:
-        ``rows[i]`` for ``gt.names[i]``: ``[(x, y, x + w, y + h), ...]`` px computed in float64, as
-        the reader computes them before storing float32. Anything unexpected raises;
-        :func:`alod.file_evaluation.exact_gt_boxes` checks the result against the index.
-    """
-    slot_of = gt.name_to_index()
-    num = (int, float)
-    data = load_json_file(os.fspath(path))
-    slot_of_id = {}
-    for im in data["images"]:
-        if type(im) is dict and im.get("file_name") in slot_of and im.get("id") not in slot_of_id:
-            slot_of_id[im["id"]] = slot_of[im["file_name"]]
-    per_slot: list[list] = [[] for _ in range(len(gt))]
-    for a in data["annotations"]:
-        slot = slot_of_id.get(a.get("image_id")) if type(a) is dict else None
-        bb = a.get("bbox") if slot is not None else None
-        if type(bb) is list and len(bb) == 4 and all(isinstance(v, num) for v in bb):
-            x, y, w, h = bb
-            per_slot[slot].append((x, y, x + w, y + h))
-    return per_slot
-
-
 # ----------------------------------------------------------------------------- registry entry
 def _is_json_object(head: bytes) -> bool:
     return head[:1] == b"{"
@@ -409,7 +410,6 @@ COCO_FORMAT = LabelFormat(
     read=_read_coco_entry,
     sniff=_is_json_object,
     read_predictions=read_coco_predictions,
-    read_exact_boxes=coco_exact_boxes,
     box_convention="coco",
     description="COCO instances JSON (a JSON object with images, annotations, categories)",
 )

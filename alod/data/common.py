@@ -7,6 +7,7 @@ new one) can define their :class:`LabelFormat` entry without importing each othe
 from __future__ import annotations
 
 import json
+import math
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,11 +15,61 @@ from dataclasses import dataclass
 import numpy as np
 
 from alod.data.index import DetectionIndex
+from alod.data.problems import BOX_CLIPPED, BOX_OUTSIDE_IMAGE, INVERTED_BOX, NON_FINITE
 
-#: Coordinates must lie strictly inside ``(-COORD_LIMIT, COORD_LIMIT)``: beyond it they would
-#: silently become inf in the float32 index. A chained comparison against it also rejects NaN
-#: (every comparison with NaN is false) and infinities.
-COORD_LIMIT = float(np.finfo(np.float32).max)
+#: How far a box may stick out of the image and still be clipped to it (a note) rather than
+#: refused (``box_outside_image``): ``max(BOX_SLACK_PX, BOX_SLACK_FRACTION * side)`` on each side,
+#: i.e. 12.8 px horizontally and 7.2 px vertically on a 1280x720 frame, 2 px on a small image.
+#: Annotation tools let a drag end a little past the border, and rounding does the rest; a box
+#: farther out was drawn for another image size (a wrong ``data.image_size``) or is garbage.
+BOX_SLACK_PX = 2.0
+BOX_SLACK_FRACTION = 0.01
+
+
+def box_slack(side: float) -> float:
+    """The tolerance in pixels for an image side of ``side`` px (see :data:`BOX_SLACK_PX`)."""
+    return max(BOX_SLACK_PX, BOX_SLACK_FRACTION * side)
+
+
+def check_box(x1: float, y1: float, x2: float, y2: float, width: float, height: float):
+    """Classify a box of an image of ``width`` x ``height`` px: ``(kind, detail, box)``.
+
+    Readers call it for the (rare) boxes their fast path did not accept as lying inside
+    ``[0, width] x [0, height]``. The coordinates are numbers (type checks are the caller's).
+
+    Returns:
+        * ``(None, "", (x1, y1, x2, y2))``: a good box, unchanged;
+        * ``(BOX_CLIPPED, detail, clipped)``: outside by at most :func:`box_slack`, clipped to
+          the image (a note: keep ``clipped``);
+        * ``(NON_FINITE | INVERTED_BOX | BOX_OUTSIDE_IMAGE, detail, None)``: a bad box.
+    """
+    xs = (x1, y1, x2, y2)
+    coords = f"x1={x1!r}, y1={y1!r}, x2={x2!r}, y2={y2!r}"
+    try:
+        xs = tuple(float(v) for v in xs)
+    except OverflowError:  # an integer beyond float64
+        return NON_FINITE, f"a coordinate is too large for a float ({coords})", None
+    if not all(math.isfinite(v) for v in xs):
+        return NON_FINITE, f"a coordinate is NaN or infinite ({coords})", None
+    x1, y1, x2, y2 = xs
+    if x2 < x1 or y2 < y1:
+        return INVERTED_BOX, f"x2 < x1 or y2 < y1 ({coords})", None
+    sx, sy = box_slack(width), box_slack(height)
+    if x1 < -sx or y1 < -sy or x2 > width + sx or y2 > height + sy:
+        return (BOX_OUTSIDE_IMAGE, f"box ({coords}) lies outside the {width}x{height} image by more than "
+                f"{sx:g} px horizontally or {sy:g} px vertically", None)
+    clipped = (min(max(x1, 0.0), width), min(max(y1, 0.0), height),
+               min(max(x2, 0.0), width), min(max(y2, 0.0), height))
+    if clipped != xs:
+        cx1, cy1, cx2, cy2 = clipped
+        return (BOX_CLIPPED, f"box ({coords}) sticks out of the {width}x{height} image; clipped to "
+                f"x1={cx1!r}, y1={cy1!r}, x2={cx2!r}, y2={cy2!r}", clipped)
+    return None, "", xs
+
+
+def is_number(v) -> bool:
+    """A JSON number: ``int`` or ``float`` but not ``bool`` (``true`` is no coordinate)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)
@@ -51,7 +102,9 @@ class LabelFormat:
             it as ``data_format``.
         read: ``read(path, *, image_root: str, image_size: (width, height) px,
             problems: ProblemLog) -> ParsedLabels``; ``image_size`` is for formats whose files
-            carry no sizes (others ignore it), bad records go to ``problems``.
+            carry no sizes (others ignore it), bad records go to ``problems``. A reader checks
+            image names with :func:`alod.data.problems.image_name_problem` and boxes against the
+            image size with :func:`check_box`, and stores boxes as float64 (the file's values).
         sniff: ``sniff(head: bytes) -> bool``: does a file starting with ``head`` (its first
             4096 bytes, byte-order mark and leading whitespace removed) belong to this format?
             ``None``: never chosen by ``fmt="auto"`` (BDD100K 2018 is told from det_20 by
@@ -65,11 +118,6 @@ class LabelFormat:
             ``missing_frames``; ``gt_path`` is the label file ``gt`` was read from. Raises
             :class:`~alod.utils.AlodError` naming the file and record. ``None``: ``alod evaluate``
             cannot read predictions of this format.
-        read_exact_boxes: ``read_exact_boxes(path, gt: DetectionIndex) -> list[list | None]``:
-            per image of ``gt``, the boxes the reader keeps, in its order, as the file writes them
-            (Python floats, x1, y1, x2, y2 px); ``None`` for an image not found in the file. May
-            raise on anything unexpected: the caller (:func:`alod.file_evaluation.exact_gt_boxes`)
-            then falls back to the index's float32 boxes. ``None``: no exact re-read.
         box_convention: the default of ``alod evaluate --box-convention`` for this format
             (``"bdd100k"``: ``w = x2 - x1 + 1``; ``"coco"``: ``w = x2 - x1``).
         description: one line for help texts.
@@ -81,7 +129,6 @@ class LabelFormat:
     sniff: Callable[[bytes], bool] | None = None
     read_detected: Callable[..., ParsedLabels] | None = None
     read_predictions: Callable[..., tuple[list[dict], dict]] | None = None
-    read_exact_boxes: Callable[..., list] | None = None
     box_convention: str = "coco"
     description: str = ""
 

@@ -6,7 +6,13 @@ few tens of MB, save to one ``.npz`` and load in well under a second.
 
 Conventions (shared by readers, datasets, evaluation and scoring):
 
-* ``boxes``: ``float32[M, 4]``, ``x1, y1, x2, y2`` in pixels of the original image.
+* ``boxes``: ``float64[M, 4]``, ``x1, y1, x2, y2`` in pixels of the original image: the label
+  file's own values, so that evaluating against the index gives the official result (float32
+  moves an IoU by ~1e-7 and can flip a match that sits on a threshold, which moved a rare
+  class's AP by ~1e-3). Training converts to float32 tensors itself.
+* ``names``: relative paths under ``image_root``, confined to it
+  (:func:`alod.data.problems.image_name_problem`; :meth:`DetectionIndex.image_path` refuses
+  any other name).
 * ``labels``: ``int64[M]`` in ``1..C`` (``0`` is reserved for background, as in torchvision),
   indexing ``classes[label - 1]``.
 * ``ignore``: ``bool[M]``; ignored regions (BDD100K ``other person``, ``other vehicle``,
@@ -21,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from alod.utils import sha256_strings
+from alod.data.problems import image_name_problem
+from alod.utils import AlodError, sha256_strings
 
 INDEX_FORMAT = "alod.index/1"
 
@@ -35,7 +42,7 @@ class DetectionIndex:
         names: ``str[N]`` image file names (relative paths), in label-file order.
         widths, heights: ``int32[N]`` image sizes in pixels.
         offsets: ``int64[N + 1]``; boxes of image ``i`` are ``offsets[i]:offsets[i + 1]``.
-        boxes: ``float32[M, 4]`` x1, y1, x2, y2 pixels.
+        boxes: ``float64[M, 4]`` x1, y1, x2, y2 pixels (any float array given is converted).
         labels: ``int64[M]`` class ids in ``1..len(classes)``.
         ignore: ``bool[M]`` crowd / ignored regions.
         classes: class names; ``classes[k - 1]`` is the name of label ``k``.
@@ -54,6 +61,8 @@ class DetectionIndex:
     source: str = ""
 
     def __post_init__(self) -> None:
+        if self.boxes.dtype != np.float64:
+            object.__setattr__(self, "boxes", np.asarray(self.boxes, dtype=np.float64))
         n = len(self.names)
         m = len(self.boxes)
         if self.offsets.shape != (n + 1,) or int(self.offsets[0]) != 0 or int(self.offsets[-1]) != m:
@@ -78,7 +87,7 @@ class DetectionIndex:
         classes: tuple[str, ...],
         source: str = "",
     ) -> "DetectionIndex":
-        """Build from per-image arrays (``boxes_per_image[i]``: ``float[K_i, 4]``)."""
+        """Build from per-image arrays (``boxes_per_image[i]``: ``float[K_i, 4]``, stored as float64)."""
         counts = np.array([len(b) for b in boxes_per_image], dtype=np.int64)
         offsets = np.zeros(len(names) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
@@ -95,7 +104,7 @@ class DetectionIndex:
             widths=np.asarray(widths, dtype=np.int32),
             heights=np.asarray(heights, dtype=np.int32),
             offsets=offsets,
-            boxes=cat(boxes_per_image, np.float32, (-1, 4)),
+            boxes=cat(boxes_per_image, np.float64, (-1, 4)),
             labels=cat(labels_per_image, np.int64, (-1,)),
             ignore=cat(ignore_per_image, bool, (-1,)),
             classes=tuple(classes),
@@ -115,10 +124,22 @@ class DetectionIndex:
         return len(self.classes)
 
     def image_path(self, i: int) -> Path:
-        return Path(self.image_root) / str(self.names[i])
+        """``image_root / names[i]``.
+
+        Raises:
+            AlodError: the name would leave ``image_root`` (absolute, ``..``, ...; see
+                :func:`alod.data.problems.image_name_problem`). Readers never let such a name into
+                an index; this guards indexes built by other code.
+        """
+        name = str(self.names[i])
+        why = image_name_problem(name)
+        if why is not None:
+            raise AlodError(f"image {i} of {self.source or 'the index'}: {why}; refusing to open it "
+                            f"outside the image folder {self.image_root!r}")
+        return Path(self.image_root) / name
 
     def annotations(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(boxes float32[K, 4], labels int64[K], ignore bool[K])`` of image ``i``."""
+        """``(boxes float64[K, 4], labels int64[K], ignore bool[K])`` of image ``i``."""
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
         return self.boxes[a:b], self.labels[a:b], self.ignore[a:b]
 
@@ -185,6 +206,8 @@ class DetectionIndex:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "DetectionIndex":
+        """Read a file :meth:`save` wrote (files from before float64 boxes load with their float32
+        boxes widened, which is exact but keeps their float32 rounding)."""
         with np.load(path, allow_pickle=False) as z:
             if str(z["format"]) != INDEX_FORMAT:
                 raise ValueError(f"{path}: not an {INDEX_FORMAT} file (format={z['format']})")

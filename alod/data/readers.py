@@ -1,7 +1,7 @@
 """The label-format registry: every format ``data.format`` and ``alod evaluate --format`` can name.
 
 :data:`LABEL_FORMATS` maps a name to its :class:`LabelFormat` entry (reader, file sniffing,
-prediction reader and exact-coordinate re-reader for ``alod evaluate``, default box convention).
+prediction reader for ``alod evaluate``, default box convention).
 :func:`alod.data.loading.load_index` and :func:`alod.file_evaluation.evaluate_files` go through it
 and nothing else, so no code outside a format's own module branches on a format name.
 
@@ -13,10 +13,13 @@ Adding a label format
 ---------------------
 1. One module, e.g. ``alod/data/yolo.py``: a reader ``read(path, *, image_root, image_size,
    problems) -> ParsedLabels`` that reports bad records to ``problems`` (see
-   :mod:`alod.data.problems`; helpers in :mod:`alod.data.common`), and at its end the entry
+   :mod:`alod.data.problems`; helpers in :mod:`alod.data.common`), checks every image name with
+   :func:`alod.data.problems.image_name_problem` (a label file must not reach outside the image
+   folder) and every box with :func:`alod.data.common.check_box`, and at its end the entry
    ``YOLO_FORMAT = LabelFormat(name="yolo", family="yolo", read=..., sniff=...)``. A prediction
-   reader and an exact re-reader are optional (without them ``alod evaluate`` refuses the format
-   or uses the index's float32 boxes).
+   reader is optional (without it ``alod evaluate`` refuses the format). ``load_index`` checks
+   image names again before it touches an image, so a reader that forgets cannot open files
+   outside the image folder.
 2. One line in :data:`LABEL_FORMATS` below: ``"yolo": YOLO_FORMAT,``. ``data.format: yolo``,
    ``load_index(fmt="yolo")`` and ``alod evaluate --format yolo`` then accept it.
 3. Its tests in ``tests/data/test_yolo.py`` (``tests/data/test_readers.py`` shows a toy format

@@ -243,10 +243,15 @@ def run_cycles(
     ``schedule_file``: the schedule of the ``precomputed`` selector (default: the run's).
     ``max_cycles`` stops after that many evaluated cycles in total (the state says where to continue).
     """
+    with open_stage(cfg, "cycles", accelerator=accelerator, amp=cfg.train.amp, progress=progress, log=log) as ctx:
+        return _run_cycles(ctx, schedule_file=schedule_file, max_cycles=max_cycles)
+
+
+def _run_cycles(ctx: StageContext, *, schedule_file, max_cycles: int | None) -> dict:
     from alod.oracles import build_oracle
     from alod.selection import build_selector
 
-    ctx = open_stage(cfg, "cycles", accelerator=accelerator, amp=cfg.train.amp, progress=progress, log=log)
+    cfg = ctx.cfg
     train, val = ctx.load_split("train"), ctx.load_split("val")
     selector = build_selector(cfg.cycles.selector, ctx=ctx, train=train, schedule_file=schedule_file)
     oracle = build_oracle(cfg.cycles.oracle, ctx=ctx, train=train)

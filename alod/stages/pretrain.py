@@ -30,10 +30,14 @@ def partition_indices(n_images: int, *, fraction: float, seed: int) -> np.ndarra
 
 def run_pretrain(cfg: Config, *, accelerator=None, progress: bool = True, log=print) -> Path:
     """Train (or resume) the scorer and evaluate it. Returns the checkpoint path."""
+    with open_stage(cfg, "pretrain", accelerator=accelerator, amp=cfg.train.amp, progress=progress, log=log) as ctx:
+        return _pretrain(ctx, log)
+
+
+def _pretrain(ctx, log) -> Path:
     from alod.tb import RunLogger
 
-    ctx = open_stage(cfg, "pretrain", accelerator=accelerator, amp=cfg.train.amp, progress=progress, log=log)
-    layout = ctx.layout
+    cfg, layout = ctx.cfg, ctx.layout
     train = ctx.load_split("train")
     val = ctx.load_split("val")
 

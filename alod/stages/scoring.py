@@ -164,8 +164,7 @@ def run_scoring(cfg: Config, *, ckpt: str | Path | None = None, accelerator=None
     A strategy whose inference is ``none`` (``random``) needs no checkpoint: ``ckpt`` is ignored and
     the schedule records ``checkpoint: null``.
     """
-    from alod.schedule import build_schedule, save_schedule
-    from alod.strategies import check_params, get_strategy
+    from alod.strategies import get_strategy
 
     strategy, params = cfg.score.strategy, cfg.score.strategy_params()
     spec = get_strategy(strategy)
@@ -182,7 +181,15 @@ def run_scoring(cfg: Config, *, ckpt: str | Path | None = None, accelerator=None
                 f"checkpoint {ckpt_path} not found. Train the scorer first: "
                 "accelerate launch train_part_entropy.py --config <config> (or pass --ckpt PATH)"
             )
-    ctx = open_stage(cfg, "batches", accelerator=accelerator, amp=cfg.score.amp, progress=progress, log=log)
+    with open_stage(cfg, "batches", accelerator=accelerator, amp=cfg.score.amp, progress=progress, log=log) as ctx:
+        return _score_and_schedule(ctx, spec=spec, params=params, ckpt=ckpt, ckpt_path=ckpt_path, log=log)
+
+
+def _score_and_schedule(ctx, *, spec, params: dict, ckpt, ckpt_path: Path | None, log) -> Path:
+    from alod.schedule import build_schedule, save_schedule
+    from alod.strategies import check_params
+
+    cfg, strategy, progress = ctx.cfg, spec.name, ctx.progress
     train = ctx.load_split("train")
     fingerprint = train.fingerprint()
 
