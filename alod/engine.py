@@ -134,7 +134,9 @@ def fit(
             of each loss over the epoch, ``loss``, ``lr`` and ``seconds``.
 
     Returns:
-        ``{"epochs": int, "steps": int, "history": [logs per epoch run now], "resumed_from": int}``
+        ``{"epochs": int, "steps": int, "history": [logs per epoch run now], "resumed_from": int,
+        "unreadable": {image_id: reason}}`` (images skipped because they failed to decode, seen by
+        this process; only with a dataset that skips them).
     """
     from tqdm import tqdm
 
@@ -167,6 +169,7 @@ def fit(
 
     model, optimizer = accelerator.prepare(model, optimizer)
     history: list[dict] = []
+    unreadable: dict[int, str] = {}  # image_id -> reason, for images skipped (data.strict: false)
     for epoch in range(start_epoch, epochs):
         # Same RNG stream for augmentation whether or not the run was resumed.
         torch.manual_seed(seed * 1000 + epoch * 17 + rank)
@@ -188,6 +191,10 @@ def fit(
             leave=False,
         )
         for images, targets in bar:
+            images, targets = _readable(images, targets, unreadable)
+            if not images:  # every image of this batch failed to decode: nothing to learn from
+                scheduler.step()  # keep the step count (and so a resumed run) exactly as planned
+                continue
             images = [im.to(accelerator.device) for im in images]
             targets = [{k: (v.to(accelerator.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
             with accelerator.autocast():
@@ -235,11 +242,30 @@ def fit(
         accelerator.wait_for_everyone()
         if on_epoch_end is not None and accelerator.is_main_process:
             on_epoch_end(epoch, logs)
-    return {"epochs": epochs, "steps": total_steps, "history": history, "resumed_from": start_epoch}
+    return {"epochs": epochs, "steps": total_steps, "history": history, "resumed_from": start_epoch,
+            "unreadable": unreadable}
+
+
+def _readable(images: list, targets: list, unreadable: dict) -> tuple[list, list]:
+    """Drop the items whose image failed to decode, recording ``image_id -> reason`` in ``unreadable``."""
+    if all(im is not None for im in images):
+        return images, targets
+    keep = []
+    for im, t in zip(images, targets):
+        if im is None:
+            unreadable[int(t["image_id"])] = t["unreadable"]
+        else:
+            keep.append((im, t))
+    return [im for im, _ in keep], [t for _, t in keep]
 
 
 def _to_numpy(det: dict) -> dict:
     return {k: v.detach().float().cpu().numpy() if k != "labels" else v.cpu().numpy().astype(np.int64) for k, v in det.items()}
+
+
+def _unreadable_detections(reason: str) -> dict:
+    return {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64), "scores": np.zeros(0, np.float32),
+            "probs": np.zeros((0, 0), np.float32), "unreadable": reason}
 
 
 @torch.no_grad()
@@ -256,7 +282,9 @@ def iter_predictions(
     """Yield ``(i, detections)`` for each ``i`` in ``indices``, in order.
 
     ``detections`` holds numpy ``boxes float32[N, 4]``, ``labels int64[N]``, ``scores float32[N]``
-    and ``probs float32[N, C + 1]`` (background first), see :class:`alod.models.ProbRoIHeads`.
+    and ``probs float32[N, C + 1]`` (background first), see :class:`alod.models.ProbRoIHeads`. An
+    image the dataset could not decode (and was told to skip) yields no boxes and the key
+    ``unreadable`` (the reason).
     """
     model.eval()
     indices = [int(i) for i in indices]
@@ -266,12 +294,19 @@ def iter_predictions(
     device = torch.device(device)
     use_amp = amp and device.type == "cuda"
     pos = 0
-    for images, _ in loader:
-        images = [im.to(device, non_blocking=True) for im in images]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            outputs = model(images)
-        for out in outputs:
-            yield indices[pos], _to_numpy(out)
+    for images, targets in loader:
+        ok = [k for k, im in enumerate(images) if im is not None]
+        outputs = []
+        if ok:
+            batch = [images[k].to(device, non_blocking=True) for k in ok]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                outputs = model(batch)
+        by_slot = dict(zip(ok, outputs))
+        for k in range(len(images)):
+            if k in by_slot:
+                yield indices[pos], _to_numpy(by_slot[k])
+            else:  # failed to decode (data.strict: false): no detections, flagged
+                yield indices[pos], _unreadable_detections(targets[k]["unreadable"])
             pos += 1
 
 

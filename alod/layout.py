@@ -10,6 +10,7 @@ the scorer checkpoint here, not in the pretraining stage. It imports neither tor
       .lock .lock.owner.json      one command at a time (alod.runlock)
       cache/                      parsed label indexes (keyed by the label file's sha256)
       problems_<split>.jsonl      bad label records skipped in non-strict mode
+      unreadable_images.jsonl     images that failed to decode during a run (non-strict mode)
       pretrain/   config.yaml partition.json checkpoint_last.pt metrics.json metrics.jsonl
       scores/     config.yaml <key>/{manifest.json, shard_NNNNN.npz}
       schedule.json
@@ -64,6 +65,10 @@ class RunLayout:
 
     def problems_path(self, split: str) -> Path:
         return self.root / f"problems_{split}.jsonl"
+
+    @property
+    def unreadable_images(self) -> Path:
+        return self.root / "unreadable_images.jsonl"
 
     # ----------------------------------------------------------------------------------- pretraining
     @property

@@ -58,6 +58,27 @@ class StageContext:
     def wait(self) -> None:
         self.accelerator.wait_for_everyone()
 
+    def dataset(self, index, *, transform=None):
+        """A :class:`~alod.data.dataset.DetectionDataset`; with ``data.strict: false`` it skips images
+        that fail to decode instead of stopping the run."""
+        from alod.data.dataset import DetectionDataset
+
+        return DetectionDataset(index, transform=transform, skip_unreadable=not self.cfg.data.strict)
+
+    def report_unreadable(self, names_reasons: dict[str, str], *, stage: str) -> None:
+        """List images that failed to decode in ``unreadable_images.jsonl`` and say how many (main process)."""
+        if not names_reasons or not self.is_main:
+            return
+        import json
+
+        path = self.layout.unreadable_images
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            for name, reason in sorted(names_reasons.items()):
+                f.write(json.dumps({"stage": stage, "image": name, "reason": reason}, sort_keys=True) + "\n")
+        self.log(f"{stage}: {len(names_reasons)} image(s) could not be decoded and were skipped "
+                 f"(data.strict: false); listed in {path}")
+
     def load_split(self, split: str):
         """The :class:`~alod.data.index.DetectionIndex` of ``split``, through the run's index cache."""
         from alod.data.sources import load_split
@@ -124,7 +145,6 @@ def train_detector(ctx: StageContext, index, *, num_classes: int, model_seed: in
     Returns:
         ``(model, result)`` with ``result`` as :func:`alod.engine.fit` returns it.
     """
-    from alod.data.dataset import DetectionDataset
     from alod.data.transforms import get_transform
     from alod.engine import fit
     from alod.models import build_detector
@@ -135,7 +155,7 @@ def train_detector(ctx: StageContext, index, *, num_classes: int, model_seed: in
     model = build_detector(cfg.model, num_classes=num_classes)
     result = fit(
         model,
-        DetectionDataset(index, transform=get_transform(cfg.train.transforms)),
+        ctx.dataset(index, transform=get_transform(cfg.train.transforms)),
         epochs=epochs,
         **fit_settings(cfg.train),
         seed=seed,
@@ -147,26 +167,36 @@ def train_detector(ctx: StageContext, index, *, num_classes: int, model_seed: in
         desc=desc,
         progress=ctx.progress,
     )
+    ctx.report_unreadable({str(index.names[i]): why for i, why in result["unreadable"].items()}, stage=desc)
     return model, result
 
 
 def evaluate_detector(ctx: StageContext, model, val, *, metrics_path: Path, desc: str) -> tuple[dict, list[dict]]:
     """Predict ``val`` (split over processes), evaluate, write ``metrics_path`` (main process).
 
+    Images that failed to decode (``data.strict: false``) are listed and left out of the metrics.
+
     Returns:
         ``(metrics, detections)`` on every process: the :func:`alod.evaluation.evaluate_detections`
         dict (NaN for classes without ground truth) and one detections dict per ``val`` image.
     """
-    from alod.data.dataset import DetectionDataset
+    import numpy as np
+
     from alod.engine import predict
     from alod.evaluation import evaluate_detections, json_safe
 
     cfg = ctx.cfg
-    dets = predict(model, DetectionDataset(val), batch_size=cfg.train.eval_batch_size, accelerator=ctx.accelerator,
+    dets = predict(model, ctx.dataset(val), batch_size=cfg.train.eval_batch_size, accelerator=ctx.accelerator,
                    amp=cfg.train.amp, desc=desc, progress=ctx.progress)
     metrics = {}
     if ctx.is_main:
-        metrics = evaluate_detections(val, dets)
+        bad = [i for i, d in enumerate(dets) if "unreadable" in d]
+        scored, scored_dets = val, dets
+        if bad:  # an image nobody could look at is neither a hit nor a miss: evaluate without it
+            ctx.report_unreadable({str(val.names[i]): dets[i]["unreadable"] for i in bad}, stage=desc)
+            keep = np.setdiff1d(np.arange(len(val)), bad)
+            scored, scored_dets = val.subset(keep), [dets[i] for i in keep]
+        metrics = evaluate_detections(scored, scored_dets)
         atomic_write_json(metrics_path, json_safe(metrics))
     return broadcast(ctx.accelerator, metrics), dets
 

@@ -17,11 +17,17 @@ class DetectionDataset(torch.utils.data.Dataset):
     ``image_id`` (the position in ``index``). Ignored regions and zero-area boxes (kept by the
     readers, as the official evaluation keeps them) are not training targets and are left out:
     torchvision rejects boxes without positive width and height.
+
+    An image that cannot be decoded raises :class:`AlodError` naming it and ``data.strict: false``;
+    with ``skip_unreadable`` (what ``strict: false`` sets) the item is ``(None, {"image_id": i,
+    "unreadable": reason})`` instead, and training and prediction skip it (:mod:`alod.engine`), so a
+    file that breaks hours into a run is counted and listed and the run goes on.
     """
 
-    def __init__(self, index: DetectionIndex, transform=None):
+    def __init__(self, index: DetectionIndex, transform=None, *, skip_unreadable: bool = False):
         self.index = index
         self.transform = transform
+        self.skip_unreadable = skip_unreadable
 
     def __len__(self) -> int:
         return len(self.index)
@@ -33,12 +39,18 @@ class DetectionDataset(torch.utils.data.Dataset):
                 img = pil_to_tensor(im.convert("RGB"))
         except FileNotFoundError:
             raise AlodError(f"image {path} (frame {i}, {self.index.names[i]!s}) does not exist") from None
-        except (UnidentifiedImageError, OSError) as e:
-            raise AlodError(f"image {path} (frame {i}) cannot be read: {e}. Replace or remove it.") from None
+        except (UnidentifiedImageError, OSError, ValueError) as e:  # truncated, corrupt, not an image
+            raise AlodError(f"image {path} (frame {i}) cannot be decoded: {e}. Replace or remove it, or set "
+                            "data.strict: false to skip unreadable images and go on") from None
         return img.float().div_(255.0)
 
     def __getitem__(self, i: int):
-        image = self.load_image(i)
+        try:
+            image = self.load_image(i)
+        except AlodError as e:
+            if not self.skip_unreadable:
+                raise
+            return None, {"image_id": i, "unreadable": str(e)}
         boxes, labels, ignore = self.index.annotations(i)
         keep = ~ignore & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         target = {
@@ -52,6 +64,10 @@ class DetectionDataset(torch.utils.data.Dataset):
 
 
 def collate_detection(batch):
-    """Lists, not stacked tensors: detection images and targets differ in size."""
+    """Lists, not stacked tensors: detection images and targets differ in size.
+
+    Unreadable items (``image is None``, see :class:`DetectionDataset`) stay in the lists; the
+    engine drops them and reports their ``target["unreadable"]``.
+    """
     images, targets = zip(*batch)
     return list(images), list(targets)

@@ -200,7 +200,8 @@ def _log_cycle(run: CycleRun, n: int, metrics: dict, dets: list[dict], result: d
     logger.scalars({k: v for k, v in metrics.items() if k.startswith("AP50/")}, step=n, prefix="per_class/")
     last = result["history"][-1] if result["history"] else {}
     logger.scalars({k: last[k] for k in last if k not in ("epoch", "seconds")}, step=n, prefix="train_final/")
-    vis_idx = list(range(min(run.ctx.cfg.cycles.num_vis_images, len(run.val))))
+    readable = [i for i, d in enumerate(dets) if "unreadable" not in d]
+    vis_idx = readable[: run.ctx.cfg.cycles.num_vis_images]
     vis = DetectionDataset(run.val)
     logger.images_with_boxes("val_predictions", [vis.load_image(i) for i in vis_idx], [dets[i] for i in vis_idx],
                              run.val.classes, step=n)

@@ -55,7 +55,8 @@ def _box_stats(det: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
-def _write_shard(path: Path, *, positions: np.ndarray, scores: np.ndarray, box_stats: list) -> None:
+def _write_shard(path: Path, *, positions: np.ndarray, scores: np.ndarray, box_stats: list,
+                 unreadable: list[int] = ()) -> None:
     counts = np.array([len(s[0]) for s in box_stats], dtype=np.int64)
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
@@ -74,6 +75,7 @@ def _write_shard(path: Path, *, positions: np.ndarray, scores: np.ndarray, box_s
         box_scores=cat(0, np.float16),
         box_labels=cat(1, np.uint8),
         box_entropy=cat(2, np.float16),
+        unreadable=np.asarray(list(unreadable), dtype=np.int64),  # positions that failed to decode (score 0)
     )
     atomic_write_bytes(path, buf.getvalue())
 
@@ -92,6 +94,16 @@ def load_shards(shard_dir: Path, n_shards: int) -> np.ndarray:
     if not np.array_equal(positions, np.arange(len(positions))):
         raise AlodError(f"score shards in {shard_dir} do not cover the pool in order; delete the folder and rerun")
     return scores
+
+
+def unreadable_positions(shard_dir: Path, n_shards: int) -> list[int]:
+    """Pool positions whose image failed to decode while scoring (``data.strict: false``; scored 0)."""
+    out: list[int] = []
+    for k in range(n_shards):
+        with np.load(shard_dir / f"shard_{k:05d}.npz", allow_pickle=False) as z:
+            if "unreadable" in z.files:
+                out += z["unreadable"].tolist()
+    return out
 
 
 def score_pool(
@@ -130,7 +142,7 @@ def score_pool(
     t0, done = time.perf_counter(), 0
     for k in todo:
         positions = np.arange(k * shard_size, min(n, (k + 1) * shard_size))
-        dets_scores, stats = [], []
+        dets_scores, stats, unreadable = [], [], []
         batch: list[dict] = []
 
         def flush():
@@ -138,8 +150,10 @@ def score_pool(
             stats.extend(_box_stats(d) for d in batch)
             batch.clear()
 
-        for _, det in iter_predictions(model, dataset, positions, batch_size=batch_size, num_workers=num_workers,
-                                       device=device, amp=amp):
+        for pos, det in iter_predictions(model, dataset, positions, batch_size=batch_size, num_workers=num_workers,
+                                         device=device, amp=amp):
+            if "unreadable" in det:
+                unreadable.append(pos)
             batch.append(det)
             bar.update(1)
             done += 1
@@ -149,7 +163,7 @@ def score_pool(
             flush()
         bar.set_postfix(img_s=f"{done * world / max(1e-9, time.perf_counter() - t0):.1f}")
         _write_shard(shard_dir / f"shard_{k:05d}.npz", positions=positions, scores=np.concatenate(dets_scores),
-                     box_stats=stats)
+                     box_stats=stats, unreadable=unreadable)
     bar.close()
     if accelerator is not None:
         accelerator.wait_for_everyone()
@@ -213,13 +227,14 @@ def _score_and_schedule(ctx, *, spec, params: dict, ckpt, ckpt_path: Path | None
                 "strategy": strategy, "params": params, "dataset": fingerprint, "shard_size": cfg.score.shard_size,
             })
         ctx.wait()
-        from alod.data.dataset import DetectionDataset
-
         scores = score_pool(
-            model, DetectionDataset(train), strategy=strategy, params=params, shard_dir=shard_dir,
+            model, ctx.dataset(train), strategy=strategy, params=params, shard_dir=shard_dir,
             shard_size=cfg.score.shard_size, batch_size=cfg.score.batch_size, num_workers=cfg.score.num_workers,
             accelerator=ctx.accelerator, amp=cfg.score.amp, progress=progress, log=ctx.log,
         )
+        n_shards = (len(train) + cfg.score.shard_size - 1) // cfg.score.shard_size
+        ctx.report_unreadable({str(train.names[p]): "failed to decode while scoring; scored 0 (ranked as certain)"
+                               for p in unreadable_positions(shard_dir, n_shards)}, stage="scoring")
     out = ctx.layout.schedule
     if ctx.is_main:
         schedule = build_schedule(

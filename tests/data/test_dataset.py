@@ -117,8 +117,16 @@ def test_missing_image_is_alod_error_naming_it(index, tmp_path):
 
 def test_unreadable_image_is_alod_error(index, tmp_path):
     (tmp_path / "black.png").write_bytes(b"not a png at all")
-    with pytest.raises(AlodError, match="cannot be read"):
+    with pytest.raises(AlodError, match=r"black.png \(frame 1\) cannot be decoded.*data.strict: false"):
         DetectionDataset(index)[1]
+
+
+def test_unreadable_image_is_skipped_when_asked(index, tmp_path):
+    (tmp_path / "black.png").write_bytes(b"not a png at all")
+    image, target = DetectionDataset(index, skip_unreadable=True)[1]
+    assert image is None and target["image_id"] == 1 and "black.png" in target["unreadable"]
+    images, targets = collate_detection([DetectionDataset(index, skip_unreadable=True)[i] for i in (0, 1)])
+    assert images[0] is not None and images[1] is None and "unreadable" in targets[1]
 
 
 # -------------------------------------------------------------------------------------- collate
