@@ -45,6 +45,28 @@ def rank_images(names: list[str], scores: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def arrival_batches(n_images: int, *, batch_size: int, query_size: int, num_batches: int | None,
+                    rng: np.random.Generator) -> list[np.ndarray]:
+    """The pool cut into its arrival batches (rule 2): positions ``int[<= batch_size]`` per batch.
+
+    Draws one permutation from ``rng`` (the caller continues the same stream for cycle 1's random
+    draw, so every selector that uses this function sees the same batches for the same seed).
+    """
+    arrival = rng.permutation(n_images)
+    chunks = [arrival[s : s + batch_size] for s in range(0, n_images, batch_size)]
+    chunks = [c for c in chunks if len(c) >= query_size]
+    if num_batches is not None:
+        if num_batches > len(chunks):
+            raise AlodError(
+                f"schedule.num_batches={num_batches} but {n_images} images make only {len(chunks)} "
+                f"batches of {batch_size} (each needing >= {query_size} images)"
+            )
+        chunks = chunks[:num_batches]
+    if not chunks:
+        raise AlodError(f"{n_images} images are fewer than one cycle's query_size={query_size}")
+    return chunks
+
+
 def build_schedule(
     *,
     names: list[str],
@@ -78,18 +100,8 @@ def build_schedule(
         raise AlodError("image names in the pool are not unique")
     ranks = rank_images(names, scores)
     rng = np.random.default_rng(seed)
-    arrival = rng.permutation(len(names))
-    chunks = [arrival[s : s + batch_size] for s in range(0, len(names), batch_size)]
-    chunks = [c for c in chunks if len(c) >= query_size]
-    if num_batches is not None:
-        if num_batches > len(chunks):
-            raise AlodError(
-                f"schedule.num_batches={num_batches} but {len(names)} images make only {len(chunks)} "
-                f"batches of {batch_size} (each needing >= {query_size} images)"
-            )
-        chunks = chunks[:num_batches]
-    if not chunks:
-        raise AlodError(f"{len(names)} images are fewer than one cycle's query_size={query_size}")
+    chunks = arrival_batches(len(names), batch_size=batch_size, query_size=query_size, num_batches=num_batches,
+                             rng=rng)
     batches = [sorted(c.tolist(), key=lambda i: ranks[i]) for c in chunks]
     cycles = []
     for n, batch in enumerate(batches, start=1):

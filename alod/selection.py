@@ -87,3 +87,90 @@ class PrecomputedSelector:
         if missing:
             raise AlodError(f"schedule cycle {cycle} names images not in the training set: {missing[:3]}")
         return Selection(images=list(entry["images"]), rule=str(entry["rule"]))
+
+
+@register_selector("adaptive")
+class AdaptiveSelector:
+    """Re-score with the latest model before every cycle (``cycles.selector: adaptive``).
+
+    The arrival batches are the schedule's (:func:`alod.schedule.arrival_batches` with
+    ``schedule.seed``). Cycle 1 takes ``query_size`` images at random from batch 1 (the cold start).
+    Cycle ``n > 1`` scores every image that has arrived (batches ``1..n``) and is not labeled yet
+    with cycle ``n - 1``'s model and ``score.strategy``, and takes the top ``query_size`` (ties by
+    name). Leftovers of earlier batches stay candidates, so an image passed over once can be chosen
+    later; a labeled image never is. No checkpoint of the pretraining stage is used.
+
+    Cost: one inference pass (or the strategy's passes) over the candidates per cycle. The scores
+    are not kept: a kill while scoring re-scores that cycle's candidates on resume (the selection is
+    deterministic, and is recorded in ``state.json`` once made).
+    """
+
+    def __init__(self, *, ctx, train, schedule_file: str | Path | None = None):
+        import numpy as np
+
+        from alod.schedule import arrival_batches
+
+        cfg = ctx.cfg
+        s = cfg.schedule
+        rng = np.random.default_rng(s.seed)
+        self.batches = arrival_batches(len(train), batch_size=s.batch_size, query_size=s.query_size,
+                                       num_batches=s.num_batches, rng=rng)
+        first = sorted(self.batches[0].tolist(), key=lambda i: str(train.names[i]))
+        picked = sorted(rng.choice(len(first), size=s.query_size, replace=False).tolist())
+        self.cycle1 = [str(train.names[first[k]]) for k in picked]
+        self.ctx, self.train, self.query_size = ctx, train, s.query_size
+        self.strategy, self.params = cfg.score.strategy, cfg.score.strategy_params()
+        self._fingerprint = train.fingerprint()
+
+    def identity(self) -> dict:
+        s = self.ctx.cfg.schedule
+        return {"name": "adaptive", "strategy": self.strategy, "params": self.params, "batch_size": s.batch_size,
+                "query_size": s.query_size, "num_batches": s.num_batches, "seed": s.seed,
+                "dataset": self._fingerprint}
+
+    def num_cycles(self) -> int:
+        return len(self.batches)
+
+    def select(self, cycle: int, pool: LabeledPool) -> Selection:
+        import numpy as np
+
+        if cycle == 1:
+            return Selection(images=list(self.cycle1), rule="random")
+        names = self.train.names
+        labeled = set(pool.names)
+        candidates = sorted(i for b in self.batches[:cycle] for i in b.tolist() if str(names[i]) not in labeled)
+        if len(candidates) < self.query_size:
+            raise AlodError(f"cycle {cycle}: only {len(candidates)} unlabeled images have arrived, fewer than "
+                            f"schedule.query_size={self.query_size}")
+        ckpt = self.ctx.layout.cycle_checkpoint(cycle - 1)
+        scores = score_with_checkpoint(self.ctx, self.train, candidates, ckpt=ckpt, strategy=self.strategy,
+                                       params=self.params, desc=f"cycle {cycle} select")
+        order = np.lexsort((np.array([str(names[i]) for i in candidates]), -scores))
+        chosen = [str(names[candidates[k]]) for k in order[: self.query_size]]
+        return Selection(images=chosen, rule="adaptive top")
+
+
+def score_with_checkpoint(ctx, index, positions: list[int], *, ckpt: Path, strategy: str, params: dict,
+                          desc: str):
+    """Scores ``float64[len(positions)]`` of ``index``'s images ``positions`` under ``strategy``,
+    with the detector in ``ckpt`` (not read for a strategy that needs no inference): ``float64[n]``."""
+
+    from alod.strategies import check_params, get_strategy
+
+    spec = get_strategy(strategy)
+    resolved = check_params(strategy, params)
+    if spec.inference == "none":
+        return spec.fn([{}] * len(positions), **resolved)
+    from alod.engine import load_checkpoint
+    from alod.models import build_detector
+    from alod.scorer import score_positions
+
+    state = load_checkpoint(ckpt)
+    model = build_detector(ctx.cfg.model, num_classes=index.num_classes)
+    model.load_state_dict(state["model"])
+    model.to(ctx.accelerator.device)
+    cfg = ctx.cfg
+    return score_positions(model, ctx.dataset(index), positions, strategy=strategy, params=resolved,
+                           batch_size=cfg.score.batch_size, num_workers=cfg.score.num_workers,
+                           device=ctx.accelerator.device, amp=cfg.score.amp, desc=desc,
+                           progress=ctx.progress and ctx.is_main)

@@ -15,14 +15,15 @@ A cycle ``n`` is ``select -> label -> train -> evaluate``:
 
 State: ``runs/<run>/cycles/state.json`` (:data:`STATE_FORMAT`) is rewritten atomically after every
 step and records, per cycle, the step reached (:data:`STEPS`), the images selected and the rule that
-chose them, and after evaluation the pool size, epochs and mAP; the pool records per image the cycle
-that added it and where its labels came from. Killing the process and rerunning the same command
+chose them, the wall seconds of each step, and after evaluation the pool size, epochs and mAP; the
+pool records per image the cycle that added it and where its labels came from. Killing the process and rerunning the same command
 resumes at the interrupted step (training from its last finished epoch) and ends with the same
 pools, state and metrics as an uninterrupted run.
 """
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,13 +121,21 @@ class CycleRun:
 
 
 # ---------------------------------------------------------------------------------------- steps
+def _add_seconds(rec: dict, step: str, t0: float) -> None:
+    """Wall seconds spent in ``step`` (accumulated over resumes): the compute a comparison reports."""
+    seconds = rec.setdefault("seconds", {})
+    seconds[step] = round(seconds.get(step, 0.0) + time.perf_counter() - t0, 3)
+
+
 def select_step(run: CycleRun, n: int) -> None:
+    t0 = time.perf_counter()
     sel = run.selector.select(n, run.pool)
     already = [x for x in sel.images if x in set(run.pool.names)]
     if already:
         raise AlodError(f"cycle {n}: the selector chose images that are already labeled: {already[:3]}")
     rec = run.record(n)
     rec.update({"step": "selected", "rule": sel.rule, "selected": list(sel.images)})
+    _add_seconds(rec, "select", t0)
     run.save()
 
 
@@ -170,14 +179,17 @@ def _train(run: CycleRun, n: int):
 
 def train_step(run: CycleRun, n: int):
     """Train; returns ``(model, fit result)`` for the evaluate step."""
+    t0 = time.perf_counter()
     model, result = _train(run, n)
     rec = run.record(n)
     rec.update({"step": "trained", "epochs": result["epochs"]})
+    _add_seconds(rec, "train", t0)
     run.save()
     return model, result
 
 
 def evaluate_step(run: CycleRun, n: int, model, result: dict) -> None:
+    t0 = time.perf_counter()
     ctx = run.ctx
     metrics, dets = evaluate_detector(ctx, model, run.val, metrics_path=ctx.layout.cycle_metrics(n),
                                       desc=f"cycle {n} evaluate")
@@ -186,6 +198,7 @@ def evaluate_step(run: CycleRun, n: int, model, result: dict) -> None:
     rec = run.record(n)
     rec.update({"step": "evaluated", "pool_size": len(run.pool), "epochs": result["epochs"],
                 "mAP50": metrics.get("mAP50"), "mAP": metrics.get("mAP")})
+    _add_seconds(rec, "evaluate", t0)
     run.save()
     ctx.wait()
 

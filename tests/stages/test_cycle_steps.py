@@ -77,7 +77,8 @@ def test_resume_from_the_evaluate_step_restores_the_trained_model(scheduled):
     layout.cycle_metrics(1).unlink()
     ckpt_mtime = layout.cycle_checkpoint(1).stat().st_mtime_ns
     again = run_cycles(cfg, progress=False, log=QUIET, schedule_file=sched)
-    assert again == done
+    seconds = again["cycles"][0].pop("seconds"), done["cycles"][0].pop("seconds")
+    assert again == done and seconds[0]["evaluate"] > seconds[1]["evaluate"]  # evaluated once more
     assert layout.cycle_checkpoint(1).stat().st_mtime_ns == ckpt_mtime  # no training happened
     assert json.loads(layout.cycle_metrics(1).read_text())["mAP50"] == pytest.approx(done["cycles"][0]["mAP50"])
 
@@ -123,3 +124,39 @@ def test_pretrain_checkpoint_is_where_the_layout_says(tmp_path):
     assert Path(ckpt) == layout.pretrain_checkpoint and ckpt.is_file()
     assert layout.partition.is_file() and layout.pretrain_metrics.is_file()
     assert load_config(layout.stage_config("pretrain")) == cfg
+
+
+def test_adaptive_selection_never_repeats_and_resumes_to_the_same_pool(scheduled, tmp_path):
+    """Adaptive: cycle 1 random from batch 1, then the top unlabeled arrived images under the last model."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from alod_testing import REPO, subprocess_env
+
+    _, path = scheduled
+    over = ["cycles.selector=adaptive", "score.strategy=entropy", "cycles.epochs=1"]
+    ref = run_cycles(load_config(path, over + ["run.name=adaptive_ref"]), progress=False, log=QUIET)
+    assert [c["step"] for c in ref["cycles"]] == ["evaluated"] * 3
+    assert [c["rule"] for c in ref["cycles"]] == ["random", "adaptive top", "adaptive top"]
+    names = ref["pool"]["names"]
+    assert len(names) == len(set(names)) == 12  # never an image twice, never a labeled one
+    assert ref["selector"]["name"] == "adaptive" and ref["selector"]["strategy"] == "entropy"
+    assert all(c["seconds"]["select"] >= 0 for c in ref["cycles"])
+
+    # Kill while cycle 3 is being selected or trained, rerun: the same pool as the uninterrupted run.
+    cfg_args = ["--config", str(path)] + [a for o in over + ["run.name=adaptive_kill"] for a in ("--set", o)]
+    cfg = load_config(path, over + ["run.name=adaptive_kill"])
+    proc = subprocess.Popen([sys.executable, str(REPO / "main_sample.py"), *cfg_args, "--no-progress"], cwd=REPO,
+                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    trigger = run_layout(cfg).cycle_metrics(2)
+    deadline = time.time() + 300
+    while not trigger.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = run_cycles(cfg, progress=False, log=QUIET)
+    assert resumed["pool"] == ref["pool"]
+    assert [c["mAP50"] for c in resumed["cycles"]] == pytest.approx([c["mAP50"] for c in ref["cycles"]], abs=1e-9)

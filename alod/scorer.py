@@ -1,0 +1,58 @@
+"""Scoring images with a detector and a strategy: the one loop behind the scoring stage (sharded and
+resumable, :mod:`alod.stages.scoring`) and the adaptive selector (:mod:`alod.selection`).
+
+A strategy's ``inference`` (:mod:`alod.strategies`) decides how the detector runs: ``single`` is
+one pass per image (:func:`alod.engine.iter_predictions`); ``stochastic`` strategies get their
+Monte Carlo passes from the engine's MC inference when it exists.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+
+def iter_scored(model, dataset, positions, *, strategy: str, params: dict, batch_size: int, num_workers: int = 0,
+                device="cpu", amp: bool = False) -> Iterator[tuple[list[int], np.ndarray, list[dict]]]:
+    """Yield ``(positions, scores float64[b], detections)`` per batch of up to ``batch_size`` images.
+
+    ``params`` are the strategy's parameters (checked and completed with defaults here).
+    """
+    from alod.engine import iter_predictions
+    from alod.strategies import check_params, get_strategy
+
+    spec = get_strategy(strategy)
+    resolved = check_params(strategy, params)
+    batch_pos: list[int] = []
+    batch: list[dict] = []
+    for pos, det in iter_predictions(model, dataset, positions, batch_size=batch_size, num_workers=num_workers,
+                                     device=device, amp=amp, **_inference_kwargs(spec, resolved)):
+        batch_pos.append(pos)
+        batch.append(det)
+        if len(batch) == batch_size:
+            yield list(batch_pos), spec.fn(batch, **resolved), list(batch)
+            batch_pos.clear()
+            batch.clear()
+    if batch:
+        yield list(batch_pos), spec.fn(batch, **resolved), list(batch)
+
+
+def _inference_kwargs(spec, params: dict) -> dict:
+    if spec.inference == "stochastic":
+        raise NotImplementedError(f"strategy {spec.name!r} needs Monte Carlo inference")
+    return {}
+
+
+def score_positions(model, dataset, positions, *, strategy: str, params: dict, batch_size: int,
+                    num_workers: int = 0, device="cpu", amp: bool = False, desc: str = "scoring",
+                    progress: bool = True) -> np.ndarray:
+    """Scores ``float64[len(positions)]`` of ``dataset``'s images at ``positions``, in that order."""
+    from tqdm import tqdm
+
+    out = []
+    with tqdm(total=len(positions), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for _, scores, _ in iter_scored(model, dataset, positions, strategy=strategy, params=params,
+                                        batch_size=batch_size, num_workers=num_workers, device=device, amp=amp):
+            out.append(np.asarray(scores, dtype=np.float64))
+            bar.update(len(scores))
+    return np.concatenate(out) if out else np.zeros(0)
