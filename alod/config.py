@@ -128,6 +128,9 @@ class ScoreConfig:
     batch_size: int = 16  # images per forward pass, per process
     num_workers: int = 0
     shard_size: int = 256  # images per score shard (unit of resume)
+    # Which images the precomputed schedule ranks: "all" training images (as the original project,
+    # including the 70% the scorer trained on) or only those the scorer did not train on ("unseen").
+    pool: str = "all"
     amp: bool = False
 
     def strategy_params(self) -> dict:
@@ -344,6 +347,7 @@ _RANGES = (
     ("score.batch_size", _positive, "> 0"),
     ("score.num_workers", _non_negative, ">= 0"),
     ("score.shard_size", _positive, "> 0"),
+    ("score.pool", lambda v: v in ("all", "unseen"), "all or unseen"),
     ("schedule.batch_size", _positive, "> 0"),
     ("schedule.query_size", _positive, "> 0"),
     ("schedule.num_batches", lambda v: v is None or v > 0, "null (every batch) or > 0"),

@@ -78,6 +78,7 @@ def build_schedule(
     dataset: dict,
     checkpoint: dict | None,
     strategy: dict,
+    pool: str = "all",
 ) -> dict:
     """Build the schedule dict.
 
@@ -91,6 +92,9 @@ def build_schedule(
         checkpoint: ``{"path", "sha256"}`` of the scorer, or ``None`` for a strategy that needs no
             model (``random``).
         strategy: ``{"name", "params"}``.
+        pool: ``"all"`` (every training image is ranked) or ``"unseen"`` (``names`` are the images
+            the scorer did not train on); recorded only when not ``"all"``, so that default
+            schedules keep their bytes.
     """
     if query_size <= 0 or batch_size < query_size:
         raise AlodError(f"need 0 < query_size <= batch_size, got query_size={query_size}, batch_size={batch_size}")
@@ -113,7 +117,7 @@ def build_schedule(
             chosen = batch[:query_size]
             rule = "top"
         cycles.append({"cycle": n, "batch": n, "rule": rule, "images": [names[i] for i in chosen]})
-    return {
+    out = {
         "format": SCHEDULE_FORMAT,
         "dataset": dict(dataset),
         "checkpoint": dict(checkpoint) if checkpoint is not None else None,
@@ -127,6 +131,9 @@ def build_schedule(
         "batches": [[names[i] for i in b] for b in batches],
         "cycles": cycles,
     }
+    if pool != "all":
+        out["pool"] = pool
+    return out
 
 
 def dumps_schedule(schedule: dict) -> str:

@@ -11,7 +11,10 @@ reduction of ``entropy`` without inference), never the full detections.
   ``k % N == r``; the main process merges once all are there. Shard boundaries do not depend on N,
   so the merged scores, and the schedule, are the same for any N.
 
-Strategies that need no inference (``random``) read no checkpoint and write no shards.
+Strategies that need no inference (``random``) read no checkpoint and write no shards. Stochastic
+strategies (``mc_dropout``) are scored with Monte Carlo dropout inference (the strategy's ``passes``,
+``dropout`` and ``seed``; image ``i``'s masks seeded by ``(seed, i)``, so shards, resume and the
+number of processes change nothing) and otherwise exactly like the others.
 
 Shards live in ``runs/<run>/scores/<key>/`` where ``key`` hashes the checkpoint's sha256, the
 strategy and its parameters, the dataset fingerprint and the shard size: changing any of them starts
@@ -121,13 +124,20 @@ def score_pool(
     progress: bool = True,
     log=print,
 ) -> np.ndarray:
-    """Score all images of ``dataset`` (resumable shards, split over processes); return ``float64[n]``."""
+    """Score all images of ``dataset`` (resumable shards, split over processes); return ``float64[n]``.
+
+    A strategy whose inference is ``stochastic`` gets Monte Carlo dropout detections (with
+    ``mc_probs``) from its own ``passes``, ``dropout`` and ``seed``.
+    """
     from tqdm import tqdm
 
     from alod.engine import iter_predictions
-    from alod.strategies import check_params, score_images
+    from alod.models import MCSampling
+    from alod.strategies import check_params, get_strategy, score_images
 
-    check_params(strategy, params)  # unknown names and parameters fail before any inference
+    full = check_params(strategy, params)  # unknown names and parameters fail before any inference
+    sampling = get_strategy(strategy).sampling(full)
+    mc = MCSampling(**sampling) if sampling is not None else None
     n = len(dataset)
     n_shards = (n + shard_size - 1) // shard_size
     world = accelerator.num_processes if accelerator is not None else 1
@@ -151,7 +161,7 @@ def score_pool(
             batch.clear()
 
         for pos, det in iter_predictions(model, dataset, positions, batch_size=batch_size, num_workers=num_workers,
-                                         device=device, amp=amp):
+                                         device=device, amp=amp, mc=mc):
             if "unreadable" in det:
                 unreadable.append(pos)
             batch.append(det)
@@ -182,11 +192,6 @@ def run_scoring(cfg: Config, *, ckpt: str | Path | None = None, accelerator=None
 
     strategy, params = cfg.score.strategy, cfg.score.strategy_params()
     spec = get_strategy(strategy)
-    if spec.inference == "stochastic":
-        raise NotImplementedError(
-            f"strategy {strategy!r} needs several stochastic passes of the detector; scoring with them is not "
-            "built yet (see README, 'Not built yet')"
-        )
     ckpt_path = None
     if spec.inference != "none":
         ckpt_path = Path(ckpt) if ckpt else RunLayout.from_config(cfg.run).pretrain_checkpoint
@@ -205,7 +210,9 @@ def _score_and_schedule(ctx, *, spec, params: dict, ckpt, ckpt_path: Path | None
 
     cfg, strategy, progress = ctx.cfg, spec.name, ctx.progress
     train = ctx.load_split("train")
-    fingerprint = train.fingerprint()
+    fingerprint = train.fingerprint()  # of the whole training split: the cycles check it
+    if cfg.score.pool == "unseen":
+        train = _unseen_by_scorer(ctx, train)
 
     if spec.inference == "none":
         if ckpt:
@@ -217,14 +224,15 @@ def _score_and_schedule(ctx, *, spec, params: dict, ckpt, ckpt_path: Path | None
         checkpoint = {"path": str(ckpt_path), "sha256": ckpt_sha}
         model = _load_scorer(cfg, ckpt_path, num_classes=train.num_classes)
         model.to(ctx.accelerator.device)
-        key = _shard_key(ckpt_sha=ckpt_sha, strategy=strategy, params=params, fingerprint=fingerprint,
+        # Keyed by the scored images (the whole split, or the unseen part of it).
+        key = _shard_key(ckpt_sha=ckpt_sha, strategy=strategy, params=params, fingerprint=train.fingerprint(),
                          shard_size=cfg.score.shard_size)
         shard_dir = ctx.layout.score_shards(key)
         if ctx.is_main:
             shard_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(shard_dir / "manifest.json", {
                 "format": SHARD_FORMAT, "checkpoint": str(ckpt_path), "checkpoint_sha256": ckpt_sha,
-                "strategy": strategy, "params": params, "dataset": fingerprint, "shard_size": cfg.score.shard_size,
+                "strategy": strategy, "params": params, "dataset": train.fingerprint(), "shard_size": cfg.score.shard_size,
             })
         ctx.wait()
         scores = score_pool(
@@ -247,12 +255,35 @@ def _score_and_schedule(ctx, *, spec, params: dict, ckpt, ckpt_path: Path | None
             dataset=fingerprint,
             checkpoint=checkpoint,
             strategy={"name": strategy, "params": params},
+            pool=cfg.score.pool,
         )
         save_schedule(schedule, out)
         log(f"schedule: {len(schedule['cycles'])} cycles of {cfg.schedule.query_size} images "
             f"from batches of {cfg.schedule.batch_size} -> {out}")
     ctx.wait()
     return out
+
+
+def _unseen_by_scorer(ctx, train):
+    """``train`` without the images the scorer was trained on (``score.pool: unseen``).
+
+    The pretraining partition (``runs/<run>/pretrain/partition.json``) says which; a scorer ranks
+    images it has seen as confidently right, so ranking only the others asks whether that bias
+    matters.
+    """
+    import json
+
+    import numpy as np
+
+    path = ctx.layout.partition
+    if not path.is_file():
+        raise AlodError(f"score.pool: unseen needs the pretraining partition {path}; run the pretraining stage "
+                        "first (or use score.pool: all)")
+    seen = set(json.loads(path.read_text())["images"])
+    keep = np.array([i for i, n in enumerate(train.names.tolist()) if n not in seen], dtype=np.int64)
+    ctx.log(f"scoring: score.pool=unseen: ranking the {len(keep)} images the scorer did not train on "
+            f"(of {len(train)})")
+    return train.subset(keep)
 
 
 def _load_scorer(cfg: Config, ckpt: Path, *, num_classes: int):

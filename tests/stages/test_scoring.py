@@ -73,3 +73,25 @@ def test_shards_hold_compact_box_stats(setup):
 def test_missing_shard_is_reported(tmp_path):
     with pytest.raises(AlodError, match="shard_00000.npz is missing"):
         load_shards(tmp_path, 1)
+
+
+def test_unseen_pool_ranks_only_images_the_scorer_did_not_train_on(tmp_path):
+    import json
+
+    from alod.stages.pretrain import run_pretrain
+    from alod.stages.scoring import run_scoring
+    from alod_testing import run_layout, write_tiny_config
+
+    path = write_tiny_config(tmp_path, pretrain={"epochs": 1}, schedule={"batch_size": 8, "query_size": 2})
+    cfg = load_config(path, ["score.pool=unseen"])
+    with pytest.raises(AlodError, match="needs the pretraining partition"):  # random reads no checkpoint
+        run_scoring(load_config(path, ["score.pool=unseen", "score.strategy=random"]), progress=False,
+                    log=lambda *_: None)
+    ckpt = run_pretrain(cfg, progress=False, log=lambda *_: None)
+    sched = json.loads(run_scoring(cfg, ckpt=ckpt, progress=False, log=lambda *_: None).read_text())
+    seen = set(json.loads(run_layout(cfg).partition.read_text())["images"])
+    ranked = {r["name"] for r in sched["images"]}
+    assert len(seen) == 25 and len(ranked) == 11 and not ranked & seen
+    assert sched["pool"] == "unseen" and sched["dataset"]["num_images"] == 36  # the cycles check the whole split
+    assert "pool" not in json.loads(run_scoring(load_config(path), ckpt=ckpt, progress=False,
+                                                log=lambda *_: None).read_text())
