@@ -4,6 +4,7 @@
     alod pretrain  ...        = accelerate launch train_part_entropy.py ...
     alod batches --ckpt ...   = python make_batches.py --ckpt ...
     alod cycles    ...        = python main_sample.py ...
+    alod compare --strategies entropy,random --modes precomputed,adaptive --seeds 0,1,2
     alod evaluate --gt ... --pred ... --out metrics.json
 
 Each subcommand is a ``(configure_parser, run)`` pair in :data:`COMMANDS`; a stage script is the
@@ -104,6 +105,40 @@ def _demo(args) -> None:
     run_demo(_load(args), progress=not args.no_progress)
 
 
+# ------------------------------------------------------------------------------------- compare
+def _csv(kind):
+    def parse(text: str):
+        items = [x.strip() for x in text.split(",") if x.strip()]
+        try:
+            return [kind(x) for x in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from None
+
+    return parse
+
+
+def _compare_parser(p: argparse.ArgumentParser) -> None:
+    p.description = ("Run the cycles for every strategy x selection mode x seed (random is the baseline), plus one "
+                     "detector on the whole training split, and write runs/<run>/compare/{report.md, report.json, "
+                     "curves.png}. Rerun the same command to resume; finished runs are reused.")
+    p.add_argument("--strategies", type=_csv(str), default=["entropy", "box_count", "margin", "random"],
+                   help="comma-separated strategies, random included (default: %(default)s)")
+    p.add_argument("--modes", type=_csv(str), default=["precomputed", "adaptive"],
+                   help="comma-separated selection modes: precomputed, adaptive (default: %(default)s)")
+    p.add_argument("--seeds", type=_csv(int), default=[0, 1, 2], help="comma-separated seeds (default: %(default)s)")
+    p.add_argument("--no-full", dest="full", action="store_false", help="skip the full-training-split run")
+    _add_config_args(p)
+
+
+def _compare(args) -> None:
+    from alod.compare import run_compare
+
+    report = run_compare(_load(args), strategies=args.strategies, modes=args.modes, seeds=args.seeds,
+                         full=args.full, progress=not args.no_progress)
+    for entry in report["strategies"].values():
+        print(entry["sentence"])
+
+
 # ------------------------------------------------------------------------------------ evaluate
 def _evaluate_parser(p: argparse.ArgumentParser) -> None:
     from alod.commands import evaluate
@@ -123,6 +158,7 @@ COMMANDS = {
     "pretrain": ("stage 1: train the scorer (= train_part_entropy.py)", _pretrain_parser, _pretrain),
     "batches": ("stage 2: score the pool and write the schedule (= make_batches.py)", _batches_parser, _batches),
     "cycles": ("stage 3: run the active-learning cycles (= main_sample.py)", _cycles_parser, _cycles),
+    "compare": ("strategies against random over seeds: report and curves", _compare_parser, _compare),
     "evaluate": ("mAP of predictions against ground truth (BDD100K or COCO files)", _evaluate_parser, _evaluate),
 }
 

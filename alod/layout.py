@@ -15,6 +15,7 @@ the scorer checkpoint here, not in the pretraining stage. It imports neither tor
       scores/     config.yaml <key>/{manifest.json, shard_NNNNN.npz}
       schedule.json
       cycles/     config.yaml state.json metrics.jsonl cycle_NN/{checkpoint_last.pt, metrics.json}
+      compare/    report.json report.md curves.png runs.json timings.json (alod compare)
     tensor_logs/<run>/            per-cycle scalars and images; pretrain/ and cycle_NN/ sub-runs
 
 Each stage writes the configuration it actually ran with (``config.yaml``) next to its outputs.
@@ -136,3 +137,9 @@ class RunLayout:
 
     def cycle_tb(self, cycle: int) -> Path:
         return self.tb_root / f"cycle_{cycle:02d}"
+
+    # ------------------------------------------------------------------------------------ compare
+    @property
+    def compare_dir(self) -> Path:
+        """``alod compare``'s report (each compared run has a run folder of its own)."""
+        return self.root / "compare"

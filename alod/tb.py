@@ -91,9 +91,10 @@ def _draw(img, det: dict, classes: tuple[str, ...], *, score_threshold: float, m
         canvas = resize(canvas, [nh, nw], antialias=True)
     else:
         nh, nw = h, w
-    boxes = torch.as_tensor(np.asarray(det["boxes"], dtype=np.float32)).reshape(-1, 4)
-    scores = torch.as_tensor(np.asarray(det["scores"], dtype=np.float32)).reshape(-1)
-    labels = torch.as_tensor(np.asarray(det["labels"])).reshape(-1)
+    # numpy arrays or tensors (on any device) alike
+    boxes = torch.as_tensor(det["boxes"]).detach().cpu().to(torch.float32).reshape(-1, 4)
+    scores = torch.as_tensor(det["scores"]).detach().cpu().to(torch.float32).reshape(-1)
+    labels = torch.as_tensor(det["labels"]).detach().cpu().reshape(-1)
     boxes = boxes * torch.tensor([nw / w, nh / h, nw / w, nh / h])
     boxes = torch.stack([boxes[:, 0].clamp(0, nw), boxes[:, 1].clamp(0, nh),
                          boxes[:, 2].clamp(0, nw), boxes[:, 3].clamp(0, nh)], dim=1)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+import torch
+
 from alod.config import load_config
 from alod.engine import load_checkpoint
 from alod.stages.cycles import finished_cycles, run_cycles
@@ -25,12 +28,21 @@ def _tiny_overrides(tmp_path) -> list[str]:
     model = [f"model.{k}={json.dumps(v)}" for k, v in TINY["model"].items()]
     return [
         f"run.out_dir={tmp_path / 'runs'}", f"run.tb_dir={tmp_path / 'tensor_logs'}",
-        *model,
-        "model.box_score_thresh=0.0",  # a barely trained model still returns boxes to draw and score
+        *model, "model.min_size=64", "model.max_size=96",  # smaller than TINY's: 128 COCO frames per pass
         "train.batch_size=8", "train.eval_batch_size=16",
         "pretrain.epochs=1", "score.batch_size=16", "score.shard_size=64",
         "cycles.epochs=1", "cycles.num_cycles=2", "cycles.num_vis_images=4",
     ]
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine two threads per process oversubscribe the cores
+    and this run took 130 s instead of 30 s (the subprocess tests get OMP_NUM_THREADS=1 likewise)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def test_coco_yaml_points_at_coco128_from_the_repo_root(shared_data, monkeypatch):
@@ -46,7 +58,7 @@ def test_coco_yaml_points_at_coco128_from_the_repo_root(shared_data, monkeypatch
     assert cfg.model.min_size <= 320 and cfg.model.max_size <= 320
 
 
-def test_coco128_pipeline_end_to_end(shared_data, tmp_path, monkeypatch):
+def test_coco128_pipeline_end_to_end(shared_data, tmp_path, monkeypatch, one_thread):
     monkeypatch.chdir(REPO)  # configs/coco.yaml's data paths are relative to the repository root
     cfg = load_config(COCO_CONFIG, _tiny_overrides(tmp_path))
     layout = run_layout(cfg)

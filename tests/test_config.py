@@ -71,7 +71,7 @@ def test_base_and_override_params_merge_per_strategy(tmp_path):
 def test_selector_and_oracle_are_checked_at_load():
     cfg = load_config(None)
     assert (cfg.cycles.selector, cfg.cycles.oracle) == ("precomputed", "simulated")
-    with pytest.raises(AlodError, match=r"cycles.selector: unknown selector 'adaptiv'; choose one of precomputed"):
+    with pytest.raises(AlodError, match=r"cycles.selector: unknown selector 'adaptiv'; choose one of adaptive, precomputed"):
         load_config(None, ["cycles.selector=adaptiv"])
     with pytest.raises(AlodError, match=r"cycles.oracle: unknown oracle 'humans'; choose one of simulated"):
         load_config(None, ["cycles.oracle=humans"])
