@@ -6,7 +6,8 @@
 * :func:`fit` trains with SGD + one-cycle LR + gradient clipping, saves a checkpoint after every
   epoch (model, optimizer, scheduler, epoch, config, extra) atomically from the main process only,
   and resumes from ``checkpoint_last.pt`` when rerun.
-* :func:`iter_predictions` / :func:`predict` run batched inference, each process on its share.
+* :func:`iter_predictions` / :func:`predict` run batched inference, each process on its share;
+  with ``mc=MCSampling(...)`` Monte Carlo dropout inference (:func:`alod.models.predict_mc`).
 
 Data order is computed here, not by a sampler: epoch ``e`` visits ``permutation(seed, e)``, and
 rank ``r`` of ``W`` takes every ``W``-th batch-sized slice, padded by wrapping so every rank runs
@@ -18,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from alod.data.dataset import collate_detection
 from alod.layout import CHECKPOINT_LAST
 from alod.utils import AlodError, atomic_torch_save, load_torch_file
+
+if TYPE_CHECKING:
+    from alod.models import MCSampling
 
 LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 
@@ -263,9 +267,12 @@ def _to_numpy(det: dict) -> dict:
     return {k: v.detach().float().cpu().numpy() if k != "labels" else v.cpu().numpy().astype(np.int64) for k, v in det.items()}
 
 
-def _unreadable_detections(reason: str) -> dict:
-    return {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64), "scores": np.zeros(0, np.float32),
-            "probs": np.zeros((0, 0), np.float32), "unreadable": reason}
+def _unreadable_detections(reason: str, mc: MCSampling | None = None) -> dict:
+    det = {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64), "scores": np.zeros(0, np.float32),
+           "probs": np.zeros((0, 0), np.float32), "unreadable": reason}
+    if mc is not None:
+        det["mc_probs"] = np.zeros((0, mc.passes, 0), np.float32)
+    return det
 
 
 @torch.no_grad()
@@ -278,6 +285,7 @@ def iter_predictions(
     num_workers: int = 0,
     device: torch.device | str = "cpu",
     amp: bool = False,
+    mc: MCSampling | None = None,
 ) -> Iterator[tuple[int, dict]]:
     """Yield ``(i, detections)`` for each ``i`` in ``indices``, in order.
 
@@ -285,6 +293,10 @@ def iter_predictions(
     and ``probs float32[N, C + 1]`` (background first), see :class:`alod.models.ProbRoIHeads`. An
     image the dataset could not decode (and was told to skip) yields no boxes and the key
     ``unreadable`` (the reason).
+
+    With ``mc`` (:class:`alod.models.MCSampling`), inference is Monte Carlo dropout
+    (:func:`alod.models.predict_mc`, image ``i``'s masks seeded by ``(mc.seed, i)``): detections come
+    from the mean of ``mc.passes`` box-head passes and also hold ``mc_probs float32[N, T, C + 1]``.
     """
     model.eval()
     indices = [int(i) for i in indices]
@@ -300,19 +312,28 @@ def iter_predictions(
         if ok:
             batch = [images[k].to(device, non_blocking=True) for k in ok]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                outputs = model(batch)
+                if mc is None:
+                    outputs = model(batch)
+                else:
+                    from alod.models import predict_mc
+
+                    outputs = predict_mc(model, batch, passes=mc.passes, dropout=mc.dropout, seed=mc.seed,
+                                         keys=[indices[pos + k] for k in ok])
         by_slot = dict(zip(ok, outputs))
         for k in range(len(images)):
             if k in by_slot:
                 yield indices[pos], _to_numpy(by_slot[k])
             else:  # failed to decode (data.strict: false): no detections, flagged
-                yield indices[pos], _unreadable_detections(targets[k]["unreadable"])
+                yield indices[pos], _unreadable_detections(targets[k]["unreadable"], mc)
             pos += 1
 
 
 def predict(model, dataset: Dataset, *, indices=None, batch_size: int = 8, accelerator=None, amp: bool = False,
-            desc: str = "predict", progress: bool = True) -> list[dict]:
-    """Detections for ``indices`` (default: all), split over processes, gathered on every process."""
+            desc: str = "predict", progress: bool = True, mc: MCSampling | None = None) -> list[dict]:
+    """Detections for ``indices`` (default: all), split over processes, gathered on every process.
+
+    ``mc``: Monte Carlo dropout inference instead of one pass, see :func:`iter_predictions`.
+    """
     from tqdm import tqdm
 
     indices = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
@@ -323,7 +344,7 @@ def predict(model, dataset: Dataset, *, indices=None, batch_size: int = 8, accel
     net = accelerator.unwrap_model(model) if accelerator is not None else model
     results: dict[int, dict] = {}
     bar = tqdm(total=len(mine), desc=desc, unit="img", leave=False, disable=not (progress and rank == 0))
-    for i, det in iter_predictions(net, dataset, mine, batch_size=batch_size, device=device, amp=amp):
+    for i, det in iter_predictions(net, dataset, mine, batch_size=batch_size, device=device, amp=amp, mc=mc):
         results[i] = det
         bar.update(1)
     bar.close()

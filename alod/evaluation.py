@@ -32,10 +32,14 @@ What the official evaluation does, and how this module reproduces it (scalabel 0
   ground-truth annotation (ignored regions included) gets 0, the others NaN; overall 0 (NaN if
   there is no annotation at all).
 
+Ground-truth coordinates are the label file's doubles (the index stores float64), so an IoU that
+sits on a threshold is decided as the official evaluation decides it; with float32 boxes one real
+frame's IoU came out 0.7999999 instead of 0.8000012, which moved a rare class's AP by ~1e-3.
+
 Not reproduced: labels with a ``crowd`` attribute are crowd regions there, but the alod readers do
-not read attributes; the index stores boxes as float32, so ground-truth coordinates differ from the
-JSON doubles by ~1e-5 px (this only matters for an IoU within ~1e-7 of a threshold; pass the
-file's own coordinates as ``gt_boxes`` to avoid it).
+not read attributes; boxes that stick out of the image by a little are clipped by the readers (a
+``box_clipped`` note), while the official evaluation would use them as written (the real BDD100K
+frames have none).
 
 This module is the metric core and depends on the index only. Reading label and prediction files
 and the ``alod evaluate`` driver live in :mod:`alod.file_evaluation`.
@@ -62,22 +66,18 @@ def evaluate_detections(
     *,
     box_convention: str = "bdd100k",
     max_dets: int = 100,
-    gt_boxes: np.ndarray | None = None,
 ) -> dict[str, float]:
     """COCO-style AP of ``detections`` against ``gt`` (pycocotools), as the official BDD100K eval.
 
     Args:
-        gt: ground truth; ``gt.ignore`` boxes are crowd regions of their (mapped) class.
+        gt: ground truth (``boxes float64[M, 4]``, the file's coordinates); ``gt.ignore`` boxes
+            are crowd regions of their (mapped) class.
         detections: ``detections[i]`` belongs to image ``gt.names[i]``: a dict with numpy
             ``boxes float[N, 4]`` (x1, y1, x2, y2 pixels), ``labels int[N]`` in ``1..C`` and
             ``scores float[N]``; other keys (``probs``) are ignored. float32 or float64.
         box_convention: ``"bdd100k"``: width ``x2 - x1 + 1`` (the official BDD100K evaluation);
             ``"coco"``: ``x2 - x1``.
         max_dets: detections kept per image and class (highest scores first), as COCOeval.
-        gt_boxes: optional ``float64[M, 4]`` coordinates of ``gt.boxes`` as written in the label
-            file (see :func:`alod.file_evaluation.exact_gt_boxes`). The index stores float32, which moves an IoU by up
-            to ~1e-6 and can flip a match at a threshold (seen on the 50 real frames: IoU
-            0.8000012 vs 0.7999999); with the file's doubles the result equals the official one.
 
     Returns:
         Fractions in [0, 1]: ``mAP`` (IoU 0.50:0.95), ``mAP50``, ``mAP75``, and for every class
@@ -104,9 +104,7 @@ def evaluate_detections(
     categories = [{"id": k + 1, "name": c} for k, c in enumerate(classes)]
 
     g_img = np.repeat(img_ids, np.diff(gt.offsets))
-    if gt_boxes is not None and np.shape(gt_boxes) != gt.boxes.shape:
-        raise ValueError(f"gt_boxes has shape {np.shape(gt_boxes)}, gt.boxes {gt.boxes.shape}")
-    g_bbox, g_area = _xywh(gt.boxes if gt_boxes is None else gt_boxes, off)
+    g_bbox, g_area = _xywh(gt.boxes, off)
     crowd = gt.ignore.astype(np.int64).tolist()
     gt_anns = [
         {"id": k, "image_id": im, "category_id": c, "bbox": b, "area": a, "iscrowd": cr, "ignore": cr}

@@ -1,9 +1,11 @@
 """Label file + prediction file -> metrics report: what ``alod evaluate`` runs.
 
-Reads the ground truth with :func:`alod.data.loading.load_index`, the predictions and the ground
-truth's exact (float64) coordinates through the format's entry in the label-format registry
-(:mod:`alod.data.readers`), and scores them with :func:`alod.evaluation.evaluate_detections`.
-No format is named here: a new format with a prediction reader works without touching this file.
+Reads the ground truth with :func:`alod.data.loading.load_index` (whose float64 boxes are the
+file's own coordinates, so nothing is re-read), the predictions through the format's entry in the
+label-format registry (:mod:`alod.data.readers`), and scores them with
+:func:`alod.evaluation.evaluate_detections`, the same function the per-cycle evaluation calls: both
+give the same numbers for the same predictions. No format is named here: a new format with a
+prediction reader works without touching this file.
 """
 from __future__ import annotations
 
@@ -12,46 +14,10 @@ import os
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
-from alod.data.index import DetectionIndex
 from alod.data.loading import load_index
 from alod.data.readers import check_format_choice, label_format_for
 from alod.evaluation import BOX_CONVENTIONS, METRICS_FORMAT, evaluate_detections
 from alod.utils import AlodError, sha256_file
-
-
-def exact_gt_boxes(labels: str | os.PathLike, gt: DetectionIndex, *, fmt: str = "auto") -> np.ndarray | None:
-    """The label file's own (float64) coordinates of ``gt.boxes``, row for row, or ``None``.
-
-    Re-reads ``labels`` (the file ``gt`` was loaded from with ``strict=True``) with the format's
-    ``read_exact_boxes`` and collects every box the reader keeps, in its order. The result is only
-    returned if it lines up with the index exactly (same count, ``astype(float32)`` equal to
-    ``gt.boxes``); otherwise ``None``, and the caller evaluates with the float32 boxes.
-
-    Args:
-        labels: the label file.
-        gt: the index read from it.
-        fmt: its format name, or ``"auto"`` (detected from the file).
-
-    Returns:
-        ``float64[M, 4]`` x1, y1, x2, y2 pixels (COCO: ``x, y, x + w, y + h``) or ``None``.
-    """
-    try:
-        entry = label_format_for(labels, fmt)
-        if entry.read_exact_boxes is None:
-            return None
-        per_slot = entry.read_exact_boxes(os.fspath(labels), gt)
-    except (AlodError, OSError, ValueError, TypeError, KeyError, AttributeError):
-        # A file the lenient re-read cannot follow is no error: the float32 boxes still evaluate.
-        return None
-    if len(per_slot) != len(gt) or any(r is None for r in per_slot):
-        return None
-    rows = [r for part in per_slot for r in part]
-    boxes = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
-    if boxes.shape != gt.boxes.shape or not np.array_equal(boxes.astype(np.float32), gt.boxes):
-        return None
-    return boxes
 
 
 def evaluate_files(
@@ -79,8 +45,7 @@ def evaluate_files(
     Returns:
         The metrics of :func:`alod.evaluation.evaluate_detections` (flat, fractions; NaN for classes
         without ground truth) plus ``format``, ``inputs`` (paths and sha256), ``data_format`` (the
-        format's family), ``box_convention``, ``max_dets``, ``exact_gt_coordinates``, ``classes``
-        and ``counts``.
+        format's family), ``box_convention``, ``max_dets``, ``classes`` and ``counts``.
 
     Raises:
         AlodError: an unknown format or box convention, a missing file, bad ground truth (see
@@ -101,11 +66,7 @@ def evaluate_files(
 
     index = load_index(labels=gt, image_root=None, fmt=fmt, strict=True, log=log)
     dets, pcounts = entry.read_predictions(pred, index, gt_path=gt)
-    exact = exact_gt_boxes(gt, index, fmt=entry.name)
-    if exact is None:
-        log(f"warning: could not re-read the exact coordinates of {gt}; evaluating with the index's float32 "
-            "boxes (an IoU within ~1e-6 of a threshold may then differ from the official evaluation)")
-    metrics = evaluate_detections(index, dets, box_convention=box_convention, max_dets=max_dets, gt_boxes=exact)
+    metrics = evaluate_detections(index, dets, box_convention=box_convention, max_dets=max_dets)
     report = dict(metrics)
     report.update({
         "format": METRICS_FORMAT,
@@ -116,7 +77,6 @@ def evaluate_files(
         "data_format": entry.family,
         "box_convention": box_convention,
         "max_dets": int(max_dets),
-        "exact_gt_coordinates": exact is not None,
         "classes": list(index.classes),
         "counts": {
             "images": len(index),

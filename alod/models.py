@@ -15,12 +15,20 @@ Presets (``model.name`` in YAML):
 Weights: random initialisation by default. ``weights: DEFAULT`` asks torchvision for its pretrained
 COCO weights (needs internet the first time; the box predictor is replaced for our classes), and
 ``weights_path`` loads a local state dict (a torchvision file or an alod checkpoint).
+
+Monte Carlo dropout inference (:func:`predict_mc`, used by the ``mc_dropout`` strategy) runs the
+backbone, the RPN and the RoI pooling once per image and only the box head ``T`` times with dropout;
+see :meth:`ProbRoIHeads.forward_mc` for where the dropout goes and why.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
@@ -82,6 +90,79 @@ class ProbRoIHeads(RoIHeads):
         ]
         return result, {}
 
+    def forward_mc(
+        self,
+        features: dict[str, Tensor],
+        proposals: list[Tensor],
+        image_shapes: list[tuple[int, int]],
+        *,
+        sampling: MCSampling,
+        keys: Sequence[int],
+    ) -> list[dict[str, Tensor]]:
+        """Inference with ``T = sampling.passes`` Monte Carlo dropout passes of the box head.
+
+        The RoIs are pooled once; the box head and the predictor then run ``T`` times over the same
+        proposals with dropout (probability ``p = sampling.dropout``, kept units scaled by
+        ``1 / (1 - p)`` as ``F.dropout`` does). Detections come from the *mean* over the passes of
+        the class probabilities and of the box regression, through the same post-processing
+        (score threshold, small boxes, per-class NMS, detection cap) as :meth:`forward`.
+
+        Where the dropout goes: with torchvision's ``TwoMLPHead`` (every preset here), on the
+        input of ``fc7`` and on the input of the predictor, i.e. after each hidden ReLU, where the
+        original Fast R-CNN VGG-16 head had its dropout layers (fc6-relu-drop-fc7-relu-drop). Not on
+        the pooled features: those are ``C x 7 x 7`` wide (3,136 for the demo preset, 12,544 for
+        R50-FPN), spatially correlated, and would force ``T`` runs of ``fc6``, the largest layer,
+        while ``fc6`` before any dropout is deterministic and computed once. Any other box head is
+        run once and the dropout is applied to its output (the predictor's input).
+
+        Masks are drawn per image from a generator seeded by ``(sampling.seed, keys[i])`` on the
+        features' device, so an image's samples do not depend on the batch it is in (batch size,
+        shards, processes, resume). CPU and CUDA generators draw different (each reproducible) masks.
+
+        Args:
+            features, proposals, image_shapes: as for :meth:`forward` (``proposals[i]: Tensor[R_i, 4]``).
+            keys: one non-negative integer per image (e.g. its dataset position).
+
+        Returns:
+            Per image ``boxes [N, 4]``, ``labels [N]``, ``scores [N]``, ``probs [N, C + 1]`` (the mean
+            of the passes' softmax for the detection's RoI) and ``mc_probs [N, T, C + 1]`` (each
+            pass's softmax for that RoI; ``mc_probs.mean(1) == probs`` up to rounding).
+        """
+        if len(keys) != len(proposals):
+            raise AlodError(f"forward_mc: {len(keys)} keys for {len(proposals)} images; give one key per image")
+        passes, p = sampling.passes, sampling.dropout
+        counts = [len(b) for b in proposals]
+        pooled = self.box_roi_pool(features, proposals, image_shapes)
+        gens = [sampling.generator(k, pooled.device) for k in keys]
+
+        def drop(x: Tensor) -> Tensor:
+            """``x [1 or T, R, W]`` -> ``[T, R, W]`` with per-image dropout masks."""
+            if p == 0.0:
+                return x.expand(passes, *x.shape[1:])
+            width = x.shape[-1]
+            keep = torch.cat(
+                [torch.rand((passes, n, width), generator=g, device=x.device) >= p for g, n in zip(gens, counts)], 1
+            )
+            return x * keep.to(x.dtype) * (1.0 / (1.0 - p))
+
+        head = self.box_head
+        if isinstance(head, TwoMLPHead):
+            hidden = F.relu(head.fc6(pooled.flatten(start_dim=1)))  # no dropout before it: computed once
+            x = drop(F.relu(head.fc7(drop(hidden[None]))))
+        else:
+            x = drop(head(pooled).flatten(start_dim=1)[None])
+        class_logits, box_regression = self.box_predictor(x.flatten(0, 1))
+        n_rois = pooled.shape[0]
+        pass_probs = torch.softmax(class_logits, -1).view(passes, n_rois, -1)  # [T, R, C + 1]
+        mean_regression = box_regression.view(passes, n_rois, -1).mean(0)
+        boxes, scores, labels, probs, rois = self._postprocess(pass_probs.mean(0), mean_regression, proposals,
+                                                               image_shapes)
+        result = []
+        for i, image_probs in enumerate(pass_probs.split(counts, 1)):
+            result.append({"boxes": boxes[i], "labels": labels[i], "scores": scores[i], "probs": probs[i],
+                           "mc_probs": image_probs[:, rois[i]].transpose(0, 1).contiguous()})
+        return result
+
     def postprocess_with_probs(
         self,
         class_logits: Tensor,
@@ -90,12 +171,28 @@ class ProbRoIHeads(RoIHeads):
         image_shapes: list[tuple[int, int]],
     ):
         """torchvision's ``postprocess_detections``, also returning ``probs [N, C + 1]`` per image."""
-        device = class_logits.device
-        num_classes = class_logits.shape[-1]
+        boxes, scores, labels, probs, _ = self._postprocess(
+            torch.softmax(class_logits, -1), box_regression, proposals, image_shapes
+        )
+        return boxes, scores, labels, probs
+
+    def _postprocess(
+        self,
+        pred_probs: Tensor,
+        box_regression: Tensor,
+        proposals: list[Tensor],
+        image_shapes: list[tuple[int, int]],
+    ):
+        """Post-processing from class probabilities ``pred_probs [R, C + 1]`` (all images' RoIs).
+
+        Returns per image boxes, scores, labels, probs and the index (within the image's RoIs) of
+        the RoI each detection came from.
+        """
+        device = pred_probs.device
+        num_classes = pred_probs.shape[-1]
         boxes_per_image = [len(p) for p in proposals]
         pred_boxes = self.box_coder.decode(box_regression, proposals)
-        pred_probs = torch.softmax(class_logits, -1)
-        out_boxes, out_scores, out_labels, out_probs = [], [], [], []
+        out_boxes, out_scores, out_labels, out_probs, out_rois = [], [], [], [], []
         for boxes, probs, image_shape in zip(
             pred_boxes.split(boxes_per_image, 0), pred_probs.split(boxes_per_image, 0), image_shapes
         ):
@@ -116,7 +213,72 @@ class ProbRoIHeads(RoIHeads):
             out_scores.append(scores[keep])
             out_labels.append(labels[keep])
             out_probs.append(probs[roi_index[keep]])
-        return out_boxes, out_scores, out_labels, out_probs
+            out_rois.append(roi_index[keep])
+        return out_boxes, out_scores, out_labels, out_probs, out_rois
+
+
+# ------------------------------------------------------------------------- Monte Carlo dropout
+@dataclass(frozen=True)
+class MCSampling:
+    """How :func:`predict_mc` samples: ``passes`` (T >= 1) box-head passes with dropout
+    probability ``dropout`` in [0, 1), masks seeded by ``seed`` (>= 0) and each image's key."""
+
+    passes: int = 10
+    dropout: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.passes, bool) or not isinstance(self.passes, int) or self.passes < 1:
+            raise AlodError(f"MC dropout: passes must be an integer >= 1, got {self.passes!r}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise AlodError(f"MC dropout: dropout must be in [0, 1), got {self.dropout!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise AlodError(f"MC dropout: seed must be an integer >= 0, got {self.seed!r}")
+
+    def generator(self, key: int, device: torch.device | str = "cpu") -> torch.Generator:
+        """A generator on ``device`` seeded from ``(seed, key)`` alone."""
+        state = int(np.random.SeedSequence([self.seed, int(key)]).generate_state(1)[0])
+        return torch.Generator(device=device).manual_seed(state)
+
+
+@torch.no_grad()
+def predict_mc(
+    model: FasterRCNN,
+    images: list[Tensor],
+    *,
+    passes: int = 10,
+    dropout: float = 0.5,
+    seed: int = 0,
+    keys: Sequence[int] | None = None,
+) -> list[dict[str, Tensor]]:
+    """Monte Carlo dropout inference: the backbone and the RPN once, the box head ``passes`` times.
+
+    Args:
+        model: a detector from :func:`build_detector`, in eval mode.
+        images: ``Tensor[3, H, W]`` each, values in 0-1 (as for ``model(images)``).
+        passes, dropout, seed: see :class:`MCSampling` and :meth:`ProbRoIHeads.forward_mc`.
+        keys: one non-negative integer per image that, with ``seed``, fixes its dropout masks
+            (default ``0..len(images) - 1``); pass dataset positions to make an image's result
+            independent of the batch it is in.
+
+    Returns:
+        Per image the keys of ``model(images)`` (boxes in the original image's pixels, from the mean
+        over passes of the class probabilities and box regression) plus ``mc_probs [N, T, C + 1]``.
+    """
+    sampling = MCSampling(passes=passes, dropout=float(dropout), seed=seed)
+    if not isinstance(getattr(model, "roi_heads", None), ProbRoIHeads):
+        raise AlodError("predict_mc needs a detector from alod.models.build_detector (ProbRoIHeads)")
+    if model.training:
+        raise AlodError("predict_mc runs inference: call model.eval() first")
+    keys = list(range(len(images))) if keys is None else [int(k) for k in keys]
+    original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+    image_list, _ = model.transform(images)
+    features = model.backbone(image_list.tensors)
+    if isinstance(features, Tensor):
+        features = OrderedDict([("0", features)])
+    proposals, _ = model.rpn(image_list, features)
+    detections = model.roi_heads.forward_mc(features, proposals, image_list.image_sizes, sampling=sampling, keys=keys)
+    return model.transform.postprocess(detections, image_list.image_sizes, original_sizes)
 
 
 # ---------------------------------------------------------------------------------------- builders

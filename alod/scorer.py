@@ -25,8 +25,14 @@ def iter_scored(model, dataset, positions, *, strategy: str, params: dict, batch
     resolved = check_params(strategy, params)
     batch_pos: list[int] = []
     batch: list[dict] = []
+    sampling = spec.sampling(resolved)
+    mc = None
+    if sampling is not None:
+        from alod.models import MCSampling
+
+        mc = MCSampling(**sampling)
     for pos, det in iter_predictions(model, dataset, positions, batch_size=batch_size, num_workers=num_workers,
-                                     device=device, amp=amp, **_inference_kwargs(spec, resolved)):
+                                     device=device, amp=amp, mc=mc):
         batch_pos.append(pos)
         batch.append(det)
         if len(batch) == batch_size:
@@ -35,12 +41,6 @@ def iter_scored(model, dataset, positions, *, strategy: str, params: dict, batch
             batch.clear()
     if batch:
         yield list(batch_pos), spec.fn(batch, **resolved), list(batch)
-
-
-def _inference_kwargs(spec, params: dict) -> dict:
-    if spec.inference == "stochastic":
-        raise NotImplementedError(f"strategy {spec.name!r} needs Monte Carlo inference")
-    return {}
 
 
 def score_positions(model, dataset, positions, *, strategy: str, params: dict, batch_size: int,

@@ -1,6 +1,7 @@
 """alod.evaluation: exact small cases, the official conventions, and the 50 real BDD100K frames."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -9,7 +10,7 @@ import pytest
 
 from alod.data.index import DetectionIndex
 from alod.evaluation import evaluate_detections
-from alod.file_evaluation import evaluate_files, exact_gt_boxes
+from alod.file_evaluation import evaluate_files
 
 CLASSES = ("car", "bus", "train")
 
@@ -138,8 +139,9 @@ def test_bad_detection_arrays_are_rejected():
         evaluate_detections(GT, gt_as_dets(GT), box_convention="voc")
 
 
-def test_exact_file_coordinates_decide_a_match_at_a_threshold(tmp_path):
-    # From the 50 real frames: IoU 0.8000012 with the file's doubles, 0.7999999 after float32.
+def test_file_coordinates_decide_a_match_at_a_threshold(tmp_path):
+    # From the 50 real frames: IoU 0.8000012 with the file's doubles, 0.7999999 after float32. The
+    # index keeps the doubles, so the per-cycle evaluation (index only) and alod evaluate agree.
     gt_file, pred_file = tmp_path / "gt.json", tmp_path / "pred.json"
     gt_file.write_text(json.dumps([{"name": "a.jpg", "labels": [
         {"id": "0", "category": "pedestrian", "box2d": {"x1": 937.814, "y1": 292.95, "x2": 952.664, "y2": 324.0}}]}]))
@@ -147,17 +149,77 @@ def test_exact_file_coordinates_decide_a_match_at_a_threshold(tmp_path):
         {"id": "0", "category": "person", "score": 0.4,
          "box2d": {"x1": 937.029, "y1": 294.138, "x2": 950.844, "y2": 324.609}}]}]))
     report = evaluate_files(gt=gt_file, pred=pred_file, log=lambda s: None)
-    assert report["exact_gt_coordinates"] is True
     assert report["AP/pedestrian"] == pytest.approx(0.7)  # hits at IoU 0.50 .. 0.80, as the official eval
 
-    from alod.data.loading import load_index
     from alod.data.bdd100k import read_bdd100k_predictions
+    from alod.data.loading import load_index
 
     gt = load_index(labels=gt_file, log=lambda s: None)
+    assert gt.boxes.dtype == np.float64 and gt.boxes.tolist() == [[937.814, 292.95, 952.664, 324.0]]
     d, _ = read_bdd100k_predictions(pred_file, gt)
-    assert evaluate_detections(gt, d)["AP/pedestrian"] == pytest.approx(0.6)  # float32 boxes: 0.80 missed
-    exact = exact_gt_boxes(gt_file, gt)
-    assert exact.dtype == np.float64 and exact.tolist() == [[937.814, 292.95, 952.664, 324.0]]
+    assert evaluate_detections(gt, d)["AP/pedestrian"] == pytest.approx(0.7)
+    # with float32 boxes (the index before) the 0.80 threshold was missed
+    f32 = dataclasses.replace(gt, boxes=gt.boxes.astype(np.float32).astype(np.float64))
+    assert evaluate_detections(f32, d)["AP/pedestrian"] == pytest.approx(0.6)
+
+
+def perturbed_predictions(frames, seed=0):
+    """BDD100K prediction frames from ground-truth frames: jittered boxes, random scores, some
+    drops and false positives, plus the real frame's threshold case (IoU 0.8000012)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for f in frames:
+        labels = []
+        for lab in f["labels"]:
+            if rng.random() < 0.15:
+                continue
+            b = lab["box2d"]
+            j = rng.normal(0, 2.0, 4)
+            x1, y1 = b["x1"] + j[0], b["y1"] + j[1]
+            labels.append({"category": lab["category"], "score": float(rng.random()),
+                           "box2d": {"x1": x1, "y1": y1, "x2": max(x1, b["x2"] + j[2]), "y2": max(y1, b["y2"] + j[3])}})
+            if b["x1"] == 937.814:
+                labels.append({"category": "pedestrian", "score": 0.999,
+                               "box2d": {"x1": 937.029, "y1": 294.138, "x2": 950.844, "y2": 324.609}})
+        for _ in range(int(rng.integers(0, 3))):
+            x, y = rng.uniform(0, 1200), rng.uniform(0, 650)
+            labels.append({"category": "car", "score": float(rng.random()),
+                           "box2d": {"x1": x, "y1": y, "x2": x + 60, "y2": y + 40}})
+        out.append({"name": f["name"], "labels": labels})
+    return out
+
+
+def test_index_evaluation_equals_evaluate_files_on_real_frames(shared_data, tmp_path):
+    """The per-cycle evaluation (the index alone) gives alod evaluate's result, to 1e-12, and both
+    equal an evaluation on the file's own doubles."""
+    from alod.data.bdd100k import BDD100K_CLASSES, read_bdd100k_predictions
+    from alod.data.loading import load_index
+
+    gt_file = shared_data / "bdd100k_val50" / "det_val50.json"
+    frames = json.loads(gt_file.read_text())
+    pred_file = tmp_path / "pred.json"
+    pred_file.write_text(json.dumps(perturbed_predictions(frames)))
+
+    report = evaluate_files(gt=gt_file, pred=pred_file, log=lambda s: None)
+    gt = load_index(labels=gt_file, image_root=shared_data / "bdd100k_val50" / "images", log=lambda s: None)
+    dets, _ = read_bdd100k_predictions(pred_file, gt)
+    from_index = evaluate_detections(gt, dets)
+
+    # the file's doubles, straight from json.load (no reader involved)
+    doubles = DetectionIndex.from_lists(
+        image_root="", names=[f["name"] for f in frames], widths=[1280] * len(frames), heights=[720] * len(frames),
+        boxes_per_image=[np.array([[lab["box2d"][k] for k in ("x1", "y1", "x2", "y2")] for lab in f["labels"]],
+                                  np.float64).reshape(-1, 4) for f in frames],
+        labels_per_image=[np.array([BDD100K_CLASSES.index(lab["category"]) + 1 for lab in f["labels"]], np.int64)
+                          for f in frames],
+        classes=BDD100K_CLASSES)
+    assert gt.boxes.tolist() == doubles.boxes.tolist()
+    from_doubles = evaluate_detections(doubles, dets)
+
+    assert from_index["AP/pedestrian"] > 0.1 and set(from_index) <= set(report)
+    for k, v in from_index.items():
+        for other in (report[k], from_doubles[k]):
+            assert (math.isnan(v) and math.isnan(other)) or abs(v - other) <= 1e-12, k
 
 
 def test_real_frames_with_gt_as_predictions_score_one(shared_data):

@@ -2,7 +2,15 @@
 import numpy as np
 import pytest
 
-from alod.strategies import INFERENCE, STRATEGIES, box_entropy, check_params, score_images
+from alod.strategies import (
+    INFERENCE,
+    STRATEGIES,
+    box_entropy,
+    box_mutual_information,
+    check_params,
+    get_strategy,
+    score_images,
+)
 from alod.utils import AlodError
 
 
@@ -27,6 +35,11 @@ DETS = [
     det([]),                           # 3: nothing detected
     det([SKEWED, CERTAIN]),            # 4
 ]
+
+
+def agreeing_passes(d, passes):
+    """``d`` with ``mc_probs``: ``passes`` identical copies of each box's distribution."""
+    return {**d, "mc_probs": np.repeat(d["probs"][:, None, :], passes, axis=1)}
 
 
 def ranking(scores):
@@ -103,7 +116,8 @@ def test_every_strategy_declares_its_parameters_and_inference():
         assert spec.doc, f"{name} documents its formula"
         # Every strategy runs with its own defaults alone.
         assert check_params(name, None) == dict(spec.params)
-        scores = spec.fn(DETS, **spec.params)
+        dets = DETS if spec.inference != "stochastic" else [agreeing_passes(d, spec.params["passes"]) for d in DETS]
+        scores = spec.fn(dets, **spec.params)
         assert scores.shape == (len(DETS),) and scores.dtype == np.float64
     assert STRATEGIES["random"].inference == "none"
     assert STRATEGIES["entropy"].params == {"aggregate": "sum", "min_score": 0.0}
@@ -141,3 +155,97 @@ def test_register_strategy_reads_parameters_from_the_signature(monkeypatch):
         strategies.register_strategy("bad")(lambda dets, *, k: dets)
     with pytest.raises(ValueError, match="inference"):
         strategies.register_strategy("bad", inference="twice")
+
+
+# ------------------------------------------------------------------------ mc_dropout (BALD)
+# Fixed "dropout masks" = fixed arrays: each box's T = 4 passes over (background, class 1, class 2).
+AGREE_SPLIT = [[0.0, 0.5, 0.5]] * 4                                # every pass split: BALD 0
+DISAGREE = [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]] * 2                  # same mean, passes disagree: ln 2
+ALL_CERTAIN = [[0.0, 1.0, 0.0]] * 4                                # 0
+PARTIAL = [[0.0, 1.0, 0.0]] * 3 + [[0.0, 0.0, 1.0]]                # H([.75, .25]) = 0.562
+BG_FLIP = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]] * 2                   # background counts: ln 2
+MIXED = [[0.0, 0.9, 0.1], [0.0, 0.1, 0.9]] * 2                     # ln 2 - H([.9, .1]) = 0.368
+H_PARTIAL = -(0.75 * np.log(0.75) + 0.25 * np.log(0.25))
+BALD_MIXED = np.log(2) - -(0.9 * np.log(0.9) + 0.1 * np.log(0.1))
+
+
+def mc_det(boxes, scores=None):
+    mc = np.asarray(boxes, dtype=np.float32).reshape(-1, 4, 3)
+    d = det(mc.mean(axis=1), scores)
+    d["mc_probs"] = mc
+    return d
+
+
+MC_DETS = [
+    mc_det([AGREE_SPLIT]),            # 0: 0
+    mc_det([DISAGREE]),               # 1: ln 2 = 0.693 (same mean distribution as image 0)
+    mc_det([PARTIAL, PARTIAL]),       # 2: 0.562 each
+    mc_det([]),                       # 3: nothing detected
+    mc_det([ALL_CERTAIN, BG_FLIP]),   # 4: 0 and ln 2
+    mc_det([MIXED]),                  # 5: 0.368
+]
+
+
+def test_box_mutual_information_values():
+    mc = np.array([AGREE_SPLIT, DISAGREE, ALL_CERTAIN, PARTIAL, BG_FLIP, MIXED])
+    np.testing.assert_allclose(box_mutual_information(mc), [0.0, np.log(2), 0.0, H_PARTIAL, np.log(2), BALD_MIXED],
+                               rtol=1e-6, atol=1e-12)
+    assert box_mutual_information(np.zeros((0, 4, 3))).shape == (0,)
+
+
+def test_passes_that_disagree_rank_above_passes_that_agree_with_the_same_mean():
+    dets = [MC_DETS[0], MC_DETS[1]]
+    np.testing.assert_array_equal(dets[0]["probs"], dets[1]["probs"])
+    entropy = score_images(dets, strategy="entropy")
+    assert entropy[0] == entropy[1]  # the mean distributions cannot tell them apart
+    bald = score_images(dets, strategy="mc_dropout", params={"passes": 4})
+    assert ranking(bald) == [1, 0]
+    np.testing.assert_allclose(bald, [0.0, np.log(2)], rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "aggregate, expected",
+    [
+        ("sum", [2, 1, 4, 5, 0, 3]),   # 1.125 > 0.693 = 0.693 > 0.368 > 0 = 0 (ties by position)
+        ("mean", [1, 2, 5, 4, 0, 3]),  # 0.693 > 0.562 > 0.368 > 0.347 > 0 = 0
+        ("max", [1, 4, 2, 5, 0, 3]),   # 0.693 = 0.693 > 0.562 > 0.368 > 0 = 0
+    ],
+)
+def test_mc_dropout_rankings(aggregate, expected):
+    scores = score_images(MC_DETS, strategy="mc_dropout", params={"passes": 4, "aggregate": aggregate})
+    assert ranking(scores) == expected
+
+
+def test_mc_dropout_exact_sum_and_min_score():
+    scores = score_images(MC_DETS, strategy="mc_dropout", params={"passes": 4})
+    np.testing.assert_allclose(scores, [0.0, np.log(2), 2 * H_PARTIAL, 0.0, np.log(2), BALD_MIXED],
+                               rtol=1e-6, atol=1e-12)
+    d = [mc_det([DISAGREE, ALL_CERTAIN], scores=[0.2, 0.99])]
+    assert score_images(d, strategy="mc_dropout", params={"passes": 4, "min_score": 0.5})[0] == 0.0
+    assert score_images(d, strategy="mc_dropout", params={"passes": 4})[0] == pytest.approx(np.log(2), rel=1e-6)
+
+
+def test_mc_dropout_declares_its_sampling_and_refuses_bad_input():
+    spec = get_strategy("mc_dropout")
+    assert spec.inference == "stochastic"
+    assert spec.params == {"passes": 10, "dropout": 0.5, "seed": 0, "aggregate": "sum", "min_score": 0.0}
+    assert spec.sampling({"passes": 4}) == {"passes": 4, "dropout": 0.5, "seed": 0}
+    assert get_strategy("entropy").sampling({}) is None
+    with pytest.raises(AlodError, match="no 'mc_probs'"):
+        score_images(DETS, strategy="mc_dropout")
+    with pytest.raises(AlodError, match=r"image 0: mc_probs has shape \(1, 4, 3\).*passes=10"):
+        score_images(MC_DETS, strategy="mc_dropout")  # 4 passes in the arrays, the default says 10
+    with pytest.raises(AlodError, match=r"score.params.passes: must be an integer >= 1, got 0"):
+        check_params("mc_dropout", {"passes": 0})
+    with pytest.raises(AlodError, match=r"score.params.dropout: must be in \[0, 1\), got 1"):
+        check_params("mc_dropout", {"dropout": 1})
+    with pytest.raises(AlodError, match=r"score.params.seed: must be an integer >= 0"):
+        check_params("mc_dropout", {"seed": -1})
+
+
+def test_a_stochastic_strategy_must_declare_its_sampling(monkeypatch):
+    monkeypatch.setattr("alod.strategies.STRATEGIES", dict(STRATEGIES))
+    from alod import strategies
+
+    with pytest.raises(TypeError, match="missing dropout, seed"):
+        strategies.register_strategy("bad", inference="stochastic")(lambda dets, *, passes=3: dets)

@@ -60,26 +60,28 @@ from alod.data.problems import (
 from alod.utils import AlodError
 
 
-def coco_label_map(categories: Sequence[Mapping]) -> dict[int, int]:
+def coco_label_map(categories: Sequence[Mapping], *, file: str | os.PathLike | None = None) -> dict[int, int]:
     """``{coco_category_id: label}`` with labels ``1..C`` in ascending category-id order.
 
     Args:
         categories: the ``categories`` list of a COCO file (``[{"id": int, "name": str}, ...]``).
+        file: the file they come from, named in error messages.
 
     Raises:
         LabelFileError: a category without an integer id or a name, or a repeated id.
     """
+    where = f"{os.fspath(file)}: " if file is not None else ""
     ids = []
     for k, c in enumerate(categories):
         if not isinstance(c, Mapping) or type(c.get("id")) is not int or not isinstance(c.get("name"), str):
             raise LabelFileError(
-                f"categories[{k}] must be an object with an integer 'id' and a string 'name' "
+                f"{where}categories[{k}] must be an object with an integer 'id' and a string 'name' "
                 f"(got {short_json(c)}); fix the categories list of the label file"
             )
         ids.append(c["id"])
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
-        raise LabelFileError(f"category ids {dup} appear more than once in 'categories'; make them unique")
+        raise LabelFileError(f"{where}category ids {dup} appear more than once in 'categories'; make them unique")
     return {cid: k + 1 for k, cid in enumerate(sorted(ids))}
 
 
@@ -92,7 +94,7 @@ def coco_classes(categories: Sequence[Mapping]) -> tuple[str, ...]:
 def read_coco_label_map(path: str | os.PathLike) -> dict[int, int]:
     """:func:`coco_label_map` of a COCO label file (for evaluation: ``label -> category_id``
     is its inverse)."""
-    return coco_label_map(_check_top_level(path, load_json_file(path))["categories"])
+    return coco_label_map(_check_top_level(path, load_json_file(path))["categories"], file=path)
 
 
 def read_coco(
@@ -110,14 +112,15 @@ def read_coco(
 
     Returns:
         :class:`ParsedLabels` (``layout="coco"``) whose index has boxes ``float64[M, 4]`` x1, y1,
-        x2, y2 pixels (clipped to the image where they stick out a little), labels in ``1..C`` per :func:`coco_label_map`, ``ignore = iscrowd``.
+        x2, y2 pixels (clipped to the image where they stick out a little), labels in ``1..C``
+        per :func:`coco_label_map`, ``ignore = iscrowd``.
         ``frame_index`` holds positions in ``images``.
     """
     problems = ProblemLog(strict=True) if problems is None else problems
     file = os.fspath(path)
     data = _check_top_level(path, load_json_file(path))
     categories = data["categories"]
-    label_of = coco_label_map(categories)
+    label_of = coco_label_map(categories, file=file)
     classes = coco_classes(categories)
 
     def problem(kind, frame, name, label, label_id, detail, skipped):
@@ -350,7 +353,7 @@ def read_coco_predictions(
     if type(data) is not list:
         raise AlodError(f"{file}: COCO predictions must be a JSON list of results "
                         "[{image_id, category_id, bbox, score}] (the ground truth is COCO)")
-    label_of = coco_label_map(gt_json["categories"])
+    label_of = coco_label_map(gt_json["categories"], file=gt_path)
     slot_of_name = gt.name_to_index()
     slot_of = {}
     for im in gt_json["images"]:

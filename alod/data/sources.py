@@ -148,7 +148,7 @@ def load_split(
         log: receives one-line messages.
 
     Returns:
-        The split's :class:`DetectionIndex` (boxes ``float32[M, 4]`` x1, y1, x2, y2 px).
+        The split's :class:`DetectionIndex` (boxes ``float64[M, 4]`` x1, y1, x2, y2 px).
 
     Raises:
         AlodError: unknown kind, missing explicit paths, a label file that is not there, or bad

@@ -131,13 +131,10 @@ def score_pool(
     """
     from tqdm import tqdm
 
-    from alod.engine import iter_predictions
-    from alod.models import MCSampling
-    from alod.strategies import check_params, get_strategy, score_images
+    from alod.scorer import iter_scored
+    from alod.strategies import check_params
 
-    full = check_params(strategy, params)  # unknown names and parameters fail before any inference
-    sampling = get_strategy(strategy).sampling(full)
-    mc = MCSampling(**sampling) if sampling is not None else None
+    check_params(strategy, params)  # unknown names and parameters fail before any inference
     n = len(dataset)
     n_shards = (n + shard_size - 1) // shard_size
     world = accelerator.num_processes if accelerator is not None else 1
@@ -152,27 +149,17 @@ def score_pool(
     t0, done = time.perf_counter(), 0
     for k in todo:
         positions = np.arange(k * shard_size, min(n, (k + 1) * shard_size))
-        dets_scores, stats, unreadable = [], [], []
-        batch: list[dict] = []
-
-        def flush():
-            dets_scores.append(score_images(batch, strategy=strategy, params=params))
-            stats.extend(_box_stats(d) for d in batch)
-            batch.clear()
-
-        for pos, det in iter_predictions(model, dataset, positions, batch_size=batch_size, num_workers=num_workers,
-                                         device=device, amp=amp, mc=mc):
-            if "unreadable" in det:
-                unreadable.append(pos)
-            batch.append(det)
-            bar.update(1)
-            done += 1
-            if len(batch) == batch_size:
-                flush()
-        if batch:
-            flush()
+        shard_scores, stats, unreadable = [], [], []
+        for batch_pos, scores, dets in iter_scored(model, dataset, positions, strategy=strategy, params=params,
+                                                   batch_size=batch_size, num_workers=num_workers, device=device,
+                                                   amp=amp):
+            shard_scores.append(scores)
+            stats.extend(_box_stats(d) for d in dets)
+            unreadable += [p for p, d in zip(batch_pos, dets) if "unreadable" in d]
+            bar.update(len(dets))
+            done += len(dets)
         bar.set_postfix(img_s=f"{done * world / max(1e-9, time.perf_counter() - t0):.1f}")
-        _write_shard(shard_dir / f"shard_{k:05d}.npz", positions=positions, scores=np.concatenate(dets_scores),
+        _write_shard(shard_dir / f"shard_{k:05d}.npz", positions=positions, scores=np.concatenate(shard_scores),
                      box_stats=stats, unreadable=unreadable)
     bar.close()
     if accelerator is not None:

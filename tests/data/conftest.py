@@ -1,10 +1,21 @@
-"""Fixtures for the data tests (``shared_data`` comes from tests/conftest.py): a JSON writer."""
+"""Fixtures for the data tests (``shared_data`` comes from tests/conftest.py): a JSON writer.
+
+Hypothesis (tests/data/test_label_fuzz.py) keeps caches in a ``.hypothesis`` folder of the working
+directory; they go under ``.pytest_cache`` (ignored by git) instead.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
+
+try:
+    from hypothesis.configuration import set_hypothesis_home_dir
+except ImportError:  # hypothesis is a dev dependency; only the fuzz tests need it
+    pass
+else:
+    set_hypothesis_home_dir(Path(__file__).resolve().parents[2] / ".pytest_cache" / "hypothesis")
 
 
 @pytest.fixture

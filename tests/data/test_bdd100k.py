@@ -43,12 +43,10 @@ def test_real_det_val50(shared_data):
     frames = json.loads(path.read_text())
     assert ix.names.tolist() == [f["name"] for f in frames]
     assert ix.source == str(path)
-    # first box of the file, as float32
-    first = frames[0]["labels"][0]["box2d"]
-    np.testing.assert_array_equal(
-        ix.boxes[0], np.array([first["x1"], first["y1"], first["x2"], first["y2"]], np.float32)
-    )
-    assert ix.boxes.dtype == np.float32 and ix.labels.dtype == np.int64 and ix.ignore.dtype == bool
+    # every box of the file, exactly (float64)
+    assert ix.boxes.tolist() == [[b["x1"], b["y1"], b["x2"], b["y2"]]
+                                 for f in frames for b in (lab["box2d"] for lab in f["labels"])]
+    assert ix.boxes.dtype == np.float64 and ix.labels.dtype == np.int64 and ix.ignore.dtype == bool
     np.testing.assert_array_equal(parsed.frame_index, np.arange(50))
 
 
@@ -89,7 +87,7 @@ def test_det20_hand_written(write_json):
     names = [BDD100K_CLASSES[k - 1] for k in ix.labels]
     assert names == ["car", "pedestrian", "traffic sign", "car", "truck", "car", "car", "train"]
     assert ix.ignore.tolist() == [False, True, False, True, True, False, False, False]
-    np.testing.assert_array_equal(ix.boxes[2], np.array([100.5, 10.25, 120.75, 30.125], np.float32))
+    assert ix.boxes[2].tolist() == [100.5, 10.25, 120.75, 30.125]
     assert parsed.layout == "bdd100k"
 
 
@@ -155,7 +153,7 @@ BAD_CASES = {
     "inverted_box_y": ({"name": "bad.jpg", "labels": [lab("car", box(0, 50, 10, 10), "7")]}, "x2 < x1 or y2 < y1"),
     "non_finite": ({"name": "bad.jpg", "labels": [lab("car", box(0, 0, float("nan"), 10), "7")]}, "NaN"),
     "non_finite_inf": ({"name": "bad.jpg", "labels": [lab("car", box(0, 0, float("inf"), 10), "7")]}, "infinite"),
-    "non_finite_big": ({"name": "bad.jpg", "labels": [lab("car", box(0, 0, 10**400, 10), "7")]}, "beyond float32"),
+    "non_finite_big": ({"name": "bad.jpg", "labels": [lab("car", box(0, 0, 10**400, 10), "7")]}, "too large"),
     "unknown_category": (
         {"name": "bad.jpg", "labels": [lab("spaceship", box(0, 0, 1, 1), "7")]}, "unknown category 'spaceship'"
     ),
@@ -167,6 +165,15 @@ BAD_CASES = {
     "empty_name": ({"name": "", "labels": []}, "no image name"),
     "frame_not_object": (["bad.jpg"], "frame is a JSON array"),
     "duplicate_name": ({"name": "good.jpg", "labels": []}, "appears again"),
+    "image_outside_root": ({"name": "/etc/passwd", "labels": []}, "is an absolute path"),
+    "image_outside_root_dotdot": ({"name": "../../etc/passwd", "labels": []}, "has a '..' component"),
+    "box_outside_image": ({"name": "bad.jpg", "labels": [lab("car", box(0, 0, 1e30, 10), "7")]},
+                          "outside the 1280x720 image"),
+    "box_outside_image_left": ({"name": "bad.jpg", "labels": [lab("car", box(-13, 0, 10, 10), "7")]},
+                               "by more than 12.8 px horizontally"),
+    "box_outside_image_below": ({"name": "bad.jpg", "labels": [lab("car", box(0, 700, 10, 728), "7")]},
+                                "or 7.2 px vertically"),
+    "bool_coordinate": ({"name": "bad.jpg", "labels": [lab("car", box(0, 0, True, 10), "7")]}, "must be numbers"),
 }
 
 

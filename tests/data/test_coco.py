@@ -15,8 +15,10 @@ from alod.data.problems import LabelFileError, ProblemLog
 def test_real_coco128(shared_data, split, n_boxes, n_empty):
     path = shared_data / "coco128" / f"instances_{split}2017.json"
     data = json.loads(path.read_text())
-    parsed = read_coco(path)
+    log = ProblemLog(strict=True)
+    parsed = read_coco(path, problems=log)
     ix = parsed.index
+    assert log.problems == []  # no box outside its image, not even a note
     assert parsed.layout == "coco" and len(ix) == 128 and ix.num_boxes == n_boxes
     assert ix.num_classes == 80 and ix.classes[:3] == ("person", "bicycle", "car")
     assert int((np.diff(ix.offsets) == 0).sum()) == n_empty  # images without boxes are kept
@@ -33,7 +35,7 @@ def test_real_coco128(shared_data, split, n_boxes, n_empty):
         i = slot[a["image_id"]]
         boxes, labels, ignore = ix.annotations(i)
         x, y, w, h = a["bbox"]
-        np.testing.assert_array_equal(boxes[seen[i]], np.array([x, y, x + w, y + h], np.float32))
+        assert boxes[seen[i]].tolist() == [x, y, x + w, y + h]  # float64: the file's values, exactly
         assert labels[seen[i]] == label_of[a["category_id"]] and ignore[seen[i]] == bool(a["iscrowd"])
         seen[i] += 1
     assert seen == np.diff(ix.offsets).tolist()
@@ -63,7 +65,8 @@ def test_hand_written(write_json):
     assert ix.classes == ("person", "car", "toothbrush")  # ascending category id
     assert ix.names.tolist() == ["a.jpg", "b.jpg", "empty.jpg"]  # order of 'images'
     assert ix.offsets.tolist() == [0, 1, 3, 3]
-    np.testing.assert_array_equal(ix.boxes, np.array([[10.5, 20, 15.5, 26], [1, 2, 4, 6], [0, 0, 10, 10]], np.float32))
+    assert ix.boxes.dtype == np.float64
+    assert ix.boxes.tolist() == [[10.5, 20, 15.5, 26], [1, 2, 4, 6], [0, 0, 10, 10]]
     assert ix.labels.tolist() == [1, 3, 2]
     assert ix.ignore.tolist() == [True, False, False]
     assert ix.widths.tolist() == [640, 320, 100] and ix.heights.tolist() == [480, 240, 100]
@@ -110,7 +113,7 @@ def test_malformed_json_names_line_and_column(tmp_path):
 ANN_CASES = {
     # kind: (annotation replacing the first one, text in the message)
     "inverted_box": ({"id": 1, "image_id": 7, "category_id": 90, "bbox": [5, 5, -3, 4]}, "negative width or height"),
-    "non_finite": ({"id": 1, "image_id": 7, "category_id": 90, "bbox": [5, float("nan"), 3, 4]}, "NaN, infinite"),
+    "non_finite": ({"id": 1, "image_id": 7, "category_id": 90, "bbox": [5, float("nan"), 3, 4]}, "NaN or infinite"),
     "unknown_category": ({"id": 1, "image_id": 7, "category_id": 12, "bbox": [5, 5, 3, 4]}, "category_id 12 is not in"),
     "unknown_image_id": ({"id": 1, "image_id": 99, "category_id": 90, "bbox": [5, 5, 3, 4]}, "image_id 99 is not in"),
     "bad_coordinates": ({"id": 1, "image_id": 7, "category_id": 90, "bbox": [5, 5, 3]}, "bbox must be"),
@@ -140,7 +143,7 @@ def test_bad_annotation(write_json, case):
 IMAGE_CASES = {
     "missing_name": ({"id": 7, "width": 320, "height": 240}, "no file_name"),
     "duplicate_name": ({"id": 7, "file_name": "a.jpg", "width": 320, "height": 240}, "file_name 'a.jpg' appears again"),
-    "bad_record": ({"id": 7, "file_name": "b.jpg", "width": 0, "height": 240}, "positive integer width and height"),
+    "bad_record": ({"id": 7, "file_name": "b.jpg", "width": 0, "height": 240}, "integer width and height in 1.."),
 }
 
 
@@ -173,10 +176,53 @@ def test_zero_area_box_is_a_note(write_json):
         "zero_area_box", "note", 1, "b.jpg", 0, 1)
 
 
-@pytest.mark.parametrize("bbox", [[1e39, 0, 1, 1], [10**400, 0, 1, 1], [0, 0, float("inf"), 1], [3e38, 0, 3e38, 1]])
-def test_coordinates_beyond_float32_are_non_finite(write_json, bbox):
+@pytest.mark.parametrize("bbox,kind", [
+    ([1e39, 0, 1, 1], "box_outside_image"), ([3e38, 0, 3e38, 1], "box_outside_image"),
+    ([0, 0, 1e30, 1], "box_outside_image"), ([1e308, 0, 1e308, 1], "non_finite"),  # x + w overflows
+    ([10**400, 0, 1, 1], "non_finite"), ([0, 0, float("inf"), 1], "non_finite"),
+])
+def test_huge_or_infinite_coordinates(write_json, bbox, kind):
     data = coco()
     data["annotations"][0]["bbox"] = bbox
     log = ProblemLog(strict=False)
     ix = read_coco(write_json(data), problems=log).index
-    assert log.counts() == {"non_finite": 1} and ix.num_boxes == 2
+    assert log.counts() == {kind: 1} and ix.num_boxes == 2
+
+
+def test_boxes_are_checked_against_their_image_record_size(write_json):
+    data = coco()  # b.jpg is 320x240: slack 3.2 px horizontally, 2.4 px vertically
+    data["annotations"][0]["bbox"] = [318, 230, 5, 12]  # to 323 x 242: a little out -> clipped
+    data["annotations"][2]["bbox"] = [300, 0, 30, 10]  # to 330: 10 px out -> refused
+    log = ProblemLog(strict=False)
+    ix = read_coco(write_json(data), problems=log).index
+    assert log.counts() == {"box_clipped": 1, "box_outside_image": 1}
+    clipped, outside = log.problems
+    assert (clipped.severity, clipped.skipped, clipped.label_id) == ("note", "nothing", 1)
+    assert (outside.severity, outside.skipped, outside.label_id, outside.name) == ("error", "box", 3, "b.jpg")
+    assert "320x240" in outside.detail
+    assert ix.annotations(1)[0].tolist() == [[318.0, 230.0, 320.0, 240.0]]
+    # the same box fits the 640x480 a.jpg
+    data["annotations"][2]["image_id"] = 10
+    assert read_coco(write_json(data), problems=ProblemLog(strict=False)).index.num_boxes == 3
+
+
+@pytest.mark.parametrize("field,value,kind", [
+    ("bbox", [1, 2, True, 4], "bad_coordinates"), ("image_id", True, "unknown_image_id"),
+    ("category_id", True, "unknown_category"),
+])
+def test_json_booleans_are_not_numbers(write_json, field, value, kind):
+    data = coco()
+    data["images"][0]["id"] = data["annotations"][1]["image_id"] = 1  # true == 1 in Python: it would match
+    assert data["categories"][1]["id"] == 1
+    data["annotations"][0][field] = value
+    log = ProblemLog(strict=False)
+    read_coco(write_json(data), problems=log)
+    assert log.counts() == {kind: 1}
+
+
+def test_huge_image_size_is_a_bad_record(write_json):
+    data = coco()
+    data["images"][1]["width"] = 1e300
+    log = ProblemLog(strict=False)
+    assert read_coco(write_json(data), problems=log).index.names.tolist() == ["a.jpg", "empty.jpg"]
+    assert log.counts() == {"bad_record": 1}

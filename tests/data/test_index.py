@@ -44,7 +44,7 @@ def test_from_lists_builds_csr_arrays_with_documented_dtypes(ix):
     assert len(ix) == 4 and ix.num_boxes == 6 and ix.num_classes == 3
     np.testing.assert_array_equal(ix.offsets, [0, 2, 2, 5, 6])
     assert ix.offsets.dtype == np.int64
-    assert ix.boxes.dtype == np.float32 and ix.boxes.shape == (6, 4)
+    assert ix.boxes.dtype == np.float64 and ix.boxes.shape == (6, 4)
     assert ix.labels.dtype == np.int64 and ix.ignore.dtype == bool
     assert ix.widths.dtype == np.int32 and ix.heights.dtype == np.int32
     np.testing.assert_array_equal(ix.labels, [1, 2, 3, 1, 1, 2])
@@ -104,6 +104,17 @@ def test_annotations_per_image(ix):
     np.testing.assert_array_equal(ix.annotations(3)[0], np.array([[7, 8, 9, 10.5]], np.float32))
 
 
+@pytest.mark.parametrize("name", ["/etc/passwd", "../secret.jpg", "sub/../../x.jpg", "C:/x.jpg", "a\\b.jpg", "a\x00.jpg"])
+def test_image_path_refuses_names_outside_the_root(name):
+    """Readers never let such names in; an index built by other code cannot open them either."""
+    from alod.utils import AlodError
+
+    ix = make_index(names=["b.jpg", name, "sub/c.jpg", "d.jpg"])
+    assert ix.image_path(0).as_posix() == "/data/images/b.jpg"
+    with pytest.raises(AlodError, match="refusing to open it outside the image folder"):
+        ix.image_path(1)
+
+
 def test_image_path_and_name_to_index(ix):
     assert ix.image_path(2).as_posix() == "/data/images/sub/c.jpg"
     m = ix.name_to_index()
@@ -132,7 +143,7 @@ def test_subset_keeps_order_and_moves_boxes_with_their_images(ix):
         for a, b in zip(sub.annotations(new), ix.annotations(old)):
             np.testing.assert_array_equal(a, b)
     assert sub.classes == ix.classes and sub.image_root == ix.image_root and sub.source == ix.source
-    assert sub.boxes.dtype == np.float32 and sub.offsets.dtype == np.int64
+    assert sub.boxes.dtype == np.float64 and sub.offsets.dtype == np.int64
 
 
 def test_subset_accepts_numpy_indices_and_does_not_touch_the_original(ix):
@@ -182,8 +193,36 @@ def test_save_load_round_trip(ix, tmp_path):
     assert back.equals(ix)
     assert back.fingerprint() == ix.fingerprint()
     assert back.classes == CLASSES and isinstance(back.classes, tuple)
-    assert back.boxes.dtype == np.float32 and back.labels.dtype == np.int64 and back.ignore.dtype == bool
+    assert back.boxes.dtype == np.float64 and back.labels.dtype == np.int64 and back.ignore.dtype == bool
     assert back.name_to_index() == ix.name_to_index()
+
+
+def test_boxes_keep_float64_precision_through_save_and_subset(tmp_path):
+    # 937.814 is not a float32: float32 would store 937.81402587890625 (the real-frame case where
+    # an IoU of 0.8000012 became 0.7999999).
+    ix = make_index(boxes_per_image=[np.array([[937.814, 292.95, 952.664, 324.0]]), np.zeros((0, 4)),
+                                     np.zeros((0, 4)), np.zeros((0, 4))],
+                    labels_per_image=[np.array([1]), np.zeros(0), np.zeros(0), np.zeros(0)], ignore_per_image=None)
+    assert ix.boxes.tolist() == [[937.814, 292.95, 952.664, 324.0]]
+    ix.save(tmp_path / "x.npz")
+    back = DetectionIndex.load(tmp_path / "x.npz")
+    assert back.boxes.tolist() == [[937.814, 292.95, 952.664, 324.0]] and back.subset([0]).boxes.dtype == np.float64
+
+
+def test_float32_boxes_are_widened(ix, tmp_path):
+    """An index built or saved with float32 boxes (before float64) still loads, widened exactly."""
+    f32 = dataclasses.replace(ix, boxes=ix.boxes.astype(np.float32))
+    assert f32.boxes.dtype == np.float64 and f32.equals(ix)
+    np.savez(tmp_path / "old.npz", **{**{k: v for k, v in np.load(_saved(ix, tmp_path)).items()},
+                                      "boxes": ix.boxes.astype(np.float32)})
+    old = DetectionIndex.load(tmp_path / "old.npz")
+    assert old.boxes.dtype == np.float64 and old.equals(ix)
+
+
+def _saved(ix, tmp_path):
+    path = tmp_path / "new.npz"
+    ix.save(path)
+    return path
 
 
 def test_save_load_empty_index(tmp_path):

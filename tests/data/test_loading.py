@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -237,3 +238,246 @@ def test_strict_failure_writes_no_cache(tmp_path, write_json):
     with pytest.raises(LabelFileError):
         load_index(labels=write_json(frames(["a.jpg"], bad_at=0)), cache_dir=cache, log=Log())
     assert not list(cache.glob("index-*")) if cache.exists() else True
+
+
+# ----------------------------------------------------------------------------- hostile image names
+HOSTILE = ["/etc/passwd", "../../../../etc/passwd", "sub/../../outside.jpg", "a\x00.jpg", "C:\\x.jpg", "D:/x.jpg"]
+
+
+def _good_image(root, shared_data, name="good.jpg"):
+    src = sorted((shared_data / "bdd100k_val50" / "images").iterdir())[0]
+    shutil.copyfile(src, root / name)
+    return name
+
+
+@pytest.mark.parametrize("bad", HOSTILE)
+@pytest.mark.parametrize("fmt", ["bdd100k", "bdd100k_2018", "coco"])
+def test_names_outside_the_image_root_are_refused(tmp_path, shared_data, write_json, bad, fmt):
+    root = tmp_path / "images"
+    root.mkdir()
+    (tmp_path / "outside.jpg").write_bytes(b"secret")  # what sub/../../outside.jpg would reach
+    good = _good_image(root, shared_data)
+    if fmt == "coco":
+        labels = write_json({"images": [{"id": 1, "file_name": good, "width": 1280, "height": 720},
+                                        {"id": 2, "file_name": bad, "width": 1280, "height": 720}],
+                             "annotations": [{"id": 8, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]},
+                                             {"id": 9, "image_id": 2, "category_id": 1, "bbox": [1, 1, 5, 5]}],
+                             "categories": [{"id": 1, "name": "car"}]})
+    else:
+        cat = "person" if fmt == "bdd100k_2018" else "pedestrian"
+        box = {"x1": 1, "y1": 1, "x2": 5, "y2": 5}
+        labels = write_json([{"name": good, "labels": [{"id": "0", "category": cat, "box2d": box}]},
+                             {"name": bad, "labels": [{"id": "1", "category": cat, "box2d": box}]}])
+    with pytest.raises(LabelFileError) as err:
+        load_index(labels=labels, image_root=root, fmt=fmt, log=Log())
+    msg = str(err.value)
+    assert str(labels) in msg and "frame 1" in msg and repr(bad) in msg and "data.strict: false" in msg
+
+    out = tmp_path / "problems.jsonl"
+    for image_root in (root, None):  # names are refused with or without image checks
+        ix = load_index(labels=labels, image_root=image_root, fmt=fmt, strict=False, problems_path=out, log=Log())
+        assert ix.names.tolist() == [good] and ix.num_boxes == 1  # the bad frame's box went with it
+        [p] = [json.loads(line) for line in out.read_text().splitlines()]
+        assert (p["kind"], p["frame"], p["name"], p["skipped"]) == ("image_outside_root", 1, bad, "frame")
+
+
+def test_load_index_confines_names_from_a_reader_that_does_not(monkeypatch, tmp_path, shared_data):
+    """A registered format whose reader forgets the name check still cannot open files outside."""
+    from alod.data.common import LabelFormat, ParsedLabels
+    from alod.data.readers import LABEL_FORMATS
+
+    import numpy as np
+
+    def read_names(path, *, image_root="", image_size=None, problems=None):
+        names = json.loads(open(path).read())["names"]
+        ix = DetectionIndex.from_lists(image_root=image_root, names=names, widths=[1] * len(names),
+                                       heights=[1] * len(names), boxes_per_image=[np.zeros((0, 4))] * len(names),
+                                       labels_per_image=[np.zeros(0)] * len(names), classes=("x",))
+        return ParsedLabels(index=ix, frame_index=np.arange(len(names)), num_frames=len(names), layout="names")
+
+    monkeypatch.setitem(LABEL_FORMATS, "names", LabelFormat(name="names", family="names", read=read_names))
+    root = tmp_path / "images"
+    root.mkdir()
+    good = _good_image(root, shared_data)
+    labels = tmp_path / "names.json"
+    labels.write_text(json.dumps({"names": [good, "/etc/passwd", "../names.json", "a\u0000b"]}))
+    with pytest.raises(LabelFileError, match="'/etc/passwd' is an absolute path"):
+        load_index(labels=labels, image_root=root, fmt="names", log=Log())
+    log = Log()
+    ix = load_index(labels=labels, image_root=root, fmt="names", strict=False, log=log)
+    assert ix.names.tolist() == [good] and "  image_outside_root: 3 -- " in log.text()
+
+
+def test_symlinked_layout_loads(tmp_path, shared_data):
+    """The layout tests/test_bdd100k_config.py builds: every image a symlink to a file outside the
+    image folder (the user's own choice of layout, so it is followed)."""
+    src = shared_data / "bdd100k_val50"
+    img_dir = tmp_path / "bdd100k" / "images" / "100k" / "val"
+    img_dir.mkdir(parents=True)
+    for p in (src / "images").iterdir():
+        os.symlink(p, img_dir / p.name)
+    log = Log()
+    ix = load_index(labels=src / "det_val50.json", image_root=img_dir, verify_images=True, log=log)
+    assert len(ix) == 50 and "problem" not in log.text()
+    with pytest.raises(LabelFileError, match="outside the image folder"):
+        load_index(labels=src / "det_val50.json", image_root=img_dir, follow_symlinks=False, log=Log())
+
+
+def test_a_folder_named_as_image_is_unreadable(tmp_path, shared_data, write_json):
+    root = tmp_path / "images"
+    (root / "dir.jpg").mkdir(parents=True)
+    good = _good_image(root, shared_data)
+    labels = write_json([{"name": good}, {"name": "dir.jpg"}])
+    with pytest.raises(LabelFileError, match="is a folder"):
+        load_index(labels=labels, image_root=root, log=Log())
+
+
+# ----------------------------------------------------------------------------- boxes vs image size
+def test_box_outside_the_image_size(write_json, tmp_path):
+    data = frames(["a.jpg", "b.jpg"])
+    data[1]["labels"].append({"id": "far", "category": "car", "box2d": {"x1": 1500, "y1": 10, "x2": 1900, "y2": 90}})
+    data[1]["labels"].append({"id": "near", "category": "car", "box2d": {"x1": -3, "y1": 10, "x2": 40, "y2": 725}})
+    labels = write_json(data)
+    with pytest.raises(LabelFileError) as err:
+        load_index(labels=labels, log=Log())
+    msg = str(err.value)
+    assert "frame 1 ('b.jpg'), label 2 (id 'far')" in msg and "outside the 1280x720 image" in msg
+    assert "data.image_size" in msg  # the likely cause: frames of another size
+    # A bigger image_size accepts it.
+    assert load_index(labels=labels, image_size=(1920, 1080), log=Log()).num_boxes == 6
+
+    log, out = Log(), tmp_path / "p.jsonl"
+    ix = load_index(labels=labels, strict=False, problems_path=out, log=log)
+    assert ix.num_boxes == 5 and ix.boxes[-1].tolist() == [0.0, 10.0, 40.0, 720.0]  # clipped, kept
+    assert [(p["kind"], p["label_id"], p["severity"], p["skipped"]) for p in map(json.loads, out.read_text().splitlines())] == [
+        ("box_outside_image", "far", "error", "box"), ("box_clipped", "near", "note", "nothing")]
+    assert any(line.startswith("  box_clipped: 1") and line.endswith("kept") for line in log)
+
+
+def test_clipped_boxes_do_not_fail_strict_mode(write_json):
+    data = frames(["a.jpg"])
+    data[0]["labels"].append({"id": "n", "category": "car", "box2d": {"x1": 1270, "y1": 700, "x2": 1285, "y2": 721}})
+    log = Log()
+    ix = load_index(labels=write_json(data), log=log)
+    assert ix.boxes[-1].tolist() == [1270.0, 700.0, 1280.0, 720.0]
+    assert "box_clipped: 1" in log.text() and "skipped 0 box(es) and 0 frame(s)" in log.text()
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_real_coco_has_no_problem(shared_data, tmp_path, split):
+    d = shared_data / "coco128"
+    out = tmp_path / "p.jsonl"
+    ix = load_index(labels=d / f"instances_{split}2017.json", image_root=d / "images" / f"{split}2017",
+                    verify_images=True, problems_path=out, log=Log())
+    assert len(ix) == 128 and out.read_text() == ""
+
+
+def test_real_bdd_has_no_problem_and_float64_boxes(shared_data, tmp_path):
+    d = shared_data / "bdd100k_val50"
+    out = tmp_path / "p.jsonl"
+    ix = load_index(labels=d / "det_val50.json", image_root=d / "images", problems_path=out, log=Log())
+    assert ix.num_boxes == 901 and out.read_text() == "" and ix.boxes.dtype.name == "float64"
+
+
+def test_reader_version_is_part_of_the_cache_key(monkeypatch, tmp_path, write_json):
+    import alod.data.loading as loading
+
+    cache = tmp_path / "cache"
+    labels = write_json(frames(["a.jpg"]))
+    load_index(labels=labels, cache_dir=cache, log=Log())
+    monkeypatch.setattr(loading, "READER_VERSION", "alod.readers/old")
+    log = Log()
+    load_index(labels=labels, cache_dir=cache, log=log)
+    assert "loaded cached" not in log.text() and len(list(cache.glob("index-*.npz"))) == 2
+
+
+# ----------------------------------------------------------------------------- verify_images
+@pytest.fixture
+def verify_set(tmp_path, shared_data):
+    """Four real frames, the third truncated (its header intact), and their det_20 labels."""
+    src = shared_data / "bdd100k_val50" / "images"
+    root = tmp_path / "images"
+    root.mkdir()
+    names = sorted(p.name for p in src.iterdir())[:4]
+    for n in names:
+        shutil.copyfile(src / n, root / n)
+    data = (root / names[2]).read_bytes()
+    (root / names[2]).write_bytes(data[: len(data) // 2])
+    labels = tmp_path / "det_val.json"
+    labels.write_text(json.dumps(frames(names)))
+    return labels, root, names
+
+
+class CountingDecode:
+    def __init__(self, monkeypatch):
+        import alod.data.loading as loading
+
+        self.paths = []
+        real = loading.decode_check
+
+        def decode(path):
+            self.paths.append(os.path.basename(path))
+            return real(path)
+
+        monkeypatch.setattr(loading, "decode_check", decode)
+
+
+def test_verify_strict_names_the_image_and_the_way_out(verify_set):
+    labels, root, names = verify_set
+    with pytest.raises(LabelFileError) as err:
+        load_index(labels=labels, image_root=root, verify_images=True, log=Log())
+    msg = str(err.value)
+    assert f"frame 2 ('{names[2]}')" in msg and str(root / names[2]) in msg and "truncated" in msg
+    assert "data.strict: false" in msg and str(labels) in msg
+
+
+def test_verify_skip_mode_lists_the_bad_image(verify_set, tmp_path):
+    labels, root, names = verify_set
+    out = tmp_path / "p.jsonl"
+    ix = load_index(labels=labels, image_root=root, verify_images=True, strict=False, problems_path=out, log=Log())
+    assert ix.names.tolist() == [names[0], names[1], names[3]]
+    [p] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (p["kind"], p["name"], p["skipped"]) == ("unreadable_image", names[2], "frame")
+
+
+def test_verify_results_are_cached_by_size_and_mtime(verify_set, tmp_path, monkeypatch, capsys):
+    labels, root, names = verify_set
+    cache = tmp_path / "cache"
+    counter = CountingDecode(monkeypatch)
+    log = Log()
+    load_index(labels=labels, image_root=root, verify_images=True, strict=False, cache_dir=cache,
+               progress=True, log=log)
+    assert sorted(counter.paths) == sorted(names) and "decoded 4 image(s)" in log.text()
+    assert "verifying images" in capsys.readouterr().err  # the progress bar
+    [checks] = cache.glob("images-*.json")
+    assert json.loads(checks.read_text())["images"][names[2]][2] is not None
+
+    counter.paths.clear()
+    log = Log()
+    ix = load_index(labels=labels, image_root=root, verify_images=True, strict=False, cache_dir=cache, log=log)
+    assert counter.paths == [] and "all 4 image(s) unchanged" in log.text()
+    assert len(ix) == 3 and "unreadable_image: 1" in log.text()  # the cached failure is still reported
+    with pytest.raises(LabelFileError, match="truncated"):  # and still fails strict mode, without decoding
+        load_index(labels=labels, image_root=root, verify_images=True, cache_dir=cache, log=Log())
+    assert counter.paths == []
+
+    # repair the truncated file (new size and mtime) and touch another one (new mtime only)
+    shutil.copyfile(shared_data_image(labels, names[2]), root / names[2])
+    st = os.stat(root / names[0])
+    os.utime(root / names[0], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    ix = load_index(labels=labels, image_root=root, verify_images=True, cache_dir=cache, log=Log())
+    assert sorted(counter.paths) == sorted([names[0], names[2]]) and len(ix) == 4
+
+
+def shared_data_image(labels, name):
+    from alod_testing import SHARED_DATA
+
+    return SHARED_DATA / "bdd100k_val50" / "images" / name
+
+
+def test_verify_without_cache_dir_decodes_every_time(verify_set, monkeypatch):
+    labels, root, names = verify_set
+    counter = CountingDecode(monkeypatch)
+    for _ in range(2):
+        load_index(labels=labels, image_root=root, verify_images=True, strict=False, log=Log())
+    assert len(counter.paths) == 8

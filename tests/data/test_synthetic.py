@@ -67,3 +67,17 @@ def test_existing_dataset_is_reused_and_interrupted_one_redone(tmp_path):
     (root / "alod_synthetic.json").unlink()  # as if killed before the spec file was written
     generate_dataset(root, SPEC, progress=False)
     assert (root / "alod_synthetic.json").is_file()
+
+
+def test_generated_boxes_load_without_any_problem(tmp_path):
+    """The generator clips its boxes to the scene, so the reader (which checks boxes against the
+    scene size) finds nothing to say: no error, no note, and every image decodes."""
+    spec = SyntheticConfig(seed=1, num_train=30, num_val=4)  # the demo's 320x192 scenes
+    root = generate_dataset(tmp_path / "d", spec, progress=False)
+    out = tmp_path / "problems.jsonl"
+    for split in ("train", "val"):
+        ix = load_index(labels=root / f"labels/det_20/det_{split}.json", image_root=root / f"images/100k/{split}",
+                        image_size=(spec.width, spec.height), verify_images=True, problems_path=out,
+                        log=lambda *_: None)
+        assert len(ix) == (30 if split == "train" else 4) and out.read_text() == ""
+        assert ix.boxes[:, 2].max() <= spec.width and ix.boxes[:, 3].max() <= spec.height
