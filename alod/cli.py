@@ -6,6 +6,8 @@
     alod cycles    ...        = python main_sample.py ...
     alod compare --strategies entropy,random --modes precomputed,adaptive --seeds 0,1,2
     alod evaluate --gt ... --pred ... --out metrics.json
+    alod export --cycle N --format labelme [--preannotate]    a cycle's images for annotators
+    alod import --cycle N PATH                                 their labels back (cycles.oracle: human)
 
 Each subcommand is a ``(configure_parser, run)`` pair in :data:`COMMANDS`; a stage script is the
 same pair under the script's own name (:func:`script_main`).
@@ -152,6 +154,76 @@ def _evaluate(args) -> int:
     return evaluate.run(args)
 
 
+# ------------------------------------------------------------------------------ export / import
+def _format_names() -> list[str]:
+    from alod.annotate.core import format_names
+
+    return format_names()
+
+
+def _command(name: str, args, *rest: str, raw: str = "") -> str:
+    """``alod <name>`` with the config and overrides this command was given, then ``rest`` (quoted)
+    and ``raw`` (a placeholder, unquoted)."""
+    import shlex
+
+    parts = ["alod", name, "--config", args.config]
+    for o in args.overrides:
+        parts += ["--set", o]
+    return " ".join(shlex.quote(p) for p in [*parts, *rest]) + (f" {raw}" if raw else "")
+
+
+def _export_parser(p: argparse.ArgumentParser) -> None:
+    p.description = ("Write a cycle's selected images (cycles.oracle: human) for an annotation tool into "
+                     "runs/<run>/cycles/cycle_NN/export_<format>/, optionally with the current model's detections as "
+                     "pre-annotations; then label them and run alod import.")
+    p.add_argument("--cycle", type=int, required=True, help="a cycle the loop has selected")
+    p.add_argument("--format", dest="fmt", required=True, choices=_format_names(), help="the annotation tool's format")
+    p.add_argument("--preannotate", action="store_true",
+                   help="add the current model's detections (cycle N-1's checkpoint; cycle 1: the pretraining one)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="lowest detection score kept as a pre-annotation (default: %(default)s)")
+    p.add_argument("--copy", action="store_true", help="copy the images (default: symbolic links)")
+    p.add_argument("--overwrite", action="store_true", help="write over an earlier export of this cycle and format")
+    _add_config_args(p)
+
+
+def _export(args) -> None:
+    from alod.stages.annotation import run_export
+
+    out = run_export(_load(args), cycle=args.cycle, fmt=args.fmt, preannotate=args.preannotate,
+                     threshold=args.threshold, copy_images=args.copy, overwrite=args.overwrite,
+                     progress=not args.no_progress)
+    path = out["import_path"]
+    cmd = (_command("import", args, "--cycle", str(args.cycle), path) if not path.startswith("<")
+           else _command("import", args, "--cycle", str(args.cycle), raw=path))
+    print(f"after labeling: {cmd}")
+
+
+def _import_parser(p: argparse.ArgumentParser) -> None:
+    p.description = ("Bring a cycle's labels back from an annotation tool (cycles.oracle: human): problems are printed "
+                     "and written to runs/<run>/cycles/cycle_NN/import_problems.jsonl, the labels stored in "
+                     "cycle_NN/labels.npz; then rerun main_sample.py. The same file twice changes nothing; a "
+                     "different one replaces the previous import until the cycle's label step has run.")
+    p.add_argument("path", help="the file (or LabelMe folder, CVAT zip) the annotation tool wrote")
+    p.add_argument("--cycle", type=int, required=True, help="the cycle the labels are for")
+    p.add_argument("--format", dest="fmt", default="auto", choices=["auto", *_format_names()],
+                   help="the file's format (default: detected from its content)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="accept a file that misses some of the cycle's images; they go back to the unlabeled pool")
+    _add_config_args(p)
+
+
+def _import(args) -> None:
+    from alod.stages.annotation import run_import
+
+    run_import(_load(args), cycle=args.cycle, path=args.path, fmt=args.fmt, allow_partial=args.allow_partial,
+               progress=not args.no_progress)
+    import shlex
+
+    overrides = "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
+    print(f"next: python main_sample.py --config {shlex.quote(args.config)}{overrides}")
+
+
 #: name -> (help, configure_parser, run)
 COMMANDS = {
     "demo": ("run all three stages on the built-in dataset", _demo_parser, _demo),
@@ -160,6 +232,8 @@ COMMANDS = {
     "cycles": ("stage 3: run the active-learning cycles (= main_sample.py)", _cycles_parser, _cycles),
     "compare": ("strategies against random over seeds: report and curves", _compare_parser, _compare),
     "evaluate": ("mAP of predictions against ground truth (BDD100K or COCO files)", _evaluate_parser, _evaluate),
+    "export": ("a cycle's images for annotators (LabelMe, CVAT, COCO, Label Studio)", _export_parser, _export),
+    "import": ("annotators' labels of a cycle back (cycles.oracle: human)", _import_parser, _import),
 }
 
 

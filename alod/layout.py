@@ -15,6 +15,10 @@ the scorer checkpoint here, not in the pretraining stage. It imports neither tor
       scores/     config.yaml <key>/{manifest.json, shard_NNNNN.npz}
       schedule.json
       cycles/     config.yaml state.json metrics.jsonl cycle_NN/{checkpoint_last.pt, metrics.json}
+                  annotate_config.yaml        the config of the last alod export / alod import
+                  cycle_NN/export_<format>/   a cycle's images for annotators (alod export)
+                  cycle_NN/export_<format>.json   what that export held (images, checkpoint, threshold)
+                  cycle_NN/{labels.npz, labels.json, import_problems.jsonl}   alod import (human oracle)
       compare/    report.json report.md curves.png runs.json timings.json (alod compare)
     tensor_logs/<run>/            per-cycle scalars and images; pretrain/ and cycle_NN/ sub-runs
 
@@ -28,8 +32,8 @@ from pathlib import Path
 #: The checkpoint :func:`alod.engine.fit` writes after every epoch, in its ``ckpt_dir``.
 CHECKPOINT_LAST = "checkpoint_last.pt"
 
-#: Stage names, as the ``alod`` subcommands spell them.
-STAGES = ("pretrain", "batches", "cycles")
+#: Stage names, as the ``alod`` subcommands spell them (``annotate``: ``alod export`` and ``alod import``).
+STAGES = ("pretrain", "batches", "cycles", "annotate")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class RunLayout:
     # ------------------------------------------------------------------------------ shared by stages
     def stage_config(self, stage: str) -> Path:
         """Where ``stage`` (one of :data:`STAGES`) writes the resolved config it ran with."""
+        if stage == "annotate":  # beside the cycles' own config.yaml, which it must not replace
+            return self.cycles_dir / "annotate_config.yaml"
         folders = {"pretrain": self.pretrain_dir, "batches": self.scores_dir, "cycles": self.cycles_dir}
         if stage not in folders:
             raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
@@ -130,6 +136,28 @@ class RunLayout:
 
     def cycle_metrics(self, cycle: int) -> Path:
         return self.cycle_dir(cycle) / "metrics.json"
+
+    # --------------------------------------------------------- human oracle (alod export / import)
+    def cycle_export_dir(self, cycle: int, fmt: str) -> Path:
+        """The folder ``alod export --format fmt`` fills for annotators."""
+        return self.cycle_dir(cycle) / f"export_{fmt}"
+
+    def cycle_export_record(self, cycle: int, fmt: str) -> Path:
+        """What that export held (images, pre-annotation checkpoint, threshold); outside the folder
+        annotators get, so that no tool mistakes it for one of its files."""
+        return self.cycle_dir(cycle) / f"export_{fmt}.json"
+
+    def cycle_labels(self, cycle: int) -> Path:
+        """The imported labels (a :class:`alod.data.index.DetectionIndex` ``.npz``)."""
+        return self.cycle_dir(cycle) / "labels.npz"
+
+    def cycle_labels_record(self, cycle: int) -> Path:
+        """What was imported: tool, file, sha256, images labeled and returned, problem counts."""
+        return self.cycle_dir(cycle) / "labels.json"
+
+    def cycle_import_problems(self, cycle: int) -> Path:
+        """Every problem of the last ``alod import`` of the cycle, one JSON object a line."""
+        return self.cycle_dir(cycle) / "import_problems.jsonl"
 
     @property
     def cycles_tb(self) -> Path:

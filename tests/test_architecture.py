@@ -31,8 +31,8 @@ def _module(path: Path) -> str:
     return ".".join(path.relative_to(ALOD.parent).with_suffix("").parts)
 
 
-def test_the_three_stages_exist():
-    assert STAGES == ["cycles", "pretrain", "scoring"]
+def test_the_stages_exist():
+    assert STAGES == ["annotation", "cycles", "pretrain", "scoring"]
 
 
 def test_no_stage_imports_another_stage():

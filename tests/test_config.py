@@ -73,7 +73,7 @@ def test_selector_and_oracle_are_checked_at_load():
     assert (cfg.cycles.selector, cfg.cycles.oracle) == ("precomputed", "simulated")
     with pytest.raises(AlodError, match=r"cycles.selector: unknown selector 'adaptiv'; choose one of adaptive, precomputed"):
         load_config(None, ["cycles.selector=adaptiv"])
-    with pytest.raises(AlodError, match=r"cycles.oracle: unknown oracle 'humans'; choose one of simulated"):
+    with pytest.raises(AlodError, match=r"cycles.oracle: unknown oracle 'humans'; choose one of human, simulated"):
         load_config(None, ["cycles.oracle=humans"])
 
 

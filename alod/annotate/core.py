@@ -226,14 +226,13 @@ _FORMAT_MODULES = {
 
 
 def _load_formats() -> dict[str, AnnotationFormat]:
+    """Every registered format. A module that is missing or defines no ``FORMAT`` is an error (a
+    broken install), not a format silently left out of ``--format``'s choices."""
     out = {}
     for name, module in _FORMAT_MODULES.items():
-        try:
-            fmt = importlib.import_module(module).FORMAT
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue  # not written yet
+        fmt = getattr(importlib.import_module(module), "FORMAT", None)
+        if not isinstance(fmt, AnnotationFormat) or fmt.name != name:
+            raise RuntimeError(f"{module} must define FORMAT, an AnnotationFormat named {name!r}")
         out[name] = fmt
     return out
 

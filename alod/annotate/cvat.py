@@ -25,9 +25,9 @@ nothing is extracted), or a folder holding ``annotations.xml``:
 * ``<polygon>``, ``<polyline>``, ``<points>``, ``<ellipse>``, ``<cuboid>``, ``<mask>``,
   ``<skeleton>``, image-level ``<tag>`` and anything else inside an ``<image>``: ``not_a_box``.
 * ``<image name>`` is matched to an exported name as in LabelMe (see
-  :class:`alod.annotate.labelme.NameMatcher`): the name itself, or the one exported name it ends
-  with (or that ends with it) at a folder boundary, e.g. ``images/cam1/a.jpg`` or ``a.jpg`` for
-  ``cam1/a.jpg``. ``width``/``height`` that differ from the exported size: ``image_not_asked_for``.
+  :meth:`alod.annotate.files.NameMatcher.suffix_matches`): the name itself, or the one exported
+  name it ends with (or that ends with it) at a folder boundary, e.g. ``images/cam1/a.jpg`` or
+  ``a.jpg`` for ``cam1/a.jpg``. ``width``/``height`` that differ from the exported size: ``image_not_asked_for``.
 * **Project-level exports** repeat ``<image>`` entries (same ``id`` and ``name``) once per subset
   (``annotation_samples/cvat/annotations.xml``). ``subset`` is not part of a dataset image's name,
   so the first entry of a name is taken and every later one is a ``duplicate_image`` problem whose
@@ -57,12 +57,12 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 from alod.annotate.core import AnnotationFormat, ExportTask, ImportBuilder, ImportResult
-from alod.annotate.labelme import NameMatcher, check_export_labels, check_export_names, open_image, place_image
+from alod.annotate.files import (IMAGES_DIR, NameMatcher, check_export_labels, check_export_names, open_image,
+                                 place_image)
 from alod.utils import AlodError, atomic_write_text
 
 XML_NAME = "annotations.xml"
 LABELS_NAME = "labels.json"
-IMAGES_DIR = "images"
 #: the largest annotations.xml read (also inside a zip, where the size is the uncompressed one).
 MAX_XML_BYTES = 512 << 20
 
@@ -237,7 +237,7 @@ def read(path: str | Path, task: ExportTask) -> ImportResult:
     data, file = _read_bytes(Path(path))
     root = _parse(data, file)
     builder = ImportBuilder(task, file, "cvat")
-    matcher = NameMatcher(task)
+    matcher = NameMatcher.for_task(task)
     for el in root:
         if el.tag in ("version", "meta"):
             continue

@@ -1,20 +1,34 @@
-"""What the JSON formats (COCO, Label Studio) share beyond :mod:`alod.annotate.core`.
+"""What the four annotation formats share beyond :mod:`alod.annotate.core` (one module for all).
 
-Reading a JSON file with an error that names the file and what was expected; checking an
-:class:`~alod.annotate.core.ExportTask` before anything is written; placing the images into an export
-folder under their dataset names; and matching the image reference a tool wrote (a URL, a path
-relative to wherever the tool found the image, a name the tool renamed on upload) to an exported
-image name. None of this reads an image: imports only ever open the annotation file they are given.
+* **Reading**: a JSON file with an error that names the file and what was expected
+  (:func:`read_json`); JSON values as numbers, ids and coordinates (:func:`is_number`,
+  :func:`is_id`, :func:`as_coordinate`).
+* **Image names**: checking an export's names before anything is written, and finding the exported
+  image a tool's reference means. Two rules, each kept exactly as its formats were tested with:
+
+  - COCO and Label Studio (references that may be URLs, upload-renamed files, paths relative to
+    wherever the tool found the image): :func:`ref_segments`, :func:`is_safe_relative`,
+    :meth:`NameMatcher.match` (same file name, most trailing folders in agreement, Label Studio's
+    ``<8 hex>-`` upload prefix removed if needed), :func:`export_rows`.
+  - LabelMe and CVAT (names relative to an image folder, possibly one level above or below the
+    export): :func:`normalise_name`, :func:`is_unsafe_name`, :meth:`NameMatcher.suffix_matches`
+    (the exported name it ends with, or that ends with it, at a folder boundary),
+    :func:`open_image`, :func:`check_export_names`, :func:`check_export_labels`.
+* **Placing images** into an export folder under their dataset names, as copies or symlinks
+  (:func:`place_image`, :func:`place_images`).
+
+None of this reads an image: imports only ever open the annotation file they are given.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import posixpath
 import re
 import shutil
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +42,8 @@ IMAGES_DIR = "images"
 
 # Label Studio stores an uploaded file as "<8 hex digits>-<original name>".
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-(?=.)")
+# A Windows drive letter at the start of a name ("C:...").
+_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 def read_json(path: Path, expected: str):
@@ -93,25 +109,38 @@ def is_safe_relative(name: str) -> bool:
     """Whether ``name`` is a relative path that stays inside its folder (no ``..``, not absolute,
     no drive letter, not empty)."""
     segs = ref_segments(name) if isinstance(name, str) else None
-    return bool(segs) and not name.startswith(("/", "\\")) and not re.match(r"^[A-Za-z]:", name)
+    return bool(segs) and not name.startswith(("/", "\\")) and not _DRIVE.match(name)
 
 
 class NameMatcher:
     """Finds the exported image an outside reference means.
 
-    An exact dataset name wins. Otherwise the candidates are the exported images with the
-    reference's file name (after removing Label Studio's ``<8 hex>-`` upload prefix if nothing
-    matched with it), and the one whose path agrees with the reference over the most trailing
-    folders is taken; a tie is ambiguous and matches nothing. So ``images/sub/a.jpg``,
-    ``/data/upload/3/1a2b3c4d-a.jpg`` and ``a.jpg`` all find ``sub/a.jpg`` when it is the only
-    exported ``a.jpg``.
+    Built from the exported names, or from a mapping name -> ``(width, height)`` (then
+    :attr:`sizes` holds it; :func:`open_image` needs it), e.g. :meth:`for_task`.
+
+    :meth:`match` (COCO, Label Studio): an exact dataset name wins. Otherwise the candidates are the
+    exported images with the reference's file name (after removing Label Studio's ``<8 hex>-``
+    upload prefix if nothing matched with it), and the one whose path agrees with the reference over
+    the most trailing folders is taken; a tie is ambiguous and matches nothing. So
+    ``images/sub/a.jpg``, ``/data/upload/3/1a2b3c4d-a.jpg`` and ``a.jpg`` all find ``sub/a.jpg``
+    when it is the only exported ``a.jpg``.
+
+    :meth:`suffix_matches` (LabelMe, CVAT): the exported name itself; else every exported name that
+    the tool's name ends with, or that ends with the tool's name, at a ``/`` boundary (the images
+    were uploaded from a parent or child folder, or one by one).
     """
 
-    def __init__(self, names: Iterable[str]):
+    def __init__(self, names: Iterable[str] | Mapping[str, tuple[int, int]]):
+        self.sizes: dict[str, tuple[int, int]] | None = dict(names) if isinstance(names, Mapping) else None
         self._names = set(names)
         self._by_file = defaultdict(list)
         for n in self._names:
             self._by_file[n.rsplit("/", 1)[-1]].append(n)
+
+    @classmethod
+    def for_task(cls, task: ExportTask) -> NameMatcher:
+        """A matcher over ``task``'s images, with their ``(width, height)`` in :attr:`sizes`."""
+        return cls({im.name: (im.width, im.height) for im in task.images})
 
     def match(self, segments: list[str]) -> tuple[str | None, str]:
         """``(name, "")`` or ``(None, why)`` for the reference split into ``segments``."""
@@ -139,6 +168,123 @@ class NameMatcher:
                               "name the image by its full dataset name")
         return None, "no exported image has this file name"
 
+    def suffix_matches(self, norm: str) -> list[str]:
+        """The candidates for the normalised name ``norm``: one is a match, none means the image was
+        not exported, several are ambiguous."""
+        if norm in self._names:
+            return [norm]
+        return sorted(n for n in self._by_file.get(posixpath.basename(norm), [])
+                      if norm.endswith("/" + n) or n.endswith("/" + norm))
+
+
+def normalise_name(raw: str) -> str:
+    """A name as a tool wrote it, ``/``-separated and normalised (``a\\b/./c`` -> ``a/b/c``)."""
+    return posixpath.normpath(raw.replace("\\", "/"))
+
+
+def is_unsafe_name(norm: str) -> bool:
+    """Whether a normalised name is absolute (``/``, ``//host``, ``C:``) or leaves its folder."""
+    return (not norm or norm == ".." or norm.startswith(("/", "../")) or bool(_DRIVE.match(norm))
+            or "\x00" in norm)
+
+
+def open_image(builder, matcher: NameMatcher, raw, where: str, *,
+               folder: str = "", size: tuple | None = None) -> str | None:
+    """Resolve a tool's image name (LabelMe, CVAT) and open it in ``builder`` (an
+    :class:`~alod.annotate.core.ImportBuilder`); the dataset name, or ``None`` (with the problem
+    recorded) when the image is skipped.
+
+    Args:
+        matcher: built with sizes (:meth:`NameMatcher.for_task`).
+        raw: the name as the file has it.
+        folder: ``/``-separated folder the name is relative to (LabelMe: the JSON's folder under
+            the folder imported), ``""`` for none.
+        size: ``(width, height)`` the file declares, checked against the exported size when given.
+    """
+    if not isinstance(raw, str) or not raw:
+        builder.problem(where, "not_this_format", f"the image name is {raw!r}, not a file name; skipped")
+        return None
+    norm = normalise_name(raw)
+    full = normalise_name(posixpath.join(folder, norm)) if folder else norm
+    if norm.startswith("/") or _DRIVE.match(norm) or is_unsafe_name(full):
+        builder.problem(where, "unsafe_image_name",
+                        f"image name {raw!r} is absolute or leaves the folder imported; skipped")
+        return None
+    found = matcher.suffix_matches(full)
+    if len(found) > 1:
+        builder.problem(where, "image_not_asked_for",
+                        f"{raw!r} could be any of the exported images {found}; keep the export's folder layout; "
+                        "skipped")
+        return None
+    name = found[0] if found else full
+    if found and size is not None and tuple(size) != matcher.sizes[name]:
+        want = matcher.sizes[name]
+        builder.problem(where, "image_not_asked_for",
+                        f"the file says {raw!r} is {size[0]}x{size[1]} but the exported {name!r} is "
+                        f"{want[0]}x{want[1]}: another image was annotated; skipped")
+        return None
+    return name if builder.image(name, where) else None
+
+
+def as_coordinate(v):
+    """A JSON coordinate for :meth:`ImportBuilder.box`: an integer as a float (``inf`` when too large
+    for one, so it is reported as degenerate instead of overflowing); anything else unchanged, for
+    the builder to accept or reject."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        try:
+            return float(v)
+        except OverflowError:
+            return float("inf")
+    return v
+
+
+# ------------------------------------------------------------------------------------- export checks
+def check_export_names(images: list[ExportImage], *, extra_forbidden: str = "") -> None:
+    """Refuse image names that cannot be written under an export folder and come back unchanged
+    (LabelMe, CVAT).
+
+    A name must be relative, ``/``-separated and already normal (no ``.``, ``..`` or empty
+    components, no backslash, no drive letter, no NUL); ``extra_forbidden`` is a regex character
+    class body of more characters a format cannot hold (XML control characters for CVAT).
+
+    Raises:
+        AlodError: naming the first bad image and why.
+    """
+    bad = re.compile(f"[\x00\\\\{extra_forbidden}]")
+    seen = set()
+    for im in images:
+        name = im.name
+        why = None
+        if not isinstance(name, str) or not name:
+            why = "it is empty"
+        elif bad.search(name):
+            why = "it holds a backslash or a control character, which annotation tools rewrite"
+        elif name.startswith("/") or _DRIVE.match(name):
+            why = "it is absolute"
+        elif posixpath.normpath(name) != name or any(p in ("", ".", "..") for p in name.split("/")):
+            why = "it is not a plain relative path (it has '.', '..' or empty components)"
+        elif name in seen:
+            why = "it is listed twice"
+        if why:
+            raise AlodError(f"image name {name!r} cannot be exported: {why}; rename it in the dataset")
+        seen.add(name)
+
+
+def check_export_labels(im: ExportImage, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``im``'s pre-annotations as ``float64[N, 4]``, ``int64[N]``, ``float64[N]``, checked (LabelMe,
+    CVAT: a score per box)."""
+    boxes = np.asarray(im.boxes, dtype=np.float64).reshape(-1, 4)
+    labels = np.asarray(im.labels, dtype=np.int64).reshape(-1)
+    scores = np.asarray(im.scores, dtype=np.float64).reshape(-1)
+    if not (len(boxes) == len(labels) == len(scores)):
+        raise AlodError(f"image {im.name!r}: {len(boxes)} boxes, {len(labels)} labels and {len(scores)} scores; "
+                        "they must match")
+    if not np.isfinite(boxes).all():
+        raise AlodError(f"image {im.name!r}: pre-annotation boxes must be finite, got {boxes.tolist()}")
+    if len(labels) and (labels.min() < 1 or labels.max() > n_classes):
+        raise AlodError(f"image {im.name!r}: labels must lie in 1..{n_classes}, got {labels.tolist()}")
+    return boxes, labels, scores
+
 
 @dataclass(frozen=True)
 class ExportRow:
@@ -152,7 +298,8 @@ class ExportRow:
 
 
 def export_rows(task: ExportTask) -> list[ExportRow]:
-    """Check ``task`` before anything is written (:class:`AlodError` naming the image otherwise)."""
+    """Check ``task`` before anything is written (COCO, Label Studio; :class:`AlodError` naming the
+    image otherwise)."""
     seen = set()
     n_classes = len(task.classes)
     rows = []
@@ -190,24 +337,44 @@ def export_rows(task: ExportTask) -> list[ExportRow]:
     return rows
 
 
+def place_image(src: Path, dest: Path, *, copy: bool) -> None:
+    """Put the image ``src`` at ``dest``: a copy, or a symlink to ``src``'s absolute path.
+
+    A file or link left at ``dest`` by an earlier export is replaced (never written through: a link
+    is removed, not followed); ``dest`` being ``src`` itself (exporting into the image folder) is
+    left alone.
+
+    Raises:
+        AlodError: ``src`` is missing or ``dest`` cannot be written.
+    """
+    src = Path(src)
+    if not src.is_file():
+        raise AlodError(f"image {src} does not exist (or is not a file); cannot export it")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.is_symlink():
+            dest.unlink()
+        elif dest.exists():
+            if dest.samefile(src):
+                return
+            dest.unlink()
+        if copy:
+            shutil.copyfile(src, dest)
+        else:
+            os.symlink(src.resolve(), dest)
+    except OSError as e:
+        raise AlodError(f"cannot place image {src} at {dest}: {e}") from None
+
+
 def place_images(task: ExportTask, out_dir: Path, *, copy_images: bool) -> Path:
-    """Copy (or symlink, absolute target) every image to ``out_dir/images/<name>``; returns that
-    folder. Call after :func:`export_rows` (names checked)."""
+    """Copy (or symlink, absolute target) every image to ``out_dir/images/<name>`` (COCO, Label
+    Studio); returns that folder. Call after :func:`export_rows` (names checked). Every image is
+    checked to exist before any is placed."""
     root = Path(out_dir) / IMAGES_DIR
     missing = [str(im.path) for im in task.images if not Path(im.path).is_file()]
     if missing:
         raise AlodError(f"{len(missing)} image(s) to export not found, e.g. {missing[0]}")
     root.mkdir(parents=True, exist_ok=True)
     for im in task.images:
-        dest = root / im.name
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if dest.is_symlink() or dest.exists():
-                dest.unlink()
-            if copy_images:
-                shutil.copyfile(im.path, dest)
-            else:
-                os.symlink(Path(im.path).resolve(), dest)
-        except OSError as e:
-            raise AlodError(f"{dest}: cannot place image {im.name!r} there ({e.strerror or e})") from None
+        place_image(Path(im.path), root / im.name, copy=copy_images)
     return root

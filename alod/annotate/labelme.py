@@ -45,9 +45,9 @@ folder, a JSON that is malformed or not a labelme file is a ``not_this_format`` 
 file, and the rest are read. Problems name the JSON file they come from (``image_missing``: the
 folder imported); ``where`` is ``imagePath '...'``, ``shapes[i] 'label'`` or the file's name.
 
-The name and image-placement helpers below (:func:`check_export_names`, :func:`place_image`,
-:class:`NameMatcher`, :func:`open_image`) are what any format needs; ``cvat.py`` imports them from
-here until they move to ``core.py``.
+The name and image-placement helpers (:func:`~alod.annotate.files.check_export_names`,
+:func:`~alod.annotate.files.place_image`, :class:`~alod.annotate.files.NameMatcher`,
+:func:`~alod.annotate.files.open_image`) live in :mod:`alod.annotate.files`, shared by all four formats.
 
 **Checked against labelme's reader without installing it.** labelme (6.3.1 on PyPI) pulls in PyQt5,
 onnxruntime, scikit-image and more, so the tests check the exported JSON against the rules of its
@@ -59,13 +59,11 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-import re
-import shutil
 from pathlib import Path
 
-import numpy as np
-
-from alod.annotate.core import AnnotationFormat, ExportImage, ExportTask, ImportBuilder, ImportResult
+from alod.annotate.core import AnnotationFormat, ExportTask, ImportBuilder, ImportResult
+from alod.annotate.files import (NameMatcher, as_coordinate, check_export_labels, check_export_names, open_image,
+                                 place_image)
 from alod.utils import AlodError, atomic_write_text
 
 #: the labelme version written into exported files (any 5.x reads them).
@@ -74,166 +72,6 @@ LABELME_VERSION = "5.5.0"
 MAX_JSON_BYTES = 256 << 20
 #: how many JSON files :func:`sniff` opens in a folder before giving up.
 _SNIFF_FILES = 5
-
-_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-# ---------------------------------------------------------------------------------------------
-# Helpers every file format needs (the CVAT module uses them too; they could move to core.py).
-
-def check_export_names(images: list[ExportImage], *, extra_forbidden: str = "") -> None:
-    """Refuse image names that cannot be written under an export folder and come back unchanged.
-
-    A name must be relative, ``/``-separated and already normal (no ``.``, ``..`` or empty
-    components, no backslash, no drive letter, no NUL); ``extra_forbidden`` is a regex character
-    class body of more characters a format cannot hold (XML control characters for CVAT).
-
-    Raises:
-        AlodError: naming the first bad image and why.
-    """
-    bad = re.compile(f"[\x00\\\\{extra_forbidden}]")
-    seen = set()
-    for im in images:
-        name = im.name
-        why = None
-        if not isinstance(name, str) or not name:
-            why = "it is empty"
-        elif bad.search(name):
-            why = "it holds a backslash or a control character, which annotation tools rewrite"
-        elif name.startswith("/") or _DRIVE.match(name):
-            why = "it is absolute"
-        elif posixpath.normpath(name) != name or any(p in ("", ".", "..") for p in name.split("/")):
-            why = "it is not a plain relative path (it has '.', '..' or empty components)"
-        elif name in seen:
-            why = "it is listed twice"
-        if why:
-            raise AlodError(f"image name {name!r} cannot be exported: {why}; rename it in the dataset")
-        seen.add(name)
-
-
-def check_export_labels(im: ExportImage, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``im``'s pre-annotations as ``float64[N, 4]``, ``int64[N]``, ``float64[N]``, checked."""
-    boxes = np.asarray(im.boxes, dtype=np.float64).reshape(-1, 4)
-    labels = np.asarray(im.labels, dtype=np.int64).reshape(-1)
-    scores = np.asarray(im.scores, dtype=np.float64).reshape(-1)
-    if not (len(boxes) == len(labels) == len(scores)):
-        raise AlodError(f"image {im.name!r}: {len(boxes)} boxes, {len(labels)} labels and {len(scores)} scores; "
-                        "they must match")
-    if not np.isfinite(boxes).all():
-        raise AlodError(f"image {im.name!r}: pre-annotation boxes must be finite, got {boxes.tolist()}")
-    if len(labels) and (labels.min() < 1 or labels.max() > n_classes):
-        raise AlodError(f"image {im.name!r}: labels must lie in 1..{n_classes}, got {labels.tolist()}")
-    return boxes, labels, scores
-
-
-def place_image(src: Path, dest: Path, *, copy: bool) -> None:
-    """Put the image ``src`` at ``dest``: a copy, or a symlink to ``src``'s absolute path.
-
-    A file or link left at ``dest`` by an earlier export is replaced (never written through: a link
-    is removed, not followed); ``dest`` being ``src`` itself (exporting into the image folder) is
-    left alone.
-
-    Raises:
-        AlodError: ``src`` is missing or ``dest`` cannot be written.
-    """
-    src = Path(src)
-    if not src.is_file():
-        raise AlodError(f"image {src} does not exist (or is not a file); cannot export it")
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.is_symlink():
-            dest.unlink()
-        elif dest.exists():
-            if dest.samefile(src):
-                return
-            dest.unlink()
-        if copy:
-            shutil.copyfile(src, dest)
-        else:
-            os.symlink(src.resolve(), dest)
-    except OSError as e:
-        raise AlodError(f"cannot place image {src} at {dest}: {e}") from None
-
-
-def normalise_name(raw: str) -> str:
-    """A name as a tool wrote it, ``/``-separated and normalised (``a\\b/./c`` -> ``a/b/c``)."""
-    return posixpath.normpath(raw.replace("\\", "/"))
-
-
-def is_unsafe_name(norm: str) -> bool:
-    """Whether a normalised name is absolute (``/``, ``//host``, ``C:``) or leaves its folder."""
-    return (not norm or norm == ".." or norm.startswith(("/", "../")) or bool(_DRIVE.match(norm))
-            or "\x00" in norm)
-
-
-class NameMatcher:
-    """Finds the exported name a tool's image name stands for.
-
-    The exported name itself; else the unique exported name that the tool's name ends with, or that
-    ends with the tool's name, at a ``/`` boundary (the images were uploaded from a parent or child
-    folder, or one by one). ``match`` returns the list of candidates: one is a match, none means
-    the image was not exported, several are ambiguous.
-    """
-
-    def __init__(self, task: ExportTask):
-        self.sizes = {im.name: (im.width, im.height) for im in task.images}
-        self._by_base: dict[str, list[str]] = {}
-        for n in self.sizes:
-            self._by_base.setdefault(posixpath.basename(n), []).append(n)
-
-    def match(self, norm: str) -> list[str]:
-        if norm in self.sizes:
-            return [norm]
-        return sorted(n for n in self._by_base.get(posixpath.basename(norm), [])
-                      if norm.endswith("/" + n) or n.endswith("/" + norm))
-
-
-def open_image(builder: ImportBuilder, matcher: NameMatcher, raw, where: str, *,
-               folder: str = "", size: tuple | None = None) -> str | None:
-    """Resolve a tool's image name and open it in ``builder``; the dataset name, or ``None`` (with
-    the problem recorded) when the image is skipped.
-
-    Args:
-        raw: the name as the file has it.
-        folder: ``/``-separated folder the name is relative to (LabelMe: the JSON's folder under
-            the folder imported), ``""`` for none.
-        size: ``(width, height)`` the file declares, checked against the exported size when given.
-    """
-    if not isinstance(raw, str) or not raw:
-        builder.problem(where, "not_this_format", f"the image name is {raw!r}, not a file name; skipped")
-        return None
-    norm = normalise_name(raw)
-    full = normalise_name(posixpath.join(folder, norm)) if folder else norm
-    if norm.startswith("/") or _DRIVE.match(norm) or is_unsafe_name(full):
-        builder.problem(where, "unsafe_image_name",
-                        f"image name {raw!r} is absolute or leaves the folder imported; skipped")
-        return None
-    found = matcher.match(full)
-    if len(found) > 1:
-        builder.problem(where, "image_not_asked_for",
-                        f"{raw!r} could be any of the exported images {found}; keep the export's folder layout; "
-                        "skipped")
-        return None
-    name = found[0] if found else full
-    if found and size is not None and tuple(size) != matcher.sizes[name]:
-        want = matcher.sizes[name]
-        builder.problem(where, "image_not_asked_for",
-                        f"the file says {raw!r} is {size[0]}x{size[1]} but the exported {name!r} is "
-                        f"{want[0]}x{want[1]}: another image was annotated; skipped")
-        return None
-    return name if builder.image(name, where) else None
-
-
-def as_coordinate(v):
-    """A JSON coordinate for :meth:`ImportBuilder.box`: an integer as a float (``inf`` when too large
-    for one, so it is reported as degenerate instead of overflowing); anything else unchanged, for
-    the builder to accept or reject."""
-    if isinstance(v, int) and not isinstance(v, bool):
-        try:
-            return float(v)
-        except OverflowError:
-            return float("inf")
-    return v
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,7 +225,7 @@ def read(path: str | Path, task: ExportTask) -> ImportResult:
     """
     path = Path(path)
     builder = ImportBuilder(task, path, "labelme")
-    matcher = NameMatcher(task)
+    matcher = NameMatcher.for_task(task)
     if path.is_dir():
         root = path
         files, links = _json_files(root)

@@ -231,6 +231,8 @@ def run_cycle(run: CycleRun, n: int, n_cycles: int) -> bool:
     if step == "selected":
         if not label_step(run, n):
             run.ctx.log(f"cycle {n}: {len(run.record(n)['selected'])} images selected; waiting for their labels")
+            if run.ctx.cfg.cycles.oracle == "human":
+                run.ctx.log(_label_commands(run, n))
             return False
     rec = run.record(n)
     if rec["step"] != "evaluated":
@@ -240,6 +242,29 @@ def run_cycle(run: CycleRun, n: int, n_cycles: int) -> bool:
         model, result = train_step(run, n) if rec["step"] == "labeled" else _train(run, n)
         evaluate_step(run, n, model, result)
     return True
+
+
+def _label_commands(run: CycleRun, n: int) -> str:
+    """The exact commands that hand cycle ``n``'s images to annotators and bring their labels back.
+
+    ``--config`` is the resolved config this run wrote (``cycles/config.yaml``), so the commands work
+    whatever ``--set`` overrides the run was started with; ``--preannotate`` only when there is a
+    model to pre-annotate with (cycle ``n - 1``'s, for cycle 1 the scorer, or ``model.weights_path``).
+    """
+    import shlex
+
+    layout, cfg = run.ctx.layout, run.ctx.cfg
+    config = shlex.quote(str(layout.stage_config("cycles")))
+    model = layout.cycle_checkpoint(n - 1) if n > 1 else layout.pretrain_checkpoint
+    pre = " --preannotate" if model.is_file() or cfg.model.weights_path else ""
+    folder = shlex.quote(str(layout.cycle_export_dir(n, "labelme")))
+    return "\n".join([
+        f"cycle {n}: to label them (other tools: --format cvat, coco or labelstudio):",
+        f"  1. alod export --config {config} --cycle {n} --format labelme{pre}",
+        f"  2. label the images in the tool: labelme {folder}",
+        f"  3. alod import --config {config} --cycle {n} {folder}",
+        "  4. rerun this command: it continues from the label step",
+    ])
 
 
 # --------------------------------------------------------------------------------------- driver
