@@ -77,6 +77,10 @@ class DataConfig:
     expects the standard layout under ``root`` (``images/100k/{train,val}``,
     ``labels/det_20/det_{train,val}.json``); explicit ``*_labels`` / ``*_images`` paths override it
     (e.g. the 2018 ``bdd100k_labels_images_train.json``). ``kind: coco`` needs explicit paths.
+    ``kind: folder`` (a new project: images, no labels) lists the training images under
+    ``train_images`` (default ``root/images/train``), takes the class names from ``classes``
+    (required there, and only there) and evaluates on ``val_labels`` / ``val_images``; checked by
+    :func:`alod.data.sources.check_data_config`.
     """
 
     kind: str = "synthetic"
@@ -89,6 +93,7 @@ class DataConfig:
     image_size: tuple[int, int] = (1280, 720)  # (width, height) for BDD100K label files
     strict: bool = True  # bad label records: fail (True) or skip and report (False)
     verify_images: bool = False
+    classes: tuple[str, ...] | None = None  # kind folder only: the class names to label (non-empty, unique)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 

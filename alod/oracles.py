@@ -65,6 +65,13 @@ class SimulatedOracle:
     """Labels come from the dataset's label file (source ``"dataset"``)."""
 
     def __init__(self, *, ctx=None, train):
+        if ctx is not None:
+            from alod.data.sources import training_split_labeled
+
+            if not training_split_labeled(ctx.cfg.data):
+                raise AlodError(f"cycles.oracle=simulated reveals the dataset's labels, and data.kind="
+                                f"{ctx.cfg.data.kind} has no training labels to reveal; use cycles.oracle=human "
+                                "(alod export / alod import)")
         self.train = train
         self._pos = train.name_to_index()
 

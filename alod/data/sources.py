@@ -8,6 +8,13 @@
   ``labels/det_20/det_{split}.json``), or explicit ``{split}_labels`` / ``{split}_images``;
   ``data.format`` picks the label format, ``data.image_size`` the frame size.
 * ``coco``: explicit ``{split}_labels`` (instances JSON) and ``{split}_images``.
+* ``folder``: a new project's first day, images without labels. The training split is every image
+  file under ``train_images`` (default ``root/images/train``), listed by
+  :func:`list_image_folder`, with no boxes and the classes of ``data.classes``; the val split is a
+  labeled file (``val_labels``, any format; ``val_images``, default ``root/images/val``) whose
+  classes must equal ``data.classes``, because evaluation needs labels. Its :attr:`DataKind.labeled`
+  is false: the stages that need training labels (pretraining, the simulated oracle) consult it and
+  refuse.
 
 The label format itself (``data.format``) comes from :mod:`alod.data.readers`. Where the index
 cache and the problems file go is the caller's choice (the stages pass the run layout's
@@ -17,15 +24,29 @@ Nothing here imports torch, so :func:`check_data_config` can run while a config 
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from alod.data.index import DetectionIndex
 from alod.data.loading import load_index
+from alod.data.problems import (
+    IMAGE_OUTSIDE_ROOT,
+    UNREADABLE_IMAGE,
+    Problem,
+    ProblemLog,
+    confine_image_name,
+    stat_image_file,
+)
 from alod.data.readers import format_choices
-from alod.utils import AlodError
+from alod.utils import AlodError, atomic_write_json
 
 if TYPE_CHECKING:
     # Annotations only: alod.config calls check_data_config, so importing it here at run time
@@ -60,6 +81,10 @@ class DataKind:
             from the config section.
         generated: the data is generated into ``data.root`` by :func:`ensure_synthetic`.
         missing_labels_hint: what to tell the user when a split's label file is not there.
+        labeled: the training split has labels. ``False`` (``folder``): the training split is the
+            image folder's listing (:func:`list_image_folder`, no boxes, classes from
+            ``data.classes``), only ``val`` has a label file, and what needs training labels
+            (pretraining, the simulated oracle) refuses.
     """
 
     name: str
@@ -69,6 +94,7 @@ class DataKind:
     image_size: Callable[[DataConfig], tuple[int, int]]
     generated: bool = False
     missing_labels_hint: str = "check data.root / data.*_labels in the config"
+    labeled: bool = True
 
 
 #: ``data.kind`` -> its description. One line per kind.
@@ -78,7 +104,15 @@ DATA_KINDS: dict[str, DataKind] = {
     "bdd100k": DataKind("bdd100k", "labels/det_20/det_{split}.json", "images/100k/{split}", None,
                         _config_image_size, missing_labels_hint="see the README section on laying out BDD100K"),
     "coco": DataKind("coco", None, None, None, _config_image_size),
+    "folder": DataKind("folder", None, "images/{split}", None, _config_image_size, labeled=False,
+                       missing_labels_hint="data.kind=folder evaluates on a labeled val split: set "
+                                           "data.val_labels to its label file"),
 }
+
+#: The file name endings :func:`list_image_folder` takes for images (compared in lower case).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+#: Bump when the folder listing changes for the same files, so that old caches are not reused.
+FOLDER_INDEX_VERSION = "alod.folder-index/1"
 
 
 def get_data_kind(name: str) -> DataKind:
@@ -100,13 +134,50 @@ def check_data_config(cfg: DataConfig) -> None:
     choices = format_choices()
     if not (isinstance(cfg.format, str) and cfg.format in choices):
         raise AlodError(f"data.format must be one of {', '.join(choices)} (got {cfg.format!r})")
+    _check_classes(cfg, kind)
     for split in SPLITS:
         _split_paths(cfg, split, kind)
 
 
-def _split_paths(cfg: DataConfig, split: str, kind: DataKind) -> tuple[Path, Path]:
+def _check_classes(cfg: DataConfig, kind: DataKind) -> None:
+    classes = cfg.classes
+    if kind.labeled:
+        if classes is not None:
+            raise AlodError(f"data.classes is only for data.kind=folder (images without labels); "
+                            f"data.kind={kind.name} takes its classes from the label file: remove data.classes")
+        return
+    if classes is None:
+        raise AlodError(f"data.kind={kind.name} needs data.classes, the list of class names to label "
+                        "(the images have no label file to take them from), e.g. "
+                        "data.classes: [car, pedestrian]; they must equal the val label file's classes")
+    if not isinstance(classes, (list, tuple)) or not classes:
+        raise AlodError(f"data.classes must be a non-empty list of class names (got {classes!r})")
+    bad = [c for c in classes if not isinstance(c, str) or not c.strip()]
+    if bad:
+        raise AlodError(f"data.classes must hold non-empty names (got {bad!r} in {list(classes)!r})")
+    dup = sorted({c for c in classes if list(classes).count(c) > 1})
+    if dup:
+        raise AlodError(f"data.classes must be unique; repeated: {dup}")
+
+
+def _split_paths(cfg: DataConfig, split: str, kind: DataKind) -> tuple[Path | None, Path]:
     labels = getattr(cfg, f"{split}_labels")
     images = getattr(cfg, f"{split}_images")
+    if not kind.labeled:
+        root = Path(cfg.root)
+        images = Path(images) if images else root / kind.images.format(split=split)
+        if split == "train":
+            if labels:
+                raise AlodError(f"data.train_labels is not used with data.kind={kind.name} (the training images "
+                                "have no labels; they are listed from data.train_images): remove it, or use "
+                                "data.kind=coco / bdd100k for a labeled training set")
+            return None, images
+        if not labels:
+            raise AlodError(f"data.kind={kind.name} needs data.val_labels (and data.val_images, default "
+                            f"{root / kind.images.format(split=split)}): evaluation needs a labeled val split. "
+                            "Label a few hundred images with any annotation tool and point data.val_labels at "
+                            "its file (COCO, BDD100K, ...); its classes must equal data.classes")
+        return Path(labels), images
     if kind.labels is None:
         if not (labels and images):
             raise AlodError(f"data.kind={kind.name} needs data.{split}_labels and data.{split}_images")
@@ -152,15 +223,20 @@ def load_split(
 
     Raises:
         AlodError: unknown kind, missing explicit paths, a label file that is not there, or bad
-            labels (see :func:`alod.data.loading.load_index`).
+            labels (see :func:`alod.data.loading.load_index`); for ``folder``: val classes other
+            than ``data.classes``, an image folder that is not there, an unusable image in strict
+            mode (see :func:`list_image_folder`).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}")
     kind = get_data_kind(cfg.kind)
     labels, images = _split_paths(cfg, split, kind)
+    if labels is None:  # an unlabeled kind's training split
+        return list_image_folder(images, classes=tuple(cfg.classes), strict=cfg.strict,
+                                 problems_path=None if cfg.strict else problems_path, cache_dir=cache_dir, log=log)
     if not labels.is_file():
         raise AlodError(f"{split} labels {labels} not found; {kind.missing_labels_hint}")
-    return load_index(
+    index = load_index(
         labels=labels,
         image_root=images,
         fmt=kind.label_format or cfg.format,
@@ -171,3 +247,169 @@ def load_split(
         verify_images=cfg.verify_images,
         log=log,
     )
+    if not kind.labeled and tuple(index.classes) != tuple(cfg.classes):
+        raise AlodError(f"the classes of the {split} labels {labels} ({list(index.classes)}) are not "
+                        f"data.classes ({list(cfg.classes)}): data.classes must list the same names in the "
+                        "same order (label k is data.classes[k - 1]), so that imported labels, training and "
+                        "evaluation agree")
+    return index
+
+
+def training_split_labeled(cfg: DataConfig) -> bool:
+    """Whether ``cfg.kind``'s training split has labels (``False`` for ``folder``). The stages that
+    need them (pretraining, the simulated oracle) consult this and refuse, each saying what to do."""
+    return get_data_kind(cfg.kind).labeled
+
+
+# ------------------------------------------------------------------------------ the image folder
+def _list_names(root: Path) -> list[str]:
+    """Relative ``/``-separated names of the image files under ``root`` (recursive, sorted).
+
+    Files and folders whose name starts with ``.`` are left out (hidden files, such as macOS
+    ``._x.jpg`` resource forks, and tool folders such as ``.thumbnails``); symbolic links to
+    files are listed, links to folders are not descended into (no cycles)."""
+    def fail(e: OSError) -> None:
+        raise AlodError(f"image folder {root}: cannot list {e.filename!r} ({e.strerror or e}); "
+                        "check its permissions") from None
+
+    names = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=fail):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel = os.path.relpath(dirpath, root)
+        for f in filenames:
+            if f.startswith(".") or os.path.splitext(f)[1].lower() not in IMAGE_EXTENSIONS:
+                continue
+            names.append(f if rel == "." else f"{rel.replace(os.sep, '/')}/{f}")
+    return sorted(names)
+
+
+def _read_header_size(path: str) -> tuple[tuple[int, int] | None, str | None]:
+    """``((width, height), None)`` from the image header (PIL opens lazily: nothing is decoded),
+    or ``(None, why)``."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception as e:  # noqa: BLE001 - not an image, truncated header, decompression bomb, I/O error
+        return None, f"image file {path!r}: its header cannot be read ({type(e).__name__}: {e})"
+    if w <= 0 or h <= 0:
+        return None, f"image file {path!r}: its header gives the size {w}x{h}"
+    return (int(w), int(h)), None
+
+
+def list_image_folder(
+    root: str | os.PathLike,
+    *,
+    classes: tuple[str, ...],
+    strict: bool = True,
+    problems_path: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    log: Callable[[str], object] = print,
+) -> DetectionIndex:
+    """The training split of an unlabeled image folder: every image, no boxes.
+
+    Every file under ``root`` (recursively) whose name ends in one of :data:`IMAGE_EXTENSIONS`
+    (any case) is an image, named by its path relative to ``root`` with ``/`` separators, in
+    sorted order (the index does not depend on the order the file system lists files in); hidden
+    files and folders (``.`` first) are left out. Each name goes through
+    :func:`alod.data.problems.confine_image_name`, each file through
+    :func:`alod.data.problems.stat_image_file`, and its size is read from its header with PIL
+    (``Image.open(...).size``: no decode). A name that is not a plain relative path (a backslash
+    in a file name, ...), an empty file or one whose header cannot be read is a bad record
+    (``image_outside_root`` / ``unreadable_image``): ``strict`` raises
+    :class:`~alod.data.problems.LabelFileError` naming the file; otherwise it is skipped, counted
+    in ``log`` and written to ``problems_path``.
+
+    Cache (``cache_dir``): ``folder-<key[:16]>.npz`` (the index) and ``.json`` (the key and the
+    header problems), where ``key`` hashes :data:`FOLDER_INDEX_VERSION`, the absolute ``root``,
+    ``classes``, ``strict`` and the listing (every name with its file size and mtime). Listing and
+    ``stat`` run on every load; only the header reads are saved (a changed, added or removed file
+    changes the key and the folder is read again).
+
+    Args:
+        root: the image folder.
+        classes: the class names (``data.classes``), kept in the index for the labels to come.
+        strict, problems_path, log: as :func:`alod.data.loading.load_index`.
+        cache_dir: where to keep the index; ``None``: no cache.
+
+    Raises:
+        AlodError: ``root`` is not a folder, a subfolder cannot be listed, or (``strict``) a bad
+            image.
+    """
+    root_path = Path(root)
+    if not root_path.is_dir():
+        raise AlodError(f"image folder {root} does not exist; data.kind=folder lists the training images from "
+                        "data.train_images (default <data.root>/images/train)")
+    file = os.fspath(root)
+    problems = ProblemLog(strict=strict)
+    listing: list[tuple[int, str, str, list[int]]] = []  # (position, name, path, [size, mtime_ns])
+    for pos, name in enumerate(_list_names(root_path)):
+        path, why = confine_image_name(root_path, name)
+        if why is not None:
+            problems.add(Problem(IMAGE_OUTSIDE_ROOT, file, pos, name, None, None, why, "frame"))
+            continue
+        st, problem = stat_image_file(path)
+        if problem is not None:
+            problems.add(Problem(problem[0], file, pos, name, None, None, problem[1], "frame"))
+            continue
+        listing.append((pos, name, os.fspath(path), [int(st.st_size), int(st.st_mtime_ns)]))
+
+    key = hashlib.sha256(json.dumps({
+        "version": FOLDER_INDEX_VERSION, "root": os.path.abspath(root), "classes": list(classes),
+        "strict": bool(strict), "files": [[name, *stamp] for _, name, _, stamp in listing],
+    }, sort_keys=True).encode()).hexdigest()
+    npz = Path(cache_dir) / f"folder-{key[:16]}.npz" if cache_dir is not None else None
+    index = _read_folder_cache(npz, key, problems, log) if npz is not None else None
+    if index is None:
+        header_problems: list[Problem] = []
+        names, widths, heights = [], [], []
+        for pos, name, path, _ in listing:
+            size, why = _read_header_size(path)
+            if why is not None:
+                p = Problem(UNREADABLE_IMAGE, file, pos, name, None, None, why, "frame")
+                problems.add(p)  # raises when strict
+                header_problems.append(p)
+                continue
+            names.append(name)
+            widths.append(size[0])
+            heights.append(size[1])
+        n = len(names)
+        index = DetectionIndex.from_lists(
+            image_root=root, names=names, widths=widths, heights=heights,
+            boxes_per_image=[np.zeros((0, 4))] * n, labels_per_image=[np.zeros(0, dtype=np.int64)] * n,
+            classes=tuple(classes), source=file)
+        if npz is not None:
+            try:
+                atomic_write_json(npz.with_suffix(".json"), {
+                    "format": FOLDER_INDEX_VERSION, "key": key,
+                    "problems": [p.to_json() for p in header_problems]}, indent=None)
+                index.save(npz)
+            except OSError as e:  # a read-only or full cache folder must not stop the run
+                log(f"warning: could not write the index cache {npz} ({e}); continuing without it")
+    else:
+        index = dataclasses.replace(index, image_root=os.fspath(root), source=file)
+    log(f"{file}: {len(index)} images without labels (data.kind=folder), classes {list(classes)}")
+    problems.report(source=file, log=log, problems_path=problems_path)
+    if problems_path is not None:
+        problems.write_jsonl(problems_path)
+    return index
+
+
+def _read_folder_cache(npz: Path, key: str, problems: ProblemLog, log) -> DetectionIndex | None:
+    """The cached folder index (its header problems replayed into ``problems``), or ``None``."""
+    if not npz.exists():
+        return None
+    try:
+        meta = json.loads(npz.with_suffix(".json").read_text(encoding="utf-8"))
+        if meta.get("format") != FOLDER_INDEX_VERSION or meta.get("key") != key:
+            raise ValueError("sidecar does not belong to this cache entry")
+        cached = [Problem.from_json(d) for d in meta["problems"]]
+        index = DetectionIndex.load(npz)
+    except Exception as e:  # noqa: BLE001 - any damage means: read the headers again
+        log(f"warning: index cache {npz} is unreadable ({type(e).__name__}: {e}); reading the image folder again")
+        return None
+    for p in cached:
+        problems.add(p)
+    log(f"{npz.parent}: loaded cached folder index {npz.name}")
+    return index

@@ -35,9 +35,16 @@ def run_pretrain(cfg: Config, *, accelerator=None, progress: bool = True, log=pr
 
 
 def _pretrain(ctx, log) -> Path:
+    from alod.data.sources import training_split_labeled
     from alod.tb import RunLogger
 
     cfg, layout = ctx.cfg, ctx.layout
+    if not training_split_labeled(cfg.data):
+        raise AlodError(
+            f"pretraining needs labeled training images, and data.kind={cfg.data.kind} has none. To start a new "
+            "project, skip pretraining: run the cycles with cycles.selector=adaptive (cycle 1 is random, no scorer), "
+            "or make a precomputed schedule with score.strategy=random (no checkpoint needed), or bring a "
+            "checkpoint with --ckpt / model.weights_path")
     train = ctx.load_split("train")
     val = ctx.load_split("val")
 
