@@ -41,6 +41,15 @@ def write_tiny_config(tmp: Path, *, data_root: Path | None = None, **sections) -
     return path
 
 
+def write_png(path: Path, width: int, height: int, colour) -> Path:
+    """A plain-coloured RGB PNG at ``path`` (parents created)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (width, height), colour).save(path)
+    return path
+
+
 def tiny_model_config(**overrides):
     """TINY's model section as a :class:`alod.config.ModelConfig`, with ``box_score_thresh=0`` so
     that a random-init or barely trained model still returns boxes."""

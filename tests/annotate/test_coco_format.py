@@ -7,32 +7,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from alod.annotate import coco
 from alod.annotate.core import ExportImage, ExportTask, ImportProblem
 from alod.utils import AlodError
+from alod_testing import write_png
 
 CLASSES = ("car", "person")
-
-
-def _png(path: Path, w: int, h: int, colour) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (w, h), colour).save(path)
-    return path
 
 
 def _task(tmp_path: Path) -> ExportTask:
     src = tmp_path / "dataset"
     return ExportTask(
         images=[
-            ExportImage("sub/b.png", _png(src / "sub/b.png", 160, 80, "red"), 160, 80,
+            ExportImage("sub/b.png", write_png(src / "sub/b.png", 160, 80, "red"), 160, 80,
                         boxes=np.array([[40.0, 20.0, 120.0, 60.0]]), labels=np.array([2]), scores=np.array([0.5]),
                         priority=5.0),
-            ExportImage("a.png", _png(src / "a.png", 200, 100, "green"), 200, 100,
+            ExportImage("a.png", write_png(src / "a.png", 200, 100, "green"), 200, 100,
                         boxes=np.array([[20.0, 10.0, 60.0, 50.0], [100.0, 20.0, 140.0, 80.0]]),
                         labels=np.array([1, 2]), scores=np.array([0.9, 0.75]), priority=3.0),
-            ExportImage("c.png", _png(src / "c.png", 100, 50, "blue"), 100, 50, priority=1.0),
+            ExportImage("c.png", write_png(src / "c.png", 100, 50, "blue"), 100, 50, priority=1.0),
         ],
         classes=CLASSES, cycle=3, run="demo")
 
@@ -216,7 +210,7 @@ def test_folder_without_annotations_is_a_clear_error(tmp_path):
 
 
 def test_export_refuses_unsafe_names_and_bad_pre_annotations(tmp_path):
-    src = _png(tmp_path / "src.png", 10, 10, "red")
+    src = write_png(tmp_path / "src.png", 10, 10, "red")
     for image, says in [
         (ExportImage("../evil.png", src, 10, 10), "not a relative path inside the image root"),
         (ExportImage("/abs/evil.png", src, 10, 10), "not a relative path inside the image root"),

@@ -9,19 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from alod.annotate import labelstudio as ls
 from alod.annotate.core import ExportImage, ExportTask, ImportProblem
 from alod.utils import AlodError
+from alod_testing import write_png
 
 CLASSES = ("car", "person")
-
-
-def _png(path: Path, w: int, h: int, colour) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (w, h), colour).save(path)
-    return path
 
 
 def _task(tmp_path: Path) -> ExportTask:
@@ -29,13 +23,13 @@ def _task(tmp_path: Path) -> ExportTask:
     src = tmp_path / "dataset"
     return ExportTask(
         images=[
-            ExportImage("sub/b 2.png", _png(src / "sub/b 2.png", 160, 80, "red"), 160, 80,
+            ExportImage("sub/b 2.png", write_png(src / "sub/b 2.png", 160, 80, "red"), 160, 80,
                         boxes=np.array([[40.0, 20.0, 120.0, 60.0]]), labels=np.array([2]), scores=np.array([0.5]),
                         priority=5.0),
-            ExportImage("a.png", _png(src / "a.png", 200, 100, "green"), 200, 100,
+            ExportImage("a.png", write_png(src / "a.png", 200, 100, "green"), 200, 100,
                         boxes=np.array([[20.0, 10.0, 60.0, 50.0], [100.0, 20.0, 140.0, 80.0]]),
                         labels=np.array([1, 2]), scores=np.array([0.9, 0.75]), priority=3.0),
-            ExportImage("c.png", _png(src / "c.png", 100, 50, "blue"), 100, 50,
+            ExportImage("c.png", write_png(src / "c.png", 100, 50, "blue"), 100, 50,
                         boxes=np.array([[10.0, 5.0, 30.0, 25.0]]), labels=np.array([1]), scores=np.array([0.6]),
                         priority=1.0),
         ],
@@ -354,7 +348,7 @@ def test_missing_file_and_folder_are_clear_errors(tmp_path):
 
 def test_export_refuses_names_outside_the_image_root(tmp_path):
     for name in ("../evil.png", "/tmp/evil.png", "a/../../evil.png"):
-        src = _png(tmp_path / "src.png", 10, 10, "red")
+        src = write_png(tmp_path / "src.png", 10, 10, "red")
         task = ExportTask([ExportImage(name, src, 10, 10)], CLASSES, 0, "r")
         with pytest.raises(AlodError, match="not a relative path inside the image root"):
             ls.export(task, tmp_path / "out" / "deep")
