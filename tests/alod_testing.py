@@ -50,6 +50,31 @@ def write_png(path: Path, width: int, height: int, colour) -> Path:
     return path
 
 
+#: Three images (subfolders, sizes differ) with pre-annotations, for the annotation-format tests:
+#: name, width, height, boxes, labels, scores.
+EXPORT_CLASSES = ("car", "person", "bike")
+EXPORT_SPECS = [
+    ("cam1/a.png", 64, 48, [[5, 6, 20, 30], [30, 10, 60, 40]], [1, 2], [0.9, 0.6]),
+    ("b.png", 80, 60, [[10, 10, 40, 50]], [3], [0.8]),
+    ("cam2/deep/c.png", 50, 70, [[1.5, 2, 3, 4.25]], [1], [0.5]),
+]
+
+
+def export_task(tmp_path: Path, specs=EXPORT_SPECS, classes=EXPORT_CLASSES, *, cycle: int = 1):
+    """An :class:`alod.annotate.core.ExportTask` whose images are written under ``tmp_path/dataset``."""
+    import numpy as np
+
+    from alod.annotate.core import ExportImage, ExportTask
+
+    images = []
+    for i, (name, w, h, boxes, labels, scores) in enumerate(specs):
+        path = write_png(tmp_path / "dataset" / name, w, h, (40 * i, 100, 200))
+        images.append(ExportImage(name=name, path=path, width=w, height=h,
+                                  boxes=np.asarray(boxes, np.float64).reshape(-1, 4),
+                                  labels=np.asarray(labels, np.int64), scores=np.asarray(scores, np.float64)))
+    return ExportTask(images=images, classes=tuple(classes), cycle=cycle, run="t")
+
+
 def tiny_model_config(**overrides):
     """TINY's model section as a :class:`alod.config.ModelConfig`, with ``box_score_thresh=0`` so
     that a random-init or barely trained model still returns boxes."""

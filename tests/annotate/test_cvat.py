@@ -15,26 +15,13 @@ from PIL import Image
 from alod.annotate import cvat
 from alod.annotate.core import ExportImage, ExportTask, detect_format
 from alod.utils import AlodError
+from alod_testing import EXPORT_CLASSES, EXPORT_SPECS, export_task
 
-CLASSES = ("car", "person", "bike")
-# name, width, height, boxes, labels, scores
-SPECS = [
-    ("cam1/a.png", 64, 48, [[5, 6, 20, 30], [30, 10, 60, 40]], [1, 2], [0.9, 0.6]),
-    ("b.png", 80, 60, [[10, 10, 40, 50]], [3], [0.8]),
-    ("cam2/deep/c.png", 50, 70, [[1.5, 2, 3, 4.25]], [1], [0.5]),
-]
+CLASSES, SPECS = EXPORT_CLASSES, EXPORT_SPECS
 
 
 def make_task(tmp_path: Path, specs=SPECS, classes=CLASSES) -> ExportTask:
-    images = []
-    for i, (name, w, h, boxes, labels, scores) in enumerate(specs):
-        path = tmp_path / "dataset" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (w, h), (40 * i, 100, 200)).save(path)
-        images.append(ExportImage(name=name, path=path, width=w, height=h,
-                                  boxes=np.asarray(boxes, np.float64).reshape(-1, 4),
-                                  labels=np.asarray(labels, np.int64), scores=np.asarray(scores, np.float64)))
-    return ExportTask(images=images, classes=tuple(classes), cycle=2, run="t")
+    return export_task(tmp_path, specs, classes, cycle=2)
 
 
 def problems(result):
