@@ -110,7 +110,9 @@ class TrainConfig:
     transforms: str = "hflip"  # named preset, see alod.data.transforms
     num_workers: int = 0
     eval_batch_size: int = 8
-    amp: bool = False  # bf16 autocast on GPU (ignored on CPU)
+    # bf16 autocast: false; true or gpu (on GPUs only); all (on CPUs too: pays only with native bf16,
+    # AVX-512 BF16 or AMX; README "Speed")
+    amp: bool | str = False
     min_steps: int = 0  # lower bound on optimizer steps per run (small pools need more passes)
 
 
@@ -136,7 +138,11 @@ class ScoreConfig:
     # Which images the precomputed schedule ranks: "all" training images (as the original project,
     # including the 70% the scorer trained on) or only those the scorer did not train on ("unseen").
     pool: str = "all"
-    amp: bool = False
+    amp: bool | str = False  # as train.amp
+    # Fraction in (0, 1] of each arrival batch that is scored: a seeded sample of batches 2.. (batch 1,
+    # a random draw, is not scored); cycle n takes the top of batch n's sample. The adaptive selector
+    # scores the same fraction of the unlabeled images each cycle. 1.0: every image (the original).
+    subset: float = 1.0
 
     def strategy_params(self) -> dict:
         """The configured parameters of ``strategy`` (without its defaults): what the schedule records."""
@@ -158,6 +164,14 @@ class CyclesConfig:
     num_vis_images: int = 4  # validation images drawn with predictions into TensorBoard
     selector: str = "precomputed"  # step 1, which images: a name in alod.selection.SELECTORS
     oracle: str = "simulated"  # step 2, who labels them: a name in alod.oracles.ORACLES
+    # step 3, from what: scratch (a fresh detector every cycle, as the original) or warm (cycle n
+    # starts from cycle n - 1's final weights; cycle 1 from scratch)
+    init: str = "scratch"
+    # step 3, for how long: epochs (all cycles.epochs) or plateau (evaluate on the validation split
+    # every eval_every epochs, stop after patience evaluations without a gain, keep the best weights)
+    stop: str = "epochs"
+    eval_every: int = 1
+    patience: int = 2
 
 
 @dataclass(frozen=True)
@@ -353,12 +367,19 @@ _RANGES = (
     ("score.num_workers", _non_negative, ">= 0"),
     ("score.shard_size", _positive, "> 0"),
     ("score.pool", lambda v: v in ("all", "unseen"), "all or unseen"),
+    ("score.subset", lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
     ("schedule.batch_size", _positive, "> 0"),
     ("schedule.query_size", _positive, "> 0"),
     ("schedule.num_batches", lambda v: v is None or v > 0, "null (every batch) or > 0"),
     ("cycles.epochs", _positive, ">= 1"),
     ("cycles.num_cycles", lambda v: v is None or v > 0, "null (every cycle) or > 0"),
     ("cycles.num_vis_images", _non_negative, ">= 0"),
+    ("cycles.init", lambda v: v in ("scratch", "warm"), "scratch or warm"),
+    ("cycles.stop", lambda v: v in ("epochs", "plateau"), "epochs or plateau"),
+    ("cycles.eval_every", _positive, ">= 1"),
+    ("cycles.patience", _positive, ">= 1"),
+    ("train.amp", lambda v: v in (False, True, "gpu", "all"), "false, true, gpu or all"),
+    ("score.amp", lambda v: v in (False, True, "gpu", "all"), "false, true, gpu or all"),
 )
 
 
@@ -376,6 +397,7 @@ def validate(cfg: Config) -> None:
     """
     from alod.data.sources import check_data_config
     from alod.oracles import ORACLES
+    from alod.schedule import subset_count
     from alod.selection import SELECTORS
     from alod.strategies import STRATEGIES, check_params
 
@@ -390,6 +412,13 @@ def validate(cfg: Config) -> None:
         cfg.schedule.batch_size >= cfg.schedule.query_size,
         f"schedule.batch_size ({cfg.schedule.batch_size}) must be >= schedule.query_size ({cfg.schedule.query_size}): "
         "a cycle takes its images from one batch",
+    )
+    need(
+        subset_count(cfg.score.subset, cfg.schedule.batch_size) >= cfg.schedule.query_size,
+        f"score.subset ({cfg.score.subset:g}) scores ceil({cfg.score.subset:g} x {cfg.schedule.batch_size}) = "
+        f"{subset_count(cfg.score.subset, cfg.schedule.batch_size)} images of each arrival batch "
+        f"(schedule.batch_size), fewer than one cycle's schedule.query_size ({cfg.schedule.query_size}): "
+        "raise score.subset or lower schedule.query_size",
     )
     need(cfg.model.max_size >= cfg.model.min_size,
          f"model.max_size ({cfg.model.max_size}) must be >= model.min_size ({cfg.model.min_size})")

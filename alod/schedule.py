@@ -11,6 +11,27 @@ The rules (the original project's, made explicit):
 3. Cycle 1 takes ``query_size`` images drawn at random (seeded) from batch 1: the cold start, before
    any image was chosen by score. Cycle ``n > 1`` takes the top ``query_size`` of batch ``n``.
 
+Scoring a sample (``score.subset < 1``): only a seeded random sample of each arrival batch from
+batch 2 on is scored, :func:`scoring_sample`. Batch ``n``'s sample holds
+``min(len, max(query_size, ceil(subset * len)))`` of its images, drawn with
+``numpy.random.default_rng((seed, 1, n))`` from the batch's positions in ascending order: it depends
+on the seed, the batch and ``subset`` only, never on shards or processes. Batch 1 is not scored at
+all (its cycle is a random draw), and neither are images in no batch (a dropped last batch, or
+batches past ``num_batches``). Then:
+
+* ``images`` lists the scored images only (ranks ``0..S-1`` among them), and ``unscored`` lists
+  every other pool image by name; ``subset`` records the fraction;
+* batch 1 is listed by name; batch ``n > 1`` lists its sample by rank, then its unscored images by
+  name, so cycle ``n > 1`` (its first ``query_size`` images) is the top of the sample: an unscored
+  image is never chosen by score;
+* cycle 1's draw indexes batch 1 in name order (as :class:`alod.selection.AdaptiveSelector` does),
+  so it is as random as with ``subset: 1.0`` but not the same images (there the draw indexes the
+  batch in rank order, kept so that existing schedules keep their bytes).
+
+With ``subset: 1.0`` none of these keys is written and the file is byte-identical to before. The
+format stays ``alod.schedule/1``: both keys are optional, as ``pool`` is, and readers that look
+scores up by name (``alod export``'s priorities) find none for an unscored image.
+
 The file is JSON with sorted keys, scores rounded to 7 significant digits (so that float noise in
 the last bits, e.g. from different inference batch sizes, cannot change the bytes), and no
 timestamps: the same inputs and seed give a byte-identical file.
@@ -18,6 +39,8 @@ timestamps: the same inputs and seed give a byte-identical file.
 from __future__ import annotations
 
 import json
+import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +90,60 @@ def arrival_batches(n_images: int, *, batch_size: int, query_size: int, num_batc
     return chunks
 
 
+#: Independent random streams, ``default_rng((seed, stream, n))``: the sample of arrival batch ``n``
+#: that the scoring stage scores, and the sample of unlabeled images the adaptive selector re-scores
+#: before cycle ``n``.
+SUBSET_STREAM_BATCH = 1
+SUBSET_STREAM_ADAPTIVE = 2
+
+
+def subset_count(subset: float, n: int) -> int:
+    """``ceil(subset * n)`` on the decimal value of ``subset`` (``0.3 * 10`` is 3, not 4 from float noise)."""
+    return math.ceil(Fraction(repr(float(subset))) * int(n))
+
+
+def sample_size(n: int, *, subset: float, query_size: int) -> int:
+    """How many of ``n`` candidates a ``subset`` scores: ``min(n, max(query_size, ceil(subset * n)))``.
+
+    At least one cycle's ``query_size`` (a smaller last batch, or few unlabeled images left, still
+    give a full cycle), never more than there are.
+    """
+    return min(int(n), max(int(query_size), subset_count(subset, n)))
+
+
+def draw_sample(candidates, *, subset: float, query_size: int, seed: int, stream: int, n: int) -> np.ndarray:
+    """The seeded sample ``int64[k]`` (ascending) of ``candidates`` (ints, any order) that ``subset`` scores.
+
+    ``k = sample_size(len(candidates), ...)``; drawn with ``default_rng((seed, stream, n))`` from the
+    candidates in ascending order, so it depends on the candidate set and the seeds only.
+    """
+    pool = np.sort(np.asarray(candidates, dtype=np.int64))
+    k = sample_size(len(pool), subset=subset, query_size=query_size)
+    rng = np.random.default_rng((int(seed), int(stream), int(n)))
+    return np.sort(rng.choice(pool, size=k, replace=False)).astype(np.int64)
+
+
+def _batch_samples(chunks: list[np.ndarray], *, subset: float, query_size: int, seed: int) -> list[np.ndarray]:
+    """Per arrival batch, the positions scored under ``subset < 1``: none of batch 1, a sample of the others."""
+    out = [np.zeros(0, dtype=np.int64)]
+    for n, chunk in enumerate(chunks[1:], start=2):
+        out.append(draw_sample(chunk, subset=subset, query_size=query_size, seed=seed, stream=SUBSET_STREAM_BATCH,
+                               n=n))
+    return out
+
+
+def scoring_sample(n_images: int, *, batch_size: int, query_size: int, num_batches: int | None, seed: int,
+                   subset: float) -> np.ndarray | None:
+    """The pool positions ``int64[S]`` (ascending) the scoring stage scores, or ``None`` for all of
+    them (``subset >= 1``). The same arrival batches and samples :func:`build_schedule` uses."""
+    if subset >= 1.0:
+        return None
+    chunks = arrival_batches(n_images, batch_size=batch_size, query_size=query_size, num_batches=num_batches,
+                             rng=np.random.default_rng(seed))
+    samples = _batch_samples(chunks, subset=subset, query_size=query_size, seed=seed)
+    return np.sort(np.concatenate(samples)).astype(np.int64)
+
+
 def build_schedule(
     *,
     names: list[str],
@@ -79,6 +156,7 @@ def build_schedule(
     checkpoint: dict | None,
     strategy: dict,
     pool: str = "all",
+    subset: float = 1.0,
 ) -> dict:
     """Build the schedule dict.
 
@@ -95,18 +173,36 @@ def build_schedule(
         pool: ``"all"`` (every training image is ranked) or ``"unseen"`` (``names`` are the images
             the scorer did not train on); recorded only when not ``"all"``, so that default
             schedules keep their bytes.
+        subset: fraction in (0, 1] of each arrival batch that was scored (module docstring). Below 1,
+            only ``scores`` at the positions :func:`scoring_sample` returns are read (the others may
+            be NaN); recorded, with ``unscored``, only then.
     """
     if query_size <= 0 or batch_size < query_size:
         raise AlodError(f"need 0 < query_size <= batch_size, got query_size={query_size}, batch_size={batch_size}")
+    if not 0.0 < subset <= 1.0:
+        raise AlodError(f"score.subset must be in (0, 1], got {subset!r}")
     scores = np.array([_round_sig(float(s)) for s in np.asarray(scores, dtype=np.float64)])
     names = [str(n) for n in names]
+    if len(scores) != len(names):
+        raise ValueError(f"{len(names)} names but {len(scores)} scores")
     if len(set(names)) != len(names):
         raise AlodError("image names in the pool are not unique")
-    ranks = rank_images(names, scores)
     rng = np.random.default_rng(seed)
     chunks = arrival_batches(len(names), batch_size=batch_size, query_size=query_size, num_batches=num_batches,
                              rng=rng)
-    batches = [sorted(c.tolist(), key=lambda i: ranks[i]) for c in chunks]
+    if subset >= 1.0:
+        scored = np.arange(len(names))
+        ranks = rank_images(names, scores)
+        batches = [sorted(c.tolist(), key=lambda i: ranks[i]) for c in chunks]
+    else:
+        samples = _batch_samples(chunks, subset=subset, query_size=query_size, seed=seed)
+        scored = np.sort(np.concatenate(samples))
+        ranks = np.full(len(names), -1, dtype=np.int64)
+        ranks[scored] = rank_images([names[i] for i in scored], scores[scored])
+        batches = []
+        for chunk, sample in zip(chunks, samples):
+            rest = sorted(np.setdiff1d(chunk, sample).tolist(), key=lambda i: names[i])
+            batches.append(sorted(sample.tolist(), key=lambda i: ranks[i]) + rest)
     cycles = []
     for n, batch in enumerate(batches, start=1):
         if n == 1:
@@ -126,13 +222,17 @@ def build_schedule(
         "query_size": int(query_size),
         "seed": int(seed),
         "images": [
-            {"name": names[i], "score": float(scores[i]), "rank": int(ranks[i])} for i in np.argsort(ranks, kind="stable")
+            {"name": names[i], "score": float(scores[i]), "rank": int(ranks[i])}
+            for i in scored[np.argsort(ranks[scored], kind="stable")]
         ],
         "batches": [[names[i] for i in b] for b in batches],
         "cycles": cycles,
     }
     if pool != "all":
         out["pool"] = pool
+    if subset < 1.0:
+        out["subset"] = float(subset)
+        out["unscored"] = sorted(names[i] for i in np.setdiff1d(np.arange(len(names)), scored))
     return out
 
 

@@ -17,6 +17,7 @@ here: the cycle loop does not change.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
@@ -72,6 +73,7 @@ class PrecomputedSelector:
         self.sha256 = sha256_file(self.path)
         self._known = set(train.name_to_index())
         self._by_cycle = {int(c["cycle"]): c for c in self.schedule["cycles"]}
+        self._unscored = set(self.schedule.get("unscored") or ())  # score.subset < 1: never scored
 
     def identity(self) -> dict:
         return {"name": "precomputed", "schedule": str(self.path), "schedule_sha256": self.sha256}
@@ -86,6 +88,11 @@ class PrecomputedSelector:
         missing = [x for x in entry["images"] if x not in self._known]
         if missing:
             raise AlodError(f"schedule cycle {cycle} names images not in the training set: {missing[:3]}")
+        if entry["rule"] != "random":
+            unscored = [x for x in entry["images"] if x in self._unscored]
+            if unscored:
+                raise AlodError(f"schedule {self.path} cycle {cycle} takes the top of its batch but names images it "
+                                f"lists as unscored: {unscored[:3]}; rerun make_batches.py")
         return Selection(images=list(entry["images"]), rule=str(entry["rule"]))
 
 
@@ -103,6 +110,14 @@ class AdaptiveSelector:
     Cost: one inference pass (or the strategy's passes) over the candidates per cycle. The scores
     are not kept: a kill while scoring re-scores that cycle's candidates on resume (the selection is
     deterministic, and is recorded in ``state.json`` once made).
+
+    ``score.subset < 1`` scores only a seeded random sample of the candidates,
+    ``min(n, max(query_size, ceil(subset * n)))`` of the ``n`` unlabeled arrived images (drawn with
+    ``default_rng((schedule.seed, 2, cycle))`` from the candidates in ascending pool order, see
+    :func:`alod.schedule.draw_sample`), and takes the top ``query_size`` of that sample. The sample
+    depends only on the seed, the cycle and the labeled pool, which ``state.json`` restores, so a
+    resumed cycle scores the same sample and selects the same images. The identity records
+    ``subset`` only when it is below 1, so states written before the option existed still resume.
     """
 
     def __init__(self, *, ctx, train, schedule_file: str | Path | None = None):
@@ -120,13 +135,17 @@ class AdaptiveSelector:
         self.cycle1 = [str(train.names[first[k]]) for k in picked]
         self.ctx, self.train, self.query_size = ctx, train, s.query_size
         self.strategy, self.params = cfg.score.strategy, cfg.score.strategy_params()
+        self.subset, self.seed = cfg.score.subset, s.seed
         self._fingerprint = train.fingerprint()
 
     def identity(self) -> dict:
         s = self.ctx.cfg.schedule
-        return {"name": "adaptive", "strategy": self.strategy, "params": self.params, "batch_size": s.batch_size,
-                "query_size": s.query_size, "num_batches": s.num_batches, "seed": s.seed,
-                "dataset": self._fingerprint}
+        out = {"name": "adaptive", "strategy": self.strategy, "params": self.params, "batch_size": s.batch_size,
+               "query_size": s.query_size, "num_batches": s.num_batches, "seed": s.seed,
+               "dataset": self._fingerprint}
+        if self.subset < 1.0:
+            out["subset"] = self.subset
+        return out
 
     def num_cycles(self) -> int:
         return len(self.batches)
@@ -142,9 +161,21 @@ class AdaptiveSelector:
         if len(candidates) < self.query_size:
             raise AlodError(f"cycle {cycle}: only {len(candidates)} unlabeled images have arrived, fewer than "
                             f"schedule.query_size={self.query_size}")
+        if self.subset < 1.0:
+            from alod.schedule import SUBSET_STREAM_ADAPTIVE, draw_sample
+
+            arrived = len(candidates)
+            candidates = draw_sample(candidates, subset=self.subset, query_size=self.query_size, seed=self.seed,
+                                     stream=SUBSET_STREAM_ADAPTIVE, n=cycle).tolist()
+            self.ctx.log(f"cycle {cycle} select: score.subset={self.subset:g}: scoring a sample of "
+                         f"{len(candidates)} of the {arrived} unlabeled images")
         ckpt = self.ctx.layout.cycle_checkpoint(cycle - 1)
+        t0 = time.perf_counter()
         scores = score_with_checkpoint(self.ctx, self.train, candidates, ckpt=ckpt, strategy=self.strategy,
                                        params=self.params, desc=f"cycle {cycle} select")
+        seconds = time.perf_counter() - t0
+        self.ctx.log(f"cycle {cycle} select: scored {len(candidates)} images in {seconds:.1f} s "
+                     f"({len(candidates) / max(seconds, 1e-9):.1f} images/s)")
         order = np.lexsort((np.array([str(names[i]) for i in candidates]), -scores))
         chosen = [str(names[candidates[k]]) for k in order[: self.query_size]]
         return Selection(images=chosen, rule="adaptive top")

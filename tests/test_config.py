@@ -108,10 +108,24 @@ def test_loading_a_config_does_not_import_torch(tmp_path):
     ("cycles.num_cycles=0", r"cycles.num_cycles must be null \(every cycle\) or > 0, got 0"),
     ("run.name=../elsewhere", r"run.name must be a plain folder name"),
     ("score.params.box_count.threshold=0.3", r"strategy 'box_count' has no parameter 'threshold'"),
+    ("score.subset=0", r"score.subset must be in \(0, 1\], got 0.0"),
+    ("score.subset=1.5", r"score.subset must be in \(0, 1\], got 1.5"),
+    ("score.subset=-0.5", r"score.subset must be in \(0, 1\], got -0.5"),
+    ("score.subset=0.1", (r"score.subset \(0.1\) scores ceil\(0.1 x 5000\) = 500 images of each arrival batch "
+                          r"\(schedule.batch_size\), fewer than one cycle's schedule.query_size \(1000\)")),
 ])
 def test_settings_that_cannot_work_are_refused_at_load(override, message):
     with pytest.raises(AlodError, match=message):
         load_config(None, [override])
+
+
+def test_score_subset_must_leave_a_cycle_in_every_batch():
+    assert load_config(None).score.subset == 1.0
+    assert load_config(None, ["score.subset=0.2"]).score.subset == 0.2  # ceil(0.2 x 5000) = 1000 = query_size
+    # 0.3 x 10 is 3 (not 4 from float noise), enough for cycles of 3
+    assert load_config(None, ["score.subset=0.3", "schedule.batch_size=10", "schedule.query_size=3"]).score.subset == 0.3
+    with pytest.raises(AlodError, match=r"ceil\(0.25 x 10\) = 3 .* schedule.query_size \(4\)"):
+        load_config(None, ["score.subset=0.25", "schedule.batch_size=10", "schedule.query_size=4"])
 
 
 def test_every_range_key_exists():

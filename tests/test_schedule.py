@@ -96,3 +96,63 @@ def test_fingerprint_mismatch_says_which():
     with pytest.raises(AlodError, match="other training images"):
         check_schedule_matches(s, {"num_images": 23, "names_sha256": "zzz"})
     check_schedule_matches(s, FP)
+
+
+# ------------------------------------------------------------------------------- score.subset
+def test_subset_one_is_the_schedule_of_before():
+    a, _, _ = make(seed=3)
+    b, _, _ = make(seed=3, subset=1.0)
+    assert dumps_schedule(a) == dumps_schedule(b) and "subset" not in b and "unscored" not in b
+
+
+def test_subset_ranks_only_the_sample_and_never_takes_an_unscored_image():
+    from alod.schedule import scoring_sample
+
+    names = [f"img_{i:03d}.jpg" for i in range(23)]
+    sample = scoring_sample(23, batch_size=10, query_size=4, num_batches=None, seed=0, subset=0.5)
+    # batches of 10, 10 (the 3 left over make no batch): batch 1 unscored, 5 of batch 2 scored
+    assert len(sample) == 5
+    scores = np.full(23, np.nan)  # only the sample's scores are read
+    scores[sample] = np.random.default_rng(7).random(5)
+    s, _, _ = make(scores=scores, subset=0.5)
+    scored = {names[i] for i in sample}
+    assert s["subset"] == 0.5 and {e["name"] for e in s["images"]} == scored
+    assert [e["rank"] for e in s["images"]] == list(range(5))
+    assert s["unscored"] == sorted(set(names) - scored) and len(s["unscored"]) == 18
+    b1, b2 = s["batches"]
+    assert b1 == sorted(b1) and not set(b1) & scored
+    rank = {e["name"]: e["rank"] for e in s["images"]}
+    assert [rank[n] for n in b2[:5]] == sorted(rank.values()) and b2[5:] == sorted(b2[5:])
+    c1, c2 = s["cycles"]
+    assert set(c1["images"]) <= set(b1) and c2["images"] == b2[:4] and set(c2["images"]) <= scored
+    # Deterministic, and another seed draws other batches and another sample.
+    assert dumps_schedule(make(scores=scores, subset=0.5)[0]) == dumps_schedule(s)
+    other = scoring_sample(23, batch_size=10, query_size=4, num_batches=None, seed=1, subset=0.5)
+    assert other.tolist() != sample.tolist()
+
+
+def test_subset_needs_finite_scores_for_the_sample_only():
+    from alod.schedule import scoring_sample
+
+    sample = scoring_sample(23, batch_size=10, query_size=4, num_batches=None, seed=0, subset=0.5)
+    scores = np.zeros(23)
+    scores[sample[0]] = np.nan
+    with pytest.raises(AlodError, match="non-finite scores"):
+        make(scores=scores, subset=0.5)
+    with pytest.raises(AlodError, match=r"score.subset must be in \(0, 1\]"):
+        make(subset=0.0)
+
+
+def test_sample_sizes():
+    from alod.schedule import draw_sample, sample_size, scoring_sample, subset_count
+
+    assert subset_count(0.3, 10) == 3  # 0.3 * 10 is 3.0000000000000004 in floats
+    assert subset_count(0.5, 5) == 3 and subset_count(1.0, 7) == 7
+    assert sample_size(5, subset=0.5, query_size=4) == 4  # at least one cycle's images
+    assert sample_size(3, subset=0.5, query_size=4) == 3  # never more than there are
+    assert sample_size(100, subset=0.25, query_size=4) == 25
+    assert scoring_sample(23, batch_size=10, query_size=4, num_batches=None, seed=0, subset=1.0) is None
+    # The sample of a set does not depend on the order the candidates come in.
+    a = draw_sample([5, 3, 9, 1, 7, 2], subset=0.5, query_size=2, seed=4, stream=2, n=3)
+    b = draw_sample([1, 2, 3, 5, 7, 9], subset=0.5, query_size=2, seed=4, stream=2, n=3)
+    assert a.tolist() == b.tolist() and len(a) == 3 and a.tolist() == sorted(a.tolist())

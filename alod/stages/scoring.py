@@ -1,4 +1,6 @@
-"""Stage 2: score every training image with the scorer checkpoint and write ``schedule.json``.
+"""Stage 2: score the training images with the scorer checkpoint and write ``schedule.json``.
+
+Every image is scored, or with ``score.subset < 1`` a seeded sample of each arrival batch (below).
 
 Scoring streams the pool through a DataLoader in fixed shards of ``score.shard_size`` images
 (shard ``k`` = pool positions ``[k * size, (k + 1) * size)``). Each shard is written atomically as
@@ -17,8 +19,21 @@ strategies (``mc_dropout``) are scored with Monte Carlo dropout inference (the s
 number of processes change nothing) and otherwise exactly like the others.
 
 Shards live in ``runs/<run>/scores/<key>/`` where ``key`` hashes the checkpoint's sha256, the
-strategy and its parameters, the dataset fingerprint and the shard size: changing any of them starts
-a fresh set instead of mixing results.
+strategy and its parameters, the dataset fingerprint and the shard size (and, under
+``score.subset < 1``, the sampled positions): changing any of them starts a fresh set instead of
+mixing results.
+
+* Subset (``score.subset < 1``): only the positions :func:`alod.schedule.scoring_sample` returns
+  are scored (a seeded sample of each arrival batch from batch 2 on; batch 1 and images in no batch
+  are not scored). Shard ``k`` then holds sampled positions ``[k * size, (k + 1) * size)`` of that
+  ascending list; the sample depends on ``schedule.seed``, ``schedule.batch_size``,
+  ``schedule.query_size``, ``schedule.num_batches`` and the subset only, so shards and processes
+  change nothing. An image keeps its pool position, so its score equals its score in a full run.
+  The schedule records the images not scored (:mod:`alod.schedule`).
+* Throughput: every run that scored something logs the images it scored, the seconds and images/s
+  (all processes together) and appends them to ``timings`` in the shard folder's ``manifest.json``
+  (``{"images", "seconds", "images_per_s", "processes", "shards"}``; ``shards`` = shards scored by
+  that run). A resumed scoring thus shows one entry per run.
 """
 from __future__ import annotations
 
@@ -38,12 +53,20 @@ from alod.utils import AlodError, atomic_write_bytes, atomic_write_json, sha256_
 SHARD_FORMAT = "alod.scores/1"
 
 
-def _shard_key(*, ckpt_sha: str, strategy: str, params: dict, fingerprint: dict, shard_size: int) -> str:
-    blob = json.dumps(
-        {"ckpt": ckpt_sha, "strategy": strategy, "params": params, "dataset": fingerprint, "shard": shard_size},
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def _shard_key(*, ckpt_sha: str, strategy: str, params: dict, fingerprint: dict, shard_size: int,
+               positions_sha256: str | None = None) -> str:
+    key = {"ckpt": ckpt_sha, "strategy": strategy, "params": params, "dataset": fingerprint, "shard": shard_size}
+    if positions_sha256 is not None:  # score.subset < 1 only: full-pool keys (and their shards) stay as they were
+        key["positions"] = positions_sha256
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _positions_sha256(positions: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(positions, dtype="<i8").tobytes()).hexdigest()
+
+
+def _shard_positions(positions: np.ndarray, k: int, shard_size: int) -> np.ndarray:
+    return positions[k * shard_size : (k + 1) * shard_size]
 
 
 def _box_stats(det: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -83,8 +106,12 @@ def _write_shard(path: Path, *, positions: np.ndarray, scores: np.ndarray, box_s
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_shards(shard_dir: Path, n_shards: int) -> np.ndarray:
-    """Merged per-image scores ``float64[n]`` in pool order from ``n_shards`` shard files."""
+def load_shards(shard_dir: Path, n_shards: int, positions: np.ndarray | None = None) -> np.ndarray:
+    """Merged per-image scores ``float64[n]`` in pool order from ``n_shards`` shard files.
+
+    ``positions``: the ascending pool positions the shards were made for (``score.subset < 1``);
+    ``None``: the whole pool, ``0..n-1``. The scores are aligned with them.
+    """
     parts = []
     for k in range(n_shards):
         path = shard_dir / f"shard_{k:05d}.npz"
@@ -92,9 +119,10 @@ def load_shards(shard_dir: Path, n_shards: int) -> np.ndarray:
             raise AlodError(f"score shard {path} is missing; rerun make_batches.py to finish scoring")
         with np.load(path, allow_pickle=False) as z:
             parts.append((z["positions"], z["scores"]))
-    positions = np.concatenate([p for p, _ in parts])
-    scores = np.concatenate([s for _, s in parts])
-    if not np.array_equal(positions, np.arange(len(positions))):
+    have = np.concatenate([p for p, _ in parts]) if parts else np.zeros(0, dtype=np.int64)
+    scores = np.concatenate([s for _, s in parts]) if parts else np.zeros(0)
+    expected = np.arange(len(have)) if positions is None else np.asarray(positions, dtype=np.int64)
+    if not np.array_equal(have, expected):
         raise AlodError(f"score shards in {shard_dir} do not cover the pool in order; delete the folder and rerun")
     return scores
 
@@ -123,11 +151,14 @@ def score_pool(
     amp: bool = False,
     progress: bool = True,
     log=print,
+    positions: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Score all images of ``dataset`` (resumable shards, split over processes); return ``float64[n]``.
+    """Score the images of ``dataset`` (resumable shards, split over processes); return ``float64[n]``.
 
-    A strategy whose inference is ``stochastic`` gets Monte Carlo dropout detections (with
-    ``mc_probs``) from its own ``passes``, ``dropout`` and ``seed``.
+    ``positions``: ascending dataset positions ``int[n]`` to score (``score.subset < 1``); ``None``:
+    all of them. The scores are aligned with them. A strategy whose inference is ``stochastic`` gets
+    Monte Carlo dropout detections (with ``mc_probs``) from its own ``passes``, ``dropout`` and
+    ``seed``.
     """
     from tqdm import tqdm
 
@@ -135,7 +166,8 @@ def score_pool(
     from alod.strategies import check_params
 
     check_params(strategy, params)  # unknown names and parameters fail before any inference
-    n = len(dataset)
+    pool = np.arange(len(dataset)) if positions is None else np.asarray(positions, dtype=np.int64)
+    n = len(pool)
     n_shards = (n + shard_size - 1) // shard_size
     world = accelerator.num_processes if accelerator is not None else 1
     rank = accelerator.process_index if accelerator is not None else 0
@@ -148,9 +180,9 @@ def score_pool(
     bar = tqdm(total=total, desc=f"scoring ({strategy})", unit="img", disable=not (progress and rank == 0))
     t0, done = time.perf_counter(), 0
     for k in todo:
-        positions = np.arange(k * shard_size, min(n, (k + 1) * shard_size))
+        shard = _shard_positions(pool, k, shard_size)
         shard_scores, stats, unreadable = [], [], []
-        for batch_pos, scores, dets in iter_scored(model, dataset, positions, strategy=strategy, params=params,
+        for batch_pos, scores, dets in iter_scored(model, dataset, shard, strategy=strategy, params=params,
                                                    batch_size=batch_size, num_workers=num_workers, device=device,
                                                    amp=amp):
             shard_scores.append(scores)
@@ -159,12 +191,34 @@ def score_pool(
             bar.update(len(dets))
             done += len(dets)
         bar.set_postfix(img_s=f"{done * world / max(1e-9, time.perf_counter() - t0):.1f}")
-        _write_shard(shard_dir / f"shard_{k:05d}.npz", positions=positions, scores=np.concatenate(shard_scores),
+        _write_shard(shard_dir / f"shard_{k:05d}.npz", positions=shard, scores=np.concatenate(shard_scores),
                      box_stats=stats, unreadable=unreadable)
     bar.close()
     if accelerator is not None:
         accelerator.wait_for_everyone()
-    return load_shards(shard_dir, n_shards)
+    return load_shards(shard_dir, n_shards, positions=positions)
+
+
+def missing_shards(shard_dir: Path, *, n: int, shard_size: int) -> tuple[int, int]:
+    """``(shards, images)`` not scored yet among the ``n`` images to score in ``shard_dir``."""
+    n_shards = (n + shard_size - 1) // shard_size
+    todo = [k for k in range(n_shards) if not (shard_dir / f"shard_{k:05d}.npz").is_file()]
+    return len(todo), sum(min(shard_size, n - k * shard_size) for k in todo)
+
+
+def _previous_timings(manifest: Path) -> list:
+    """The ``timings`` an earlier run of the same shard set recorded (kept when the manifest is rewritten)."""
+    try:
+        return list(json.loads(manifest.read_text()).get("timings") or [])
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def _record_timing(manifest: Path, entry: dict) -> None:
+    """Append one scoring run's throughput to ``manifest.json``'s ``timings`` (main process)."""
+    doc = json.loads(manifest.read_text())
+    doc["timings"] = list(doc.get("timings") or []) + [entry]
+    atomic_write_json(manifest, doc)
 
 
 def run_scoring(cfg: Config, *, ckpt: str | Path | None = None, accelerator=None, progress: bool = True,
@@ -192,7 +246,7 @@ def run_scoring(cfg: Config, *, ckpt: str | Path | None = None, accelerator=None
 
 
 def _score_and_schedule(ctx, *, spec, params: dict, ckpt, ckpt_path: Path | None, log) -> Path:
-    from alod.schedule import build_schedule, save_schedule
+    from alod.schedule import build_schedule, save_schedule, scoring_sample
     from alod.strategies import check_params
 
     cfg, strategy, progress = ctx.cfg, spec.name, ctx.progress
@@ -200,6 +254,13 @@ def _score_and_schedule(ctx, *, spec, params: dict, ckpt, ckpt_path: Path | None
     fingerprint = train.fingerprint()  # of the whole training split: the cycles check it
     if cfg.score.pool == "unseen":
         train = _unseen_by_scorer(ctx, train)
+
+    subset = cfg.score.subset
+    sample = scoring_sample(len(train), batch_size=cfg.schedule.batch_size, query_size=cfg.schedule.query_size,
+                            num_batches=cfg.schedule.num_batches, seed=cfg.schedule.seed, subset=subset)
+    if sample is not None:
+        ctx.log(f"scoring: score.subset={subset:g}: scoring a seeded sample of {len(sample)} of the {len(train)} "
+                "images (arrival batches 2 on; batch 1's cycle is a random draw and is not scored)")
 
     if spec.inference == "none":
         if ckpt:
@@ -211,23 +272,50 @@ def _score_and_schedule(ctx, *, spec, params: dict, ckpt, ckpt_path: Path | None
         checkpoint = {"path": str(ckpt_path), "sha256": ckpt_sha}
         model = _load_scorer(cfg, ckpt_path, num_classes=train.num_classes)
         model.to(ctx.accelerator.device)
-        # Keyed by the scored images (the whole split, or the unseen part of it).
+        # Keyed by the scored images (the whole split, or the unseen part of it; under a subset, the sample).
+        positions_sha = _positions_sha256(sample) if sample is not None else None
+        shard_size = cfg.score.shard_size
         key = _shard_key(ckpt_sha=ckpt_sha, strategy=strategy, params=params, fingerprint=train.fingerprint(),
-                         shard_size=cfg.score.shard_size)
+                         shard_size=shard_size, positions_sha256=positions_sha)
         shard_dir = ctx.layout.score_shards(key)
+        n_scored = len(train) if sample is None else len(sample)
+        manifest = shard_dir / "manifest.json"
+        todo_shards = todo_images = 0
         if ctx.is_main:
             shard_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(shard_dir / "manifest.json", {
+            doc = {
                 "format": SHARD_FORMAT, "checkpoint": str(ckpt_path), "checkpoint_sha256": ckpt_sha,
-                "strategy": strategy, "params": params, "dataset": train.fingerprint(), "shard_size": cfg.score.shard_size,
-            })
+                "strategy": strategy, "params": params, "dataset": train.fingerprint(), "shard_size": shard_size,
+            }
+            if sample is not None:
+                doc.update(subset=subset, num_scored=n_scored, positions_sha256=positions_sha)
+            doc["timings"] = _previous_timings(manifest)
+            atomic_write_json(manifest, doc)
+            # Counted before any process starts (they all wait below): what this run will score.
+            todo_shards, todo_images = missing_shards(shard_dir, n=n_scored, shard_size=shard_size)
         ctx.wait()
+        t0 = time.perf_counter()
         scores = score_pool(
             model, ctx.dataset(train), strategy=strategy, params=params, shard_dir=shard_dir,
-            shard_size=cfg.score.shard_size, batch_size=cfg.score.batch_size, num_workers=cfg.score.num_workers,
-            accelerator=ctx.accelerator, amp=cfg.score.amp, progress=progress, log=ctx.log,
+            shard_size=shard_size, batch_size=cfg.score.batch_size, num_workers=cfg.score.num_workers,
+            accelerator=ctx.accelerator, amp=cfg.score.amp, progress=progress, log=ctx.log, positions=sample,
         )
-        n_shards = (len(train) + cfg.score.shard_size - 1) // cfg.score.shard_size
+        seconds = time.perf_counter() - t0  # score_pool ends after every process is done
+        if sample is not None:
+            full = np.full(len(train), np.nan)
+            full[sample] = scores
+            scores = full
+        if ctx.is_main and todo_images:
+            rate = todo_images / seconds if seconds > 0 else None
+            _record_timing(manifest, {"images": todo_images, "seconds": round(seconds, 3),
+                                      "images_per_s": round(rate, 3) if rate is not None else None,
+                                      "processes": ctx.accelerator.num_processes, "shards": todo_shards})
+            resumed = f"; {n_scored - todo_images} were scored before" if todo_images < n_scored else ""
+            ctx.log(f"scoring: {todo_images} images scored in {seconds:.1f} s ({rate or 0:.1f} images/s, "
+                    f"{ctx.accelerator.num_processes} process(es)){resumed}; recorded in {manifest}")
+        elif ctx.is_main:
+            ctx.log(f"scoring: all {n_scored} images were already scored ({shard_dir})")
+        n_shards = (n_scored + shard_size - 1) // shard_size
         ctx.report_unreadable({str(train.names[p]): "failed to decode while scoring; scored 0 (ranked as certain)"
                                for p in unreadable_positions(shard_dir, n_shards)}, stage="scoring")
     out = ctx.layout.schedule
@@ -243,6 +331,7 @@ def _score_and_schedule(ctx, *, spec, params: dict, ckpt, ckpt_path: Path | None
             checkpoint=checkpoint,
             strategy={"name": strategy, "params": params},
             pool=cfg.score.pool,
+            subset=subset,
         )
         save_schedule(schedule, out)
         log(f"schedule: {len(schedule['cycles'])} cycles of {cfg.schedule.query_size} images "
