@@ -27,6 +27,20 @@ def machine_info() -> dict:
     }
 
 
+def run_info(*, load_before: float | None = None, **extra) -> dict:
+    """:func:`machine_info` plus what a timing depends on: torch and its thread count, the date, and
+    the 1-minute load average before (``load_before``) and now (a busy machine shows here)."""
+    import datetime
+
+    import torch
+
+    info = {**machine_info(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "date": datetime.date.today().isoformat()}
+    if load_before is not None:
+        info["load_average_1m"] = {"before": load_before, "after": os.getloadavg()[0]}
+    return {**info, **extra}
+
+
 def write_result(path: Path, result: dict) -> None:
     """Write a benchmark's result JSON (sorted keys) and say where."""
     import json

@@ -22,7 +22,6 @@ the ratios much less.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import statistics
 import tempfile
@@ -30,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from _machine import machine_info, write_result
+from _machine import run_info, write_result
 
 from alod.config import ModelConfig, SyntheticConfig
 from alod.data.dataset import DetectionDataset, collate_detection
@@ -125,9 +124,7 @@ def main() -> None:
         "passes": T,
         "dropout": args.dropout,
         "results": rows,
-        "machine": {**machine_info(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "date": datetime.date.today().isoformat(),
-                    "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]}},
+        "machine": run_info(load_before=load_before),
     }
     if not args.no_save:
         write_result(RESULTS, out)
