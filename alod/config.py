@@ -110,7 +110,9 @@ class TrainConfig:
     transforms: str = "hflip"  # named preset, see alod.data.transforms
     num_workers: int = 0
     eval_batch_size: int = 8
-    amp: bool = False  # bf16 autocast on GPU (ignored on CPU)
+    # bf16 autocast: false; true or gpu (on GPUs only); all (on CPUs too: pays only with native bf16,
+    # AVX-512 BF16 or AMX; README "Speed")
+    amp: bool | str = False
     min_steps: int = 0  # lower bound on optimizer steps per run (small pools need more passes)
 
 
@@ -136,7 +138,7 @@ class ScoreConfig:
     # Which images the precomputed schedule ranks: "all" training images (as the original project,
     # including the 70% the scorer trained on) or only those the scorer did not train on ("unseen").
     pool: str = "all"
-    amp: bool = False
+    amp: bool | str = False  # as train.amp
 
     def strategy_params(self) -> dict:
         """The configured parameters of ``strategy`` (without its defaults): what the schedule records."""
@@ -158,6 +160,14 @@ class CyclesConfig:
     num_vis_images: int = 4  # validation images drawn with predictions into TensorBoard
     selector: str = "precomputed"  # step 1, which images: a name in alod.selection.SELECTORS
     oracle: str = "simulated"  # step 2, who labels them: a name in alod.oracles.ORACLES
+    # step 3, from what: scratch (a fresh detector every cycle, as the original) or warm (cycle n
+    # starts from cycle n - 1's final weights; cycle 1 from scratch)
+    init: str = "scratch"
+    # step 3, for how long: epochs (all cycles.epochs) or plateau (evaluate on the validation split
+    # every eval_every epochs, stop after patience evaluations without a gain, keep the best weights)
+    stop: str = "epochs"
+    eval_every: int = 1
+    patience: int = 2
 
 
 @dataclass(frozen=True)
@@ -359,6 +369,12 @@ _RANGES = (
     ("cycles.epochs", _positive, ">= 1"),
     ("cycles.num_cycles", lambda v: v is None or v > 0, "null (every cycle) or > 0"),
     ("cycles.num_vis_images", _non_negative, ">= 0"),
+    ("cycles.init", lambda v: v in ("scratch", "warm"), "scratch or warm"),
+    ("cycles.stop", lambda v: v in ("epochs", "plateau"), "epochs or plateau"),
+    ("cycles.eval_every", _positive, ">= 1"),
+    ("cycles.patience", _positive, ">= 1"),
+    ("train.amp", lambda v: v in (False, True, "gpu", "all"), "false, true, gpu or all"),
+    ("score.amp", lambda v: v in (False, True, "gpu", "all"), "false, true, gpu or all"),
 )
 
 

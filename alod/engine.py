@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from alod.data.dataset import collate_detection
-from alod.layout import CHECKPOINT_LAST
+from alod.layout import CHECKPOINT_BEST, CHECKPOINT_LAST
 from alod.utils import AlodError, atomic_torch_save, load_torch_file
 
 if TYPE_CHECKING:
@@ -35,12 +35,27 @@ if TYPE_CHECKING:
 LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 
 
-def make_accelerator(*, amp: bool = False):
-    """An ``Accelerator`` on the GPUs if any, else on CPU (one or several processes)."""
+#: ``train.amp`` / ``score.amp``: ``false`` off; ``true`` or ``"gpu"`` bf16 autocast on GPUs only;
+#: ``"all"`` on CPUs too (pays only where the CPU has native bf16: AVX-512 BF16 or AMX; README "Speed").
+AMP_MODES = (False, True, "gpu", "all")
+
+
+def autocast_on(device_type: str, amp: bool | str) -> bool:
+    """Whether ``amp`` (one of :data:`AMP_MODES`) turns bf16 autocast on for ``device_type``."""
+    if amp not in AMP_MODES:
+        raise AlodError(f"amp must be one of false, true, gpu, all; got {amp!r}")
+    if device_type == "cuda":
+        return bool(amp)
+    return amp == "all" and device_type == "cpu"
+
+
+def make_accelerator(*, amp: bool | str = False):
+    """An ``Accelerator`` on the GPUs if any, else on CPU (one or several processes), with bf16
+    autocast where ``amp`` (:func:`autocast_on`) asks for it."""
     from accelerate import Accelerator
 
     cpu = not torch.cuda.is_available()
-    mixed = "bf16" if (amp and not cpu) else "no"
+    mixed = "bf16" if autocast_on("cpu" if cpu else "cuda", amp) else "no"
     return Accelerator(cpu=cpu, mixed_precision=mixed)
 
 
@@ -124,6 +139,7 @@ def fit(
     config: dict | None = None,
     extra: dict | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    plateau: Plateau | None = None,
     desc: str = "train",
     progress: bool = True,
 ) -> dict:
@@ -135,12 +151,19 @@ def fit(
             the number of epochs is raised so that a cycle with 40 labeled images still trains.
         ckpt_dir: where ``checkpoint_last.pt`` is written after each epoch (main process only).
         on_epoch_end: called on the main process with ``(epoch, logs)``; ``logs`` holds the mean
-            of each loss over the epoch, ``loss``, ``lr`` and ``seconds``.
+            of each loss over the epoch, ``loss``, ``lr`` and ``seconds`` (and ``val_score`` on
+            the epochs ``plateau`` evaluates).
+        plateau: stop early (:class:`Plateau`): evaluate every ``every`` epochs, stop after
+            ``patience`` evaluations without gain, and end with the best evaluated weights (also in
+            ``checkpoint_best.pt``). Needs ``ckpt_dir``: the stopping state lives in the checkpoint,
+            so a resumed run stops where an uninterrupted one would.
 
     Returns:
         ``{"epochs": int, "steps": int, "history": [logs per epoch run now], "resumed_from": int,
         "unreadable": {image_id: reason}}`` (images skipped because they failed to decode, seen by
-        this process; only with a dataset that skips them).
+        this process; only with a dataset that skips them). ``epochs`` is the number of epochs
+        trained: with ``plateau``, the epoch it stopped after; ``plateau`` then holds its state
+        (``best``, ``best_epoch``, ``evals`` as ``[epoch, score]`` pairs, ``stopped``).
     """
     from tqdm import tqdm
 
@@ -159,6 +182,9 @@ def fit(
     scheduler = make_lr_scheduler(optimizer, lr=lr, total_steps=total_steps, warmup_fraction=warmup_fraction)
     start_epoch = 0
     ckpt_path = Path(ckpt_dir) / CHECKPOINT_LAST if ckpt_dir else None
+    if plateau is not None and ckpt_path is None:
+        raise AlodError(f"{desc}: plateau stopping needs a checkpoint folder (it keeps the best weights there)")
+    stop = plateau.initial_state() if plateau is not None else None
     if ckpt_path is not None and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
         if state.get("total_steps") != total_steps:
@@ -170,6 +196,10 @@ def fit(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = int(state["epoch"]) + 1
+        if stop is not None:
+            stop = dict(state.get("plateau") or stop)
+            if stop.get("stopped"):
+                start_epoch = epochs  # it stopped early: the checkpoint holds the best weights
 
     model, optimizer = accelerator.prepare(model, optimizer)
     history: list[dict] = []
@@ -228,6 +258,20 @@ def fit(
         mean = accelerator.reduce(torch.tensor([logs[k] for k in (*LOSS_KEYS, "loss")], device=accelerator.device), "mean")
         for k, v in zip((*LOSS_KEYS, "loss"), mean.tolist()):
             logs[k] = float(v)
+        if stop is not None and plateau.due(epoch, epochs):
+            # Every process evaluates (prediction is split over them); the score decides alike everywhere.
+            logs["val_score"] = score = float(plateau.evaluate(accelerator.unwrap_model(model), epoch + 1))
+            stop = plateau.update(stop, epoch=epoch, score=score)
+            if stop["best_epoch"] == epoch and accelerator.is_main_process:
+                # Written before checkpoint_last records it: a kill between the two repeats this
+                # epoch, which finds the same score and writes the same file.
+                atomic_torch_save({"model": accelerator.unwrap_model(model).state_dict(), "epoch": epoch,
+                                   "score": score}, ckpt_path.parent / CHECKPOINT_BEST)
+            if stop["stopped"] or epoch == epochs - 1:
+                stop["stopped"] = True
+                if stop["best_epoch"] is not None:  # None: no evaluation gave a number (NaN): keep the last
+                    best = load_torch_file(ckpt_path.parent / CHECKPOINT_BEST, what="checkpoint")
+                    accelerator.unwrap_model(model).load_state_dict(best["model"])
         history.append({"epoch": epoch, **logs})
         if ckpt_path is not None and accelerator.is_main_process:
             atomic_torch_save(
@@ -240,14 +284,55 @@ def fit(
                     "total_steps": total_steps,
                     "config": config or {},
                     "extra": extra or {},
+                    **({"plateau": stop} if stop is not None else {}),
                 },
                 ckpt_path,
             )
         accelerator.wait_for_everyone()
         if on_epoch_end is not None and accelerator.is_main_process:
             on_epoch_end(epoch, logs)
-    return {"epochs": epochs, "steps": total_steps, "history": history, "resumed_from": start_epoch,
-            "unreadable": unreadable}
+        if stop is not None and stop["stopped"]:
+            break
+    result = {"epochs": epochs, "steps": total_steps, "history": history, "resumed_from": start_epoch,
+              "unreadable": unreadable}
+    if stop is not None:
+        result["plateau"] = stop
+        result["epochs"] = int(stop["trained_epochs"])
+    return result
+
+
+class Plateau:
+    """Early stopping on a validation score (higher is better), for :func:`fit`.
+
+    ``evaluate(model, epoch) -> float`` (``epoch`` 1-based) runs after epochs ``every, 2 * every, ...`` and after the last
+    epoch; training stops after ``patience`` evaluations in a row without a score above the best,
+    and the model ends with the best evaluated weights. The learning-rate schedule stays the one
+    planned for all ``epochs`` (a stopped run ends with its learning rate where it was). The state
+    is a plain dict saved in the checkpoint.
+    """
+
+    def __init__(self, evaluate: Callable[[torch.nn.Module, int], float], *, every: int = 1, patience: int = 2):
+        if every < 1 or patience < 1:
+            raise AlodError(f"plateau: every ({every}) and patience ({patience}) must be >= 1")
+        self.evaluate, self.every, self.patience = evaluate, every, patience
+
+    @staticmethod
+    def initial_state() -> dict:
+        return {"best": None, "best_epoch": None, "since_best": 0, "evals": [], "stopped": False,
+                "trained_epochs": 0}
+
+    def due(self, epoch: int, epochs: int) -> bool:
+        return (epoch + 1) % self.every == 0 or epoch == epochs - 1
+
+    def update(self, state: dict, *, epoch: int, score: float) -> dict:
+        """The state after evaluating ``score`` at ``epoch`` (a new dict; ``stopped`` set on a plateau)."""
+        state = {**state, "evals": [*state["evals"], [epoch, score]], "trained_epochs": epoch + 1}
+        if not math.isnan(score) and (state["best"] is None or score > state["best"]):
+            state.update(best=score, best_epoch=epoch, since_best=0)
+        else:
+            state["since_best"] += 1
+            state["stopped"] = state["since_best"] >= self.patience
+        return state
 
 
 def _readable(images: list, targets: list, unreadable: dict) -> tuple[list, list]:
@@ -284,7 +369,7 @@ def iter_predictions(
     batch_size: int = 8,
     num_workers: int = 0,
     device: torch.device | str = "cpu",
-    amp: bool = False,
+    amp: bool | str = False,
     mc: MCSampling | None = None,
 ) -> Iterator[tuple[int, dict]]:
     """Yield ``(i, detections)`` for each ``i`` in ``indices``, in order.
@@ -304,7 +389,7 @@ def iter_predictions(
         Subset(dataset, indices), batch_size=batch_size, num_workers=num_workers, collate_fn=collate_detection
     )
     device = torch.device(device)
-    use_amp = amp and device.type == "cuda"
+    use_amp = autocast_on(device.type, amp)
     pos = 0
     for images, targets in loader:
         ok = [k for k, im in enumerate(images) if im is not None]
@@ -328,7 +413,7 @@ def iter_predictions(
             pos += 1
 
 
-def predict(model, dataset: Dataset, *, indices=None, batch_size: int = 8, accelerator=None, amp: bool = False,
+def predict(model, dataset: Dataset, *, indices=None, batch_size: int = 8, accelerator=None, amp: bool | str = False,
             desc: str = "predict", progress: bool = True, mc: MCSampling | None = None) -> list[dict]:
     """Detections for ``indices`` (default: all), split over processes, gathered on every process.
 

@@ -31,6 +31,8 @@ from pathlib import Path
 
 #: The checkpoint :func:`alod.engine.fit` writes after every epoch, in its ``ckpt_dir``.
 CHECKPOINT_LAST = "checkpoint_last.pt"
+#: The best evaluated weights under plateau stopping (:class:`alod.engine.Plateau`), beside it.
+CHECKPOINT_BEST = "checkpoint_best.pt"
 
 #: Stage names, as the ``alod`` subcommands spell them (``annotate``: ``alod export`` and ``alod import``).
 STAGES = ("pretrain", "batches", "cycles", "annotate")
@@ -136,6 +138,10 @@ class RunLayout:
 
     def cycle_metrics(self, cycle: int) -> Path:
         return self.cycle_dir(cycle) / "metrics.json"
+
+    def cycle_epoch_metrics(self, cycle: int, epoch: int) -> Path:
+        """Validation metrics after epoch ``epoch`` (1-based) of cycle ``cycle`` (``cycles.stop: plateau``)."""
+        return self.cycle_dir(cycle) / f"metrics_epoch_{epoch:03d}.json"
 
     # --------------------------------------------------------- human oracle (alod export / import)
     def cycle_export_dir(self, cycle: int, fmt: str) -> Path:

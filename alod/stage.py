@@ -135,12 +135,15 @@ def fit_settings(train: TrainConfig) -> dict:
 
 def train_detector(ctx: StageContext, index, *, num_classes: int, model_seed: int, epochs: int, seed: int,
                    ckpt_dir: Path, extra: dict, desc: str,
-                   on_epoch_end: Callable[[int, dict], None] | None = None):
+                   on_epoch_end: Callable[[int, dict], None] | None = None,
+                   init_weights: dict | None = None, plateau=None):
     """Build a fresh detector and train it on ``index``; resume from ``ckpt_dir`` when it holds a checkpoint.
 
     ``model_seed`` seeds the initial weights (the caller adds the process rank if it wants one);
     ``seed`` the data order and augmentation (:func:`alod.engine.fit`). When every epoch is already
-    in the checkpoint, nothing trains and the model holds the final weights.
+    in the checkpoint, nothing trains and the model holds the final weights. ``init_weights``: a
+    state dict to start from instead of the random initialisation (warm start); ``plateau``: an
+    :class:`alod.engine.Plateau` for early stopping.
 
     Returns:
         ``(model, result)`` with ``result`` as :func:`alod.engine.fit` returns it.
@@ -153,6 +156,8 @@ def train_detector(ctx: StageContext, index, *, num_classes: int, model_seed: in
     cfg = ctx.cfg
     seed_everything(model_seed)
     model = build_detector(cfg.model, num_classes=num_classes)
+    if init_weights is not None:
+        model.load_state_dict(init_weights)
     result = fit(
         model,
         ctx.dataset(index, transform=get_transform(cfg.train.transforms)),
@@ -164,6 +169,7 @@ def train_detector(ctx: StageContext, index, *, num_classes: int, model_seed: in
         config=cfg.to_dict(),
         extra=extra,
         on_epoch_end=on_epoch_end if ctx.is_main else None,
+        plateau=plateau,
         desc=desc,
         progress=ctx.progress,
     )

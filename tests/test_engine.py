@@ -21,16 +21,20 @@ from alod.data.loading import load_index
 from alod.data.synthetic import generate_dataset
 from alod.data.transforms import get_transform
 from alod.engine import (
+    AMP_MODES,
     LOSS_KEYS,
+    Plateau,
+    autocast_on,
     epoch_batches,
     fit,
     load_checkpoint,
+    make_accelerator,
     make_lr_scheduler,
     one_cycle_pct_start,
     predict,
     steps_per_epoch,
 )
-from alod.layout import CHECKPOINT_LAST
+from alod.layout import CHECKPOINT_BEST, CHECKPOINT_LAST
 from alod.models import build_detector
 from alod.utils import AlodError
 from alod_testing import tiny_model_config
@@ -349,3 +353,120 @@ def test_warmup_of_exactly_one_step_trains(data):
     out = fit(new_model(train.index.num_classes), train, epochs=5, batch_size=2, lr=0.01, warmup_fraction=0.1,
               seed=0, progress=False)
     assert out["steps"] == 10 and len(out["history"]) == 5
+
+
+# ------------------------------------------------------------------------------ plateau stopping
+SCRIPTED = [0.10, 0.30, 0.20, 0.25, 0.40, 0.50]  # evaluation scores after epochs 1..6
+
+
+class ScriptedScore:
+    """Scores from a script, with a copy of the weights each was given (to check which ones are kept)."""
+
+    def __init__(self, die_at: int | None = None):
+        self.weights, self.epochs, self.die_at = {}, [], die_at
+
+    def __call__(self, model, epoch):
+        if epoch == self.die_at:
+            raise Interrupt(epoch)
+        self.epochs.append(epoch)
+        self.weights[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return SCRIPTED[epoch - 1]
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_plateau_state_machine():
+    p = Plateau(lambda m, e: 0.0, every=1, patience=2)
+    s = p.initial_state()
+    for epoch, score in enumerate([0.1, 0.3, 0.3, 0.2]):  # a tie is no gain
+        s = p.update(s, epoch=epoch, score=score)
+    assert s["best"] == 0.3 and s["best_epoch"] == 1 and s["since_best"] == 2 and s["stopped"]
+    assert s["evals"] == [[0, 0.1], [1, 0.3], [2, 0.3], [3, 0.2]] and s["trained_epochs"] == 4
+    s = p.update(p.initial_state(), epoch=0, score=float("nan"))
+    assert s["best"] is None and s["since_best"] == 1 and not s["stopped"]
+    assert [p.due(e, 6) for e in range(6)] == [True] * 6
+    assert [Plateau(p.evaluate, every=4).due(e, 6) for e in range(6)] == [False, False, False, True, False, True]
+    with pytest.raises(AlodError, match="patience"):
+        Plateau(p.evaluate, patience=0)
+
+
+def test_plateau_stops_keeps_the_best_weights_and_resumes_identically(data, tmp_path):
+    """Scores 0.10, 0.30, 0.20, 0.25 with patience 2: stop after epoch 4 with epoch 2's weights;
+    killed during epoch 3's evaluation and rerun, it ends the same."""
+    train, _ = data
+    n = train.index.num_classes
+    score = ScriptedScore()
+    model = new_model(n)
+    result = fit(model, train, epochs=6, ckpt_dir=tmp_path / "straight", plateau=Plateau(score, patience=2), **FIT)
+    assert score.epochs == [1, 2, 3, 4]  # epochs 5 and 6 never ran
+    assert result["epochs"] == 4 and [h["epoch"] for h in result["history"]] == [0, 1, 2, 3]
+    assert [h["val_score"] for h in result["history"]] == SCRIPTED[:4]
+    assert result["plateau"]["best_epoch"] == 1 and result["plateau"]["stopped"]
+    assert _same_weights(model.state_dict(), score.weights[2])
+    assert not _same_weights(score.weights[4], score.weights[2])
+    last = load_checkpoint(tmp_path / "straight" / CHECKPOINT_LAST)
+    assert _same_weights(last["model"], score.weights[2]) and last["plateau"]["stopped"]
+    best = load_checkpoint(tmp_path / "straight" / CHECKPOINT_BEST)
+    assert best["epoch"] == 1 and best["score"] == 0.30
+
+    # Rerun of the finished run: nothing trains, the kept weights come back.
+    again_model = new_model(n)
+    again = fit(again_model, train, epochs=6, ckpt_dir=tmp_path / "straight", plateau=Plateau(ScriptedScore()), **FIT)
+    assert again["history"] == [] and again["epochs"] == 4
+    assert _same_weights(again_model.state_dict(), score.weights[2])
+
+    # Killed while evaluating epoch 3, then rerun.
+    with pytest.raises(Interrupt):
+        fit(new_model(n), train, epochs=6, ckpt_dir=tmp_path / "killed", plateau=Plateau(ScriptedScore(die_at=3)), **FIT)
+    rerun = ScriptedScore()
+    resumed_model = new_model(n)
+    resumed = fit(resumed_model, train, epochs=6, ckpt_dir=tmp_path / "killed", plateau=Plateau(rerun), **FIT)
+    assert rerun.epochs == [3, 4] and resumed["epochs"] == 4
+    assert resumed["plateau"] == result["plateau"]
+    for k, v in model.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(resumed_model.state_dict()[k], v, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_plateau_evaluates_every_k_epochs_and_after_the_last(data, tmp_path):
+    train, _ = data
+    score = ScriptedScore()
+    model = new_model(train.index.num_classes)
+    result = fit(model, train, epochs=3, ckpt_dir=tmp_path, plateau=Plateau(score, every=2, patience=1), **FIT)
+    assert score.epochs == [2, 3] and result["epochs"] == 3  # every 2 epochs, and after the last
+    # 0.30 after epoch 2, 0.20 after epoch 3 (the last): the run ends with epoch 2's weights.
+    assert result["plateau"]["best_epoch"] == 1 and _same_weights(model.state_dict(), score.weights[2])
+    with pytest.raises(AlodError, match="checkpoint folder"):
+        fit(model, train, epochs=1, plateau=Plateau(score), **FIT)
+
+
+# ------------------------------------------------------------------------------------ amp modes
+def test_autocast_on():
+    assert [autocast_on("cuda", a) for a in AMP_MODES] == [False, True, True, True]
+    assert [autocast_on("cpu", a) for a in AMP_MODES] == [False, False, False, True]
+    with pytest.raises(AlodError, match="amp"):
+        autocast_on("cpu", "yes")
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate keeps one process-wide state and refuses a second precision in the same process."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_bf16_on_cpu_trains_and_predicts(data, fresh_accelerate_state):
+    """``amp: all`` runs the CPU step under bf16 autocast: finite losses, float32 outputs."""
+    train, val = data
+    acc = make_accelerator(amp="all")
+    assert acc.mixed_precision == "bf16"
+    model = new_model(train.index.num_classes)
+    result = fit(model, train, epochs=1, accelerator=acc, **FIT)
+    assert math.isfinite(result["history"][0]["loss"])
+    det = predict(model, val, amp="all", progress=False)[0]
+    assert det["boxes"].dtype == np.float32 and det["probs"].dtype == np.float32

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from alod.cli import script_main
 from alod.config import load_config
@@ -233,3 +234,57 @@ def test_resume_after_kill_matches_uninterrupted_run(finished_run, tmp_path):
     # Training is deterministic on CPU and resumes at the epoch boundary: the metrics agree too.
     for a, b in zip(finished_cycles(resumed), finished_cycles(reference)):
         assert a["mAP50"] == pytest.approx(b["mAP50"], abs=1e-6)
+
+
+@pytest.mark.slow  # a reference and a killed + resumed subprocess run: about 1 minute on 2 cores
+def test_resume_after_kill_with_warm_start_plateau_and_cpu_bf16(finished_run, tmp_path):
+    """Every cycle option of the cost issue on (warm start, plateau stopping, bf16 autocast on the CPU):
+    SIGKILL during cycle 2's training, rerun, and the run ends as the uninterrupted one (both are
+    subprocesses: one thread count, one accelerate state per process)."""
+    from alod.engine import load_checkpoint
+
+    cfg, _, sched, _ = finished_run
+    options = dict(cycles={"epochs": 4, "init": "warm", "stop": "plateau", "eval_every": 1, "patience": 1},
+                   train={"amp": "all"})
+    runs = {}
+    for name in ("reference", "killed"):
+        (tmp_path / name).mkdir()
+        path = write_tiny_config(tmp_path / name, data_root=Path(cfg.data.root), **options)
+        run_dir = tmp_path / name / "runs" / "tiny"
+        run_dir.mkdir(parents=True)
+        (run_dir / "schedule.json").write_bytes(Path(sched).read_bytes())
+        runs[name] = (path, run_dir)
+
+    r = _cli("main_sample.py", "--config", str(runs["reference"][0]), "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    path, run_dir = runs["killed"]
+    proc = subprocess.Popen([sys.executable, str(REPO / "main_sample.py"), "--config", str(path), "--no-progress"],
+                            cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt2 = run_dir / "cycles" / "cycle_02" / "checkpoint_last.pt"
+    deadline = time.time() + 300
+    while not ckpt2.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "cycles finished before they could be interrupted: " + proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert [c["step"] for c in json.loads((run_dir / "cycles" / "state.json").read_text())["cycles"]] == [
+        "evaluated", "labeled"]  # killed while training cycle 2
+    r = _cli("main_sample.py", "--config", str(path), "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    ref = json.loads((runs["reference"][1] / "cycles" / "state.json").read_text())
+    got = json.loads((run_dir / "cycles" / "state.json").read_text())
+    assert got["pool"] == ref["pool"]
+    keys = ("cycle", "pool_size", "epochs", "init", "stop", "mAP50", "mAP")
+    assert [{k: c[k] for k in keys} for c in got["cycles"]] == [{k: c[k] for k in keys} for c in ref["cycles"]]
+    assert [c["init"] for c in got["cycles"]] == ["scratch", "warm", "warm"]
+    for c in got["cycles"]:  # stopped at a plateau: the kept epoch is the best evaluated one
+        evals = dict(c["stop"]["evals"])
+        assert c["stop"]["rule"] == "plateau" and c["epochs"] <= 4
+        assert evals[c["stop"]["best_epoch"]] == max(evals.values())
+        assert c["mAP50"] == pytest.approx(max(evals.values()), abs=1e-9)  # the evaluated model is the kept one
+    for n in (1, 2, 3):
+        a = load_checkpoint(run_dir / "cycles" / f"cycle_{n:02d}" / "checkpoint_last.pt")["model"]
+        b = load_checkpoint(runs["reference"][1] / "cycles" / f"cycle_{n:02d}" / "checkpoint_last.pt")["model"]
+        for k in a:
+            assert torch.equal(a[k], b[k]), (n, k)

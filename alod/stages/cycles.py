@@ -7,9 +7,15 @@ A cycle ``n`` is ``select -> label -> train -> evaluate``:
 2. **label** (:func:`label_step`): the oracle (``cycles.oracle``, :mod:`alod.oracles`) provides
    their labels and they join the labeled pool with their cycle and label source. An oracle that
    has no labels yet (a human one) stops the loop here; rerunning continues from this step.
-3. **train** (:func:`train_step`): a fresh detector (random init, seeded by ``run.seed + n``:
-   retrained from scratch, never fine-tuned) trains for ``cycles.epochs`` epochs on the pool;
-   checkpoints after every epoch in ``runs/<run>/cycles/cycle_NN/``.
+3. **train** (:func:`train_step`): with ``cycles.init: scratch`` (the original's protocol) a fresh
+   detector (random init, seeded by ``run.seed + n``: retrained from scratch, never fine-tuned);
+   with ``warm``, cycle ``n > 1`` starts from cycle ``n - 1``'s final weights. It trains for
+   ``cycles.epochs`` epochs on the pool, or with ``cycles.stop: plateau`` until the validation
+   mAP50 (every ``cycles.eval_every`` epochs) has not improved ``cycles.patience`` times in a row,
+   ending with the best weights (:class:`alod.engine.Plateau`); checkpoints after every epoch in
+   ``runs/<run>/cycles/cycle_NN/``. Plateau stopping chooses the epoch on the split it reports, as
+   the original chose its stop point from the validation curves: that mAP50 is optimistic by the
+   choice (README "Speed").
 4. **evaluate** (:func:`evaluate_step`): validation mAP to ``metrics.json``, ``metrics.jsonl``
    and TensorBoard.
 
@@ -171,10 +177,36 @@ def _train(run: CycleRun, n: int):
             model_seed=cfg.run.seed + n + 1000 * ctx.accelerator.process_index, epochs=cfg.cycles.epochs,
             seed=cfg.run.seed + n, ckpt_dir=ctx.layout.cycle_dir(n), desc=f"cycle {n}", on_epoch_end=on_epoch_end,
             extra={"stage": "cycle", "cycle": n, "pool_size": len(run.pool)},
+            init_weights=_init_weights(run, n), plateau=_plateau(run, n),
         )
     finally:
         if cycle_logger is not None:
             cycle_logger.close()
+
+
+def _init_weights(run: CycleRun, n: int) -> dict | None:
+    """``cycles.init: warm``: cycle ``n - 1``'s final weights (the best ones under plateau stopping)."""
+    if run.ctx.cfg.cycles.init != "warm" or n == 1:
+        return None
+    from alod.engine import load_checkpoint
+
+    return load_checkpoint(run.ctx.layout.cycle_checkpoint(n - 1))["model"]
+
+
+def _plateau(run: CycleRun, n: int):
+    """``cycles.stop: plateau``: early stopping on the validation mAP50, each evaluation kept in
+    ``cycle_NN/metrics_epoch_EEE.json``."""
+    cfg = run.ctx.cfg.cycles
+    if cfg.stop != "plateau":
+        return None
+    from alod.engine import Plateau
+
+    def val_map50(model, epoch: int) -> float:
+        metrics, _ = evaluate_detector(run.ctx, model, run.val, metrics_path=run.ctx.layout.cycle_epoch_metrics(n, epoch),
+                                       desc=f"cycle {n} epoch {epoch} evaluate")
+        return metrics["mAP50"]
+
+    return Plateau(val_map50, every=cfg.eval_every, patience=cfg.patience)
 
 
 def train_step(run: CycleRun, n: int):
@@ -182,10 +214,22 @@ def train_step(run: CycleRun, n: int):
     t0 = time.perf_counter()
     model, result = _train(run, n)
     rec = run.record(n)
-    rec.update({"step": "trained", "epochs": result["epochs"]})
+    rec.update({"step": "trained", "epochs": result["epochs"], **_train_record(run, n, result)})
     _add_seconds(rec, "train", t0)
     run.save()
     return model, result
+
+
+def _train_record(run: CycleRun, n: int, result: dict) -> dict:
+    """What the state records of a training beyond its epochs: how it started and, with plateau
+    stopping, the epoch whose weights it kept and every evaluation."""
+    cfg = run.ctx.cfg.cycles
+    rec = {"init": "warm" if cfg.init == "warm" and n > 1 else "scratch"}
+    if "plateau" in result:
+        p = result["plateau"]
+        rec["stop"] = {"rule": "plateau", "best_epoch": None if p["best_epoch"] is None else p["best_epoch"] + 1,
+                       "evals": [[e + 1, s] for e, s in p["evals"]]}
+    return rec
 
 
 def evaluate_step(run: CycleRun, n: int, model, result: dict) -> None:

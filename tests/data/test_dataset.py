@@ -230,3 +230,58 @@ def test_unknown_preset_is_rejected_with_valid_names():
     assert "colour_jitter" in str(e.value)
     for name in TRANSFORM_PRESETS:
         assert name in str(e.value)
+
+
+# ------------------------------------------------------------------------------- decoding
+def _pil_rgb(data: bytes) -> torch.Tensor:
+    import io
+
+    from torchvision.transforms.functional import pil_to_tensor
+
+    with Image.open(io.BytesIO(data)) as im:
+        return pil_to_tensor(im.convert("RGB"))
+
+
+def test_decode_rgb_equals_pil_on_real_jpegs(shared_data):
+    """libjpeg-turbo through torchvision gives PIL's pixels exactly, colour and grey-scale frames alike."""
+    from alod.data.dataset import decode_rgb
+
+    files = sorted((shared_data / "bdd100k_val50").rglob("*.jpg"))[:10] + sorted((shared_data / "coco128").rglob("*.jpg"))
+    assert len(files) > 20
+    modes = set()
+    for f in files:
+        data = f.read_bytes()
+        with Image.open(f) as im:
+            modes.add(im.mode)
+        assert torch.equal(decode_rgb(data), _pil_rgb(data)), f
+    assert "RGB" in modes and "L" in modes  # both paths of libjpeg's colour conversion were compared
+
+
+def test_decode_rgb_png_and_broken_jpeg(tmp_path):
+    import io
+
+    from alod.data.dataset import decode_rgb
+
+    buf = io.BytesIO()
+    Image.new("LA", (5, 4), (7, 200)).save(buf, format="PNG")
+    assert decode_rgb(buf.getvalue()).shape == (3, 4, 5)
+    assert decode_rgb(buf.getvalue())[:, 0, 0].tolist() == [7, 7, 7]
+    jpg = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 120, 240)).save(jpg, format="JPEG")
+    with pytest.raises(OSError):  # libjpeg refuses the truncated file; PIL's error is the one raised
+        decode_rgb(jpg.getvalue()[: len(jpg.getvalue()) // 2])
+
+
+def test_truncated_jpeg_names_the_file(tmp_path):
+    import io
+
+    jpg = io.BytesIO()
+    Image.new("RGB", (W, H), (10, 120, 240)).save(jpg, format="JPEG")
+    (tmp_path / "cut.jpg").write_bytes(jpg.getvalue()[:60])
+    idx = DetectionIndex.from_lists(image_root=tmp_path, names=["cut.jpg"], widths=[W], heights=[H],
+                                    boxes_per_image=[np.zeros((0, 4))], labels_per_image=[np.zeros(0, int)],
+                                    classes=CLASSES)
+    with pytest.raises(AlodError, match="cut.jpg.*cannot be decoded"):
+        DetectionDataset(idx)[0]
+    image, target = DetectionDataset(idx, skip_unreadable=True)[0]
+    assert image is None and "cannot be decoded" in target["unreadable"]

@@ -160,3 +160,41 @@ def test_adaptive_selection_never_repeats_and_resumes_to_the_same_pool(scheduled
     resumed = run_cycles(cfg, progress=False, log=QUIET)
     assert resumed["pool"] == ref["pool"]
     assert [c["mAP50"] for c in resumed["cycles"]] == pytest.approx([c["mAP50"] for c in ref["cycles"]], abs=1e-9)
+
+
+def test_warm_start_begins_from_the_previous_cycles_weights(scheduled, monkeypatch):
+    """``cycles.init: warm``: cycle 1 from a random init, cycle n from cycle n - 1's final weights;
+    ``scratch`` never passes weights."""
+    import torch
+
+    import alod.stages.cycles as cycles_mod
+    from alod.engine import load_checkpoint
+
+    sched, path = scheduled
+    given = {}
+    real = cycles_mod.train_detector
+
+    def spy(ctx, index, **kw):
+        n = kw["extra"]["cycle"]
+        given[n] = kw["init_weights"]
+        if n > 1 and kw["init_weights"] is not None:  # what cycle n - 1 ended with, before cycle n trains
+            before = load_checkpoint(ctx.layout.cycle_checkpoint(n - 1))["model"]
+            assert all(torch.equal(before[k], v) for k, v in kw["init_weights"].items())
+        return real(ctx, index, **kw)
+
+    monkeypatch.setattr(cycles_mod, "train_detector", spy)
+    state = run_cycles(load_config(path, ["run.name=warm", "cycles.init=warm"]), progress=False, log=QUIET,
+                       schedule_file=sched)
+    assert given[1] is None and given[2] is not None and given[3] is not None
+    assert [c["init"] for c in state["cycles"]] == ["scratch", "warm", "warm"]
+    assert "stop" not in state["cycles"][0]
+    given.clear()
+    state = run_cycles(load_config(path, ["run.name=cold"]), progress=False, log=QUIET, schedule_file=sched)
+    assert set(given.values()) == {None} and [c["init"] for c in state["cycles"]] == ["scratch"] * 3
+
+
+def test_cycle_options_are_checked_at_load(scheduled):
+    _, path = scheduled
+    for bad in ("cycles.init=hot", "cycles.stop=never", "cycles.patience=0", "cycles.eval_every=0", "train.amp=cpu"):
+        with pytest.raises(AlodError, match=bad.split("=")[0]):
+            load_config(path, [bad])
