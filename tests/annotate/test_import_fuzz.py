@@ -65,31 +65,31 @@ def _check(fmt: str, path: Path) -> None:
         assert np.all((result.labels[name] >= 1) & (result.labels[name] <= len(CLASSES)))
 
 
+def _check_json(path, fmt: str, doc) -> None:
+    """Write ``doc`` as the JSON file ``path`` and import it as ``fmt`` (:func:`_check`)."""
+    path.write_text(json.dumps(doc))
+    _check(fmt, path)
+
+
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @SETTINGS
 @given(doc=labelme_docs | _JUNK)
 def test_labelme_junk(tmp_path, doc):
-    path = tmp_path / "a.json"
-    path.write_text(json.dumps(doc))
-    _check("labelme", path)
+    _check_json(tmp_path / "a.json", "labelme", doc)
 
 
 @SETTINGS
 @given(doc=coco_docs | _JUNK)
 def test_coco_junk(tmp_path, doc):
-    path = tmp_path / "annotations.json"
-    path.write_text(json.dumps(doc))
-    _check("coco", path)
+    _check_json(tmp_path / "annotations.json", "coco", doc)
 
 
 @SETTINGS
 @given(doc=labelstudio_docs | _JUNK)
 def test_labelstudio_junk(tmp_path, doc):
-    path = tmp_path / "tasks.json"
-    path.write_text(json.dumps(doc))
-    _check("labelstudio", path)
+    _check_json(tmp_path / "tasks.json", "labelstudio", doc)
 
 
 _XML_TEXT = st.sampled_from(["0", "1.5", "-3", "1e30", "nan", "inf", "", "x", "64", "48"])
