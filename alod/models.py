@@ -386,6 +386,10 @@ def build_detector(cfg: ModelConfig, *, num_classes: int) -> FasterRCNN:
     model.roi_heads = ProbRoIHeads.from_roi_heads(model.roi_heads)
     if cfg.weights_path:
         load_weights(model, cfg.weights_path)
+    if cfg.channels_last:
+        # Weights in NHWC make every convolution run NHWC (the batched images follow the first one);
+        # load_state_dict copies into these tensors, so checkpoints load either way.
+        model = model.to(memory_format=torch.channels_last)
     return model
 
 

@@ -38,6 +38,7 @@ VARIANTS = {
                      ["cycles.init=warm", "cycles.epochs=5", "cycles.stop=plateau",
                       "cycles.eval_every=1", "cycles.patience=2"]),
     "warm_e2": ("warm start, 2 epochs per cycle", ["cycles.init=warm", "cycles.epochs=2"]),
+    "warm_e4": ("warm start, 4 epochs per cycle", ["cycles.init=warm", "cycles.epochs=4"]),
     "plateau": ("from scratch, at most 10 epochs, plateau (every 2 epochs, patience 2)",
                 ["cycles.stop=plateau", "cycles.eval_every=2", "cycles.patience=2"]),
     "scratch_e10": ("from scratch, 10 epochs per cycle (the demo's protocol)", []),
@@ -89,41 +90,70 @@ def _sweep(args, out: Path, result: dict, base: list[str], log) -> None:
         _write(out, result)
 
     for name in args.variants.split(","):
-        if name in result["variants"]:
-            continue
         what, sets = VARIANTS[name]
         run_name = f"demo-levers-{name}"
         state_path = ROOT / "runs" / run_name / "cycles" / "state.json"
+        if name in result["variants"]:
+            if "pool_sizes" not in result["variants"][name]:  # written by an earlier version of this script
+                result["variants"][name].update(_from_state(state_path))
+                _write(out, result)
+            continue
         resumed = state_path.exists()
         cmd = ["cycles", *base, "--set", f"run.name={run_name}",
                "--schedule", "runs/demo-levers/schedule.json"]
         for s in sets:
             cmd += ["--set", s]
         seconds = _alod(cmd, log)
-        state = json.loads(state_path.read_text())
-        cycles = [c for c in state["cycles"] if c.get("step") == "evaluated"]
-        result["variants"][name] = {
-            "what": what, "overrides": sets, "seconds": seconds, "resumed": resumed,
-            "mAP50": [round(c["mAP50"], 4) for c in cycles],
-            "epochs": [c["epochs"] for c in cycles],
-            "train_seconds": round(sum(c["seconds"].get("train", 0) for c in cycles), 1),
-            "evaluate_seconds": round(sum(c["seconds"].get("evaluate", 0) for c in cycles), 1),
-        }
+        result["variants"][name] = {"what": what, "overrides": sets, "seconds": seconds, "resumed": resumed,
+                                    **_from_state(state_path)}
         _write(out, result)
         print(name, result["variants"][name], flush=True)
 
     if BASELINE in result["variants"]:
-        b = result["variants"][BASELINE]
-        levers = {}
-        for name, v in result["variants"].items():
-            if name == BASELINE:
-                continue
-            levers[name] = {"what": v["what"], "epoch_fraction": round(sum(v["epochs"]) / sum(b["epochs"]), 3),
-                            "seconds_fraction": round(v["seconds"] / b["seconds"], 3),
-                            "final_mAP50": v["mAP50"][-1], "baseline_final_mAP50": b["mAP50"][-1]}
-        _write(HERE / "results" / "cycle_levers.json",
-               {"source": "bench_demo_levers.py on the demo", "machine": result["machine"], "levers": levers})
+        _write(HERE / "results" / "cycle_levers.json", cycle_levers(result))
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def _from_state(state_path: Path) -> dict:
+    """Per-cycle mAP50, epochs, pool sizes, plateau evaluations and step seconds of a finished run."""
+    cycles = [c for c in json.loads(state_path.read_text())["cycles"] if c.get("step") == "evaluated"]
+    return {
+        "mAP50": [round(c["mAP50"], 4) for c in cycles],
+        "epochs": [c["epochs"] for c in cycles],
+        "pool_sizes": [c["pool_size"] for c in cycles],
+        "plateau_evals": [len(c["stop"]["evals"]) for c in cycles if isinstance(c.get("stop"), dict)],
+        "train_seconds": round(sum(c["seconds"].get("train", 0) for c in cycles), 1),
+        "evaluate_seconds": round(sum(c["seconds"].get("evaluate", 0) for c in cycles), 1),
+    }
+
+
+def _epoch_fraction(v: dict, base: dict) -> float:
+    """Cycle training image-iterations relative to the baseline's: sum epochs_n * pool_n over sum of
+    the baseline's (the definition bench_schedule_cost.py reads)."""
+    return sum(e * p for e, p in zip(v["epochs"], v["pool_sizes"])) / sum(
+        e * p for e, p in zip(base["epochs"], base["pool_sizes"]))
+
+
+def cycle_levers(result: dict) -> dict:
+    """``cycle_levers.json`` for bench_schedule_cost.py: ``warm`` is the cheapest fixed-epoch warm
+    variant whose final mAP50 reached the baseline's (absent if none did), ``warm_plateau`` and
+    ``plateau`` the plateau variants; each with its fraction of the baseline's cycle training, its
+    evaluations per cycle, and the mAP50 it reached, so the saving's price is in the same file."""
+    variants = result["variants"]
+    base = variants[BASELINE]
+    out = {"source": "benchmarks/bench_demo_levers.py on the demo (configs/demo.yaml, one shared scorer)",
+           "machine": result["machine"], "baseline": {"what": base["what"], "final_mAP50": base["mAP50"][-1],
+                                                      "seconds": base["seconds"]}}
+    warm = sorted((_epoch_fraction(v, base), name) for name, v in variants.items()
+                  if name.startswith("warm_e") and v["mAP50"][-1] >= base["mAP50"][-1])
+    picks = {"warm": warm[0][1] if warm else None, "warm_plateau": "warm_plateau", "plateau": "plateau"}
+    for lever, name in picks.items():
+        if name not in variants:
+            continue
+        v = variants[name]
+        out[lever] = {"variant": name, "what": v["what"], "epoch_fraction": round(_epoch_fraction(v, base), 4),
+                      "seconds_fraction": round(v["seconds"] / base["seconds"], 4),
+                      "final_mAP50": v["mAP50"][-1], "baseline_final_mAP50": base["mAP50"][-1],
+                      "source": f"bench_demo_levers.py variant {name} on the demo, {result['machine'].get('date')}"}
+        if "plateau" in name:
+            out[lever]["evals_per_cycle"] = round(sum(v["plateau_evals"]) / len(v["plateau_evals"]), 3)
+    return out

@@ -30,6 +30,9 @@ what the work is:
    as "not measured". ``--plateau-epoch-fraction`` etc. add what-if rows, labelled user-supplied.
 5. **GPU**: if ``torch.cuda.is_available()``, R50-FPN at 1280x720 training (batch ``train.batch_size``)
    and inference (batch ``train.eval_batch_size``) images/s in fp32 and under bf16 autocast.
+   Without a GPU here, the images/s that ``bench_gpu.py`` measured on a lent one
+   (``benchmarks/results/gpu.json``, ``--gpu-result``) give each variant's GPU-hours on that device,
+   one process, for fp32, bf16 and bf16 + channels_last: the measured counterpart of the peak hours.
 
 ``benchmarks/results/cycle_levers.json``, the keys read (anything else is ignored)::
 
@@ -75,6 +78,7 @@ from alod.strategies import STRATEGIES
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "schedule_cost.json"
 LEVERS = Path(__file__).resolve().parent / "results" / "cycle_levers.json"
+GPU_RESULT = Path(__file__).resolve().parent / "results" / "gpu.json"
 
 A100_BF16_TFLOPS = 312.0  # dense bf16 tensor-core peak (A100 SXM)
 H100_BF16_TFLOPS = 989.0  # dense bf16 tensor-core peak (H100 SXM)
@@ -306,6 +310,27 @@ def measure_gpu(model_cfg, cfg, flops_full: dict, *, warmup: int, repeats: int,
 
 
 # ----------------------------------------------------------------------------------- main
+def gpu_rate_hours(variants: dict, path: Path) -> dict | None:
+    """Each variant's hours on the GPU ``bench_gpu.py`` ran on, at its measured images/s (largest batch):
+    training image-iterations / training rate + inference images / scoring rate, one process."""
+    if not path.exists():
+        return None
+    g = json.loads(path.read_text())
+    batch = max(r["batch"] for r in g["training"])
+    train = {r["setting"]: r["images_per_s"] for r in g["training"] if r["batch"] == batch}
+    infer = {r["setting"]: r["images_per_s"] for r in g["scoring"]}
+    rates = {"fp32": {"train": train["fp32"], "inference": infer["fp32"]},
+             "bf16": {"train": train["bf16"], "inference": infer["bf16"]},
+             "bf16_channels_last": {"train": train["bf16_channels_last"], "inference": infer["bf16"]}}
+    hours = {name: {k: (v["train_image_iterations"] / r["train"] + v["inference_images"] / r["inference"]) / 3600
+                    for k, r in rates.items()}
+             for name, v in variants.items() if "train_image_iterations" in v}
+    shown = str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
+    return {"source": "measured on a lent GPU by bench_gpu.py, read from the file", "file": shown,
+            "device": g["device"], "date": g.get("machine", {}).get("date"), "batch": batch, "rates": rates,
+            "hours": hours}
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/bdd100k.yaml", help="the full-scale config")
@@ -320,6 +345,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-count-s", type=float, default=60.0,
                     help="count 1280x720 FLOPs directly unless that is predicted to take longer than this")
     ap.add_argument("--levers", default=str(LEVERS), help="the measured variants (keys: see above)")
+    ap.add_argument("--gpu-result", default=str(GPU_RESULT), help="bench_gpu.py's result from a lent GPU")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads; 1 by default, as bench_mc_dropout.py: on this shared 2-core machine, "
                          "2 threads made the demo training step 4.59 s instead of 1.77 s and pushed the 640x360 FLOP "
@@ -433,6 +459,9 @@ def main(args) -> None:
                     + v["inference_pflop"] * 1e3 / gpu["results"]["bf16"]["inference_tflops_achieved"]) / 3600
     else:
         gpu = "not measured (no GPU on this machine)"
+        measured = gpu_rate_hours(variants, Path(args.gpu_result))
+        if measured is not None:
+            gpu = measured
 
     # table
     print(f"FLOPs per image (FlopCounterMode: conv + matmul, multiply-add = 2){' [' + '; '.join(notes) + ']' if notes else ''}")
@@ -477,7 +506,15 @@ def main(args) -> None:
           f"{100 * base['implied_a100_utilisation']:.1f}% utilisation (inference, scoring and validation, is "
           f"{100 * base['inference_pflop'] / base['total_pflop']:.1f}% of the FLOPs; without the validation passes "
           f"{100 * base['without_validation']['implied_a100_utilisation']:.2f}%)")
-    if isinstance(gpu, dict):
+    if isinstance(gpu, dict) and "hours" in gpu:
+        print(f"\nGPU-hours at the images/s bench_gpu.py measured on one {gpu['device']} (batch {gpu['batch']}, "
+              f"{gpu['file']}):")
+        print(f"{'variant':<42} " + " ".join(f"{k:>18}" for k in gpu["rates"]))
+        for name, hours in gpu["hours"].items():
+            print(f"{name:<42} " + " ".join(f"{h:>17.1f}h" for h in hours.values()))
+        print("  rates (train / inference img/s): " + "; ".join(
+            f"{k} {r['train']:.1f} / {r['inference']:.1f}" for k, r in gpu["rates"].items()))
+    elif isinstance(gpu, dict):
         print(f"\nGPU {gpu['device']}: R50-FPN {fw}x{fh}")
         for k, v in gpu["results"].items():
             print(f"  {k}: train {v['train_images_per_s']:.1f} img/s ({v['train_tflops_achieved']:.0f} TFLOP/s), "

@@ -244,3 +244,36 @@ def test_weights_path_garbage_file_is_alod_error(tmp_path):
     path.write_bytes(b"this is not a checkpoint")
     with pytest.raises(AlodError):
         build(tiny(weights_path=str(path)))
+
+
+# ------------------------------------------------------------------------------ model.channels_last
+def test_channels_last_weights_compute_the_same_features_and_checkpoints_load_either_way():
+    """``model.channels_last`` changes only the memory layout: every 4-D weight is NHWC, the features
+    equal the NCHW model's to float rounding, and a state dict moves between the two layouts."""
+    nchw = build()
+    nhwc = build(tiny(channels_last=True))
+    convs = [p for p in nhwc.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert not all(p.is_contiguous(memory_format=torch.channels_last) for p in nchw.parameters() if p.dim() == 4)
+    nhwc.load_state_dict(nchw.state_dict())  # same seed builds the same weights; this makes sure
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in nhwc.parameters() if p.dim() == 4)
+    x = torch.rand(1, 3, 96, 160, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        a, b = nchw.eval().backbone(x), nhwc.eval().backbone(x)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
+    back = build()
+    back.load_state_dict(nhwc.state_dict())
+    for k, v in nchw.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k
+
+
+def test_channels_last_model_trains():
+    model = build(tiny(channels_last=True)).train()
+    images = random_images()
+    targets = [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 50.0]]), "labels": torch.tensor([1])} for _ in images]
+    loss = sum(model(images, targets).values())
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = [p.grad for p in model.parameters() if p.dim() == 4 and p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
