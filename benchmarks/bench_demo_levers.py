@@ -157,3 +157,7 @@ def cycle_levers(result: dict) -> dict:
         if "plateau" in name:
             out[lever]["evals_per_cycle"] = round(sum(v["plateau_evals"]) / len(v["plateau_evals"]), 3)
     return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
