@@ -41,7 +41,7 @@ VARIANTS = {
     "warm_e4": ("warm start, 4 epochs per cycle", ["cycles.init=warm", "cycles.epochs=4"]),
     "plateau": ("from scratch, at most 10 epochs, plateau (every 2 epochs, patience 2)",
                 ["cycles.stop=plateau", "cycles.eval_every=2", "cycles.patience=2"]),
-    "scratch_e10": ("from scratch, 10 epochs per cycle (the demo's protocol)", []),
+    "scratch_e10": ("from scratch, 10 epochs per cycle (the original protocol)", []),
 }
 BASELINE = "scratch_e10"
 
