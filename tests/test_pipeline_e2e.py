@@ -243,7 +243,7 @@ def test_resume_after_kill_matches_uninterrupted_run(finished_run, tmp_path):
 
 @pytest.mark.slow  # a reference and a killed + resumed subprocess run: about 1 minute on 2 cores
 def test_resume_after_kill_with_every_cost_option_on(finished_run, tmp_path):
-    """Every option of the cost issue on (warm start, plateau stopping, bf16 autocast on the CPU,
+    """Every training option of the cost issue on (warm start, plateau stopping, bf16 autocast on the CPU,
     channels_last weights):
     SIGKILL during cycle 2's training, rerun, and the run ends as the uninterrupted one (both are
     subprocesses: one thread count, one accelerate state per process)."""
