@@ -54,11 +54,27 @@ SHARD_FORMAT = "alod.scores/1"
 
 
 def _shard_key(*, ckpt_sha: str, strategy: str, params: dict, fingerprint: dict, shard_size: int,
-               positions_sha256: str | None = None) -> str:
+               positions_sha256: str | None = None, numerics: dict | None = None) -> str:
     key = {"ckpt": ckpt_sha, "strategy": strategy, "params": params, "dataset": fingerprint, "shard": shard_size}
     if positions_sha256 is not None:  # score.subset < 1 only: full-pool keys (and their shards) stay as they were
         key["positions"] = positions_sha256
+    if numerics:  # bf16 or channels_last only: fp32 NCHW keys (and their shards) stay as they were
+        key["numerics"] = numerics
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def scoring_numerics(cfg: Config, device_type: str) -> dict:
+    """What, beyond the checkpoint, changes the scores' last bits: bf16 autocast where ``score.amp``
+    turns it on for ``device_type``, and ``model.channels_last``. Part of the shard key, so a rerun
+    with other numerics scores afresh instead of mixing shards of both."""
+    from alod.engine import autocast_on
+
+    out = {}
+    if autocast_on(device_type, cfg.score.amp):
+        out["autocast"] = "bf16"
+    if cfg.model.channels_last:
+        out["channels_last"] = True
+    return out
 
 
 def _positions_sha256(positions: np.ndarray) -> str:
@@ -275,8 +291,9 @@ def _score_and_schedule(ctx, *, spec, params: dict, ckpt, ckpt_path: Path | None
         # Keyed by the scored images (the whole split, or the unseen part of it; under a subset, the sample).
         positions_sha = _positions_sha256(sample) if sample is not None else None
         shard_size = cfg.score.shard_size
+        numerics = scoring_numerics(cfg, ctx.accelerator.device.type)
         key = _shard_key(ckpt_sha=ckpt_sha, strategy=strategy, params=params, fingerprint=train.fingerprint(),
-                         shard_size=shard_size, positions_sha256=positions_sha)
+                         shard_size=shard_size, positions_sha256=positions_sha, numerics=numerics)
         shard_dir = ctx.layout.score_shards(key)
         n_scored = len(train) if sample is None else len(sample)
         manifest = shard_dir / "manifest.json"
@@ -289,6 +306,8 @@ def _score_and_schedule(ctx, *, spec, params: dict, ckpt, ckpt_path: Path | None
             }
             if sample is not None:
                 doc.update(subset=subset, num_scored=n_scored, positions_sha256=positions_sha)
+            if numerics:
+                doc["numerics"] = numerics
             doc["timings"] = _previous_timings(manifest)
             atomic_write_json(manifest, doc)
             # Counted before any process starts (they all wait below): what this run will score.

@@ -291,3 +291,31 @@ def test_adaptive_without_subset_scores_every_candidate_and_keeps_its_identity(s
     first = selector.select(1, _Pool([]))
     selector.select(2, _Pool(first.images))
     assert len(calls[0]) == 20
+
+
+def test_bf16_and_channels_last_score_into_their_own_shards(scorer, tmp_path):
+    """``score.amp`` (where it turns autocast on) and ``model.channels_last`` change the scores' last
+    bits, so they are part of the shard key: a rerun with other numerics scores afresh instead of
+    resuming from shards of the other kind, and the fp32 key is the one it always was."""
+    from alod.engine import make_accelerator
+    from alod.stages.scoring import _shard_key, run_scoring
+
+    data_root, ckpt, train = scorer
+    path = write_tiny_config(tmp_path, data_root=data_root, model={"box_score_thresh": 0.0})
+    acc = make_accelerator(amp=False)  # the autocast under test is torch's own, set by score.amp
+    manifests = {}
+    for name, overrides in {"fp32": [], "bf16": ["score.amp=all"],
+                            "channels_last": ["model.channels_last=true"]}.items():
+        cfg = load_config(path, overrides)
+        run_scoring(cfg, ckpt=ckpt, accelerator=acc, progress=False, log=QUIET)
+        scores = run_layout(cfg).root / "scores"
+        new = {d.name for d in scores.iterdir() if d.is_dir()} - {m["key"] for m in manifests.values()}
+        assert len(new) == 1, (name, new)  # scored afresh into a shard folder of its own
+        key = new.pop()
+        manifests[name] = {"key": key, **json.loads((scores / key / "manifest.json").read_text())}
+    assert "numerics" not in manifests["fp32"]
+    assert manifests["bf16"]["numerics"] == {"autocast": "bf16"}
+    assert manifests["channels_last"]["numerics"] == {"channels_last": True}
+    m = manifests["fp32"]
+    assert m["key"] == _shard_key(ckpt_sha=m["checkpoint_sha256"], strategy=m["strategy"], params=m["params"],
+                                  fingerprint=m["dataset"], shard_size=m["shard_size"])
