@@ -46,6 +46,7 @@ class ModelConfig:
     box_batch_size_per_image: int = 64
     box_head_width: int = 256
     fpn_channels: int = 256  # resnet18_fpn_light only: width of the FPN and RPN convolutions
+    trunk_width: int = 64  # resnet18_fpn_light only: channels of layer1 (2x, 4x in layers 2, 3); 64 = ResNet-18
     box_score_thresh: float = 0.05
     box_detections_per_img: int = 100
     trainable_backbone_layers: int = 5
@@ -352,6 +353,7 @@ _RANGES = (
     ("model.box_batch_size_per_image", _positive, "> 0"),
     ("model.box_head_width", _positive, "> 0"),
     ("model.fpn_channels", _positive, "> 0"),
+    ("model.trunk_width", _positive, "> 0"),
     ("model.box_score_thresh", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     ("model.box_detections_per_img", _positive, "> 0"),
     ("model.trainable_backbone_layers", lambda v: 0 <= v <= 5, "in [0, 5]"),

@@ -324,6 +324,30 @@ def _mnv3_fpn(cfg: ModelConfig, num_classes: int) -> FasterRCNN:
     return _torchvision_detector(torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn, cfg, num_classes)
 
 
+def _narrow_resnet18_trunk(width: int) -> nn.Module:
+    """ResNet-18's stem and layers 1-3 with ``width``, ``2 * width``, ``4 * width`` channels
+    (64 is ResNet-18's own), initialised as torchvision initialises its ResNets. Children are in
+    forward order, which is what ``BackboneWithFPN``'s layer getter runs."""
+    from torchvision.models.resnet import BasicBlock
+
+    def layer(inp: int, out: int, stride: int) -> nn.Sequential:
+        down = None
+        if stride != 1 or inp != out:
+            down = nn.Sequential(nn.Conv2d(inp, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+        return nn.Sequential(BasicBlock(inp, out, stride, down), BasicBlock(out, out))
+
+    trunk = nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(3, width, 7, 2, 3, bias=False)), ("bn1", nn.BatchNorm2d(width)),
+        ("relu", nn.ReLU(inplace=True)), ("maxpool", nn.MaxPool2d(3, 2, 1)),
+        ("layer1", layer(width, width, 1)), ("layer2", layer(width, 2 * width, 2)),
+        ("layer3", layer(2 * width, 4 * width, 2)),
+    ]))
+    for m in trunk.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return trunk
+
+
 @register_model("resnet18_fpn_light")
 def _r18_fpn_light(cfg: ModelConfig, num_classes: int) -> FasterRCNN:
     from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -333,14 +357,20 @@ def _r18_fpn_light(cfg: ModelConfig, num_classes: int) -> FasterRCNN:
 
     if cfg.weights:
         raise AlodError("resnet18_fpn_light has no pretrained detector weights; use weights_backbone or weights_path")
-    trunk = torchvision.models.resnet18(weights=cfg.weights_backbone, norm_layer=nn.BatchNorm2d)
+    w = cfg.trunk_width
+    if w == 64:
+        trunk = torchvision.models.resnet18(weights=cfg.weights_backbone, norm_layer=nn.BatchNorm2d)
+    elif cfg.weights_backbone:
+        raise AlodError(f"model.weights_backbone needs ResNet-18's own width, model.trunk_width: 64 (got {w})")
+    else:
+        trunk = _narrow_resnet18_trunk(w)
     # Layers 1-3 give strides 4, 8, 16; FPN's max-pool adds 32. Layer 4 (stride 32, 512 channels)
     # costs more than it helps for objects of 5-100 px. The FPN width matters most for CPU time:
     # its 3x3 convolutions (and the RPN's) at stride 4 cost more than the whole ResNet-18 trunk at 256.
     backbone = BackboneWithFPN(
         trunk,
         return_layers={"layer1": "0", "layer2": "1", "layer3": "2"},
-        in_channels_list=[64, 128, 256],
+        in_channels_list=[w, 2 * w, 4 * w],
         out_channels=cfg.fpn_channels,
         extra_blocks=LastLevelMaxPool(),
     )

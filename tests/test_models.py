@@ -277,3 +277,25 @@ def test_channels_last_model_trains():
     assert torch.isfinite(loss)
     grads = [p.grad for p in model.parameters() if p.dim() == 4 and p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+# -------------------------------------------------------------------------------- model.trunk_width
+def test_trunk_width_narrows_layers_1_to_3_and_64_is_resnet18():
+    """``trunk_width`` w gives layers 1-3 w, 2w, 4w channels; 64 builds torchvision's ResNet-18 itself
+    (the same weights for the same seed as before the option existed)."""
+    default = build()
+    same = build(tiny(trunk_width=64))
+    for (k, a), b in zip(default.state_dict().items(), same.state_dict().values()):
+        assert torch.equal(a, b), k
+    narrow = build(tiny(trunk_width=16)).eval()
+    body = narrow.backbone.body
+    assert [body[f"layer{i}"][-1].conv2.out_channels for i in (1, 2, 3)] == [16, 32, 64]
+    assert sum(p.numel() for p in body.parameters()) < sum(p.numel() for p in default.backbone.body.parameters()) / 10
+    with torch.no_grad():
+        out = narrow(random_images())
+    assert len(out) == len(IMAGE_SIZES) and all(o["probs"].shape[1] == NUM_CLASSES + 1 for o in out)
+
+
+def test_trunk_width_other_than_64_refuses_pretrained_backbone_weights():
+    with pytest.raises(AlodError, match="trunk_width"):
+        build_detector(tiny(trunk_width=32, weights_backbone="DEFAULT"), num_classes=3)
