@@ -18,12 +18,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from _inputs import scene_batch
 from _machine import run_info, write_result
 
-from alod.config import SyntheticConfig, load_config
-from alod.data.dataset import DetectionDataset, collate_detection
-from alod.data.loading import load_index
-from alod.data.synthetic import generate_dataset
+from alod.config import load_config
 from alod.models import build_detector
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,10 +35,7 @@ def main() -> None:
     args = ap.parse_args()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        root = generate_dataset(Path(tmp) / "d", SyntheticConfig(num_train=8, num_val=1), progress=False)
-        index = load_index(labels=root / "labels/det_20/det_train.json", image_root=root / "images/100k/train",
-                           image_size=(320, 192), log=lambda *_: None)
-        images, targets = collate_detection([DetectionDataset(index)[i] for i in range(8)])
+        images, targets, _ = scene_batch(Path(tmp), 8)
     demo = load_config(REPO / "configs" / "demo.yaml").model
     pairs = [tuple(int(v) for v in p.split("x")) for p in args.pairs.split(",")]
     models, opts = {}, {}

@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from _inputs import cpu_decoders
 from _machine import run_info, write_result
 
 from alod.config import load_config
@@ -98,25 +99,13 @@ def _predictor(model_cfg, images, device, *, bf16: bool, warmup: int = 3):
 
 
 def _decode(files: list[Path], device: torch.device, repeats: int) -> dict:
-    from io import BytesIO
-
-    from PIL import Image
     from torchvision.io import decode_jpeg
-    from torchvision.transforms.functional import pil_to_tensor
 
     blobs = [f.read_bytes() for f in files]
     datas = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+    cpu = cpu_decoders(blobs)
 
-    def pil():
-        for b in blobs:
-            with Image.open(BytesIO(b)) as im:
-                pil_to_tensor(im.convert("RGB"))
-
-    def tv_cpu():
-        for b in blobs:
-            decode_rgb(b)
-
-    steps = {"pil_1_thread": pil, "torchvision_cpu_1_thread": tv_cpu}
+    steps = {"pil_1_thread": cpu["pil"], "torchvision_cpu_1_thread": cpu["torchvision"]}
     if device.type == "cuda":
         def nvjpeg():
             decode_jpeg(datas, device=device)

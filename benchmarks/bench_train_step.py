@@ -24,13 +24,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-
+from _inputs import cpu_decoders, scene_batch
 from _machine import run_info, write_result
 
-from alod.config import ModelConfig, SyntheticConfig, load_config
-from alod.data.dataset import DetectionDataset, collate_detection, decode_rgb
-from alod.data.loading import load_index
-from alod.data.synthetic import generate_dataset
+from alod.config import ModelConfig, load_config
 from alod.models import build_detector
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,33 +77,9 @@ def _alternate(steps: dict, repeats: int) -> dict:
     return {k: v / repeats for k, v in total.items()}
 
 
-def _scene_batch(tmp: Path, n: int, width: int, height: int):
-    root = generate_dataset(tmp / f"d{width}", SyntheticConfig(num_train=n, num_val=1, width=width, height=height),
-                            progress=False)
-    index = load_index(labels=root / "labels/det_20/det_train.json", image_root=root / "images/100k/train",
-                       image_size=(width, height), log=lambda *_: None)
-    images, targets = collate_detection([DetectionDataset(index)[i] for i in range(n)])
-    return images, targets, sorted((root / "images/100k/train").glob("*.jpg"))
-
-
 def _decode_rates(files: list[Path], repeats: int) -> dict:
-    from io import BytesIO
-
-    from PIL import Image
-    from torchvision.transforms.functional import pil_to_tensor
-
     blobs = [f.read_bytes() for f in files]
-
-    def pil():
-        for b in blobs:
-            with Image.open(BytesIO(b)) as im:
-                pil_to_tensor(im.convert("RGB"))
-
-    def tv():
-        for b in blobs:
-            decode_rgb(b)
-
-    secs = _alternate({"pil": pil, "torchvision": tv}, repeats)
+    secs = _alternate(cpu_decoders(blobs), repeats)
     return {k: len(blobs) / v for k, v in secs.items()}
 
 
@@ -124,7 +97,7 @@ def main() -> None:
     rows = []
     demo_model = load_config(REPO / "configs" / "demo.yaml").model
     with tempfile.TemporaryDirectory() as tmp:
-        images, targets, demo_files = _scene_batch(Path(tmp), 8, 320, 192)
+        images, targets, demo_files = scene_batch(Path(tmp), 8, 320, 192)
         secs = _alternate({
             "fp32": _trainer(demo_model, images, targets),
             "bf16": _trainer(demo_model, images, targets, bf16=True),
@@ -135,7 +108,7 @@ def main() -> None:
                          "step_s": s, "images_per_s": 8 / s, "vs_fp32": secs["fp32"] / s})
         if not args.skip_bdd:
             w, h = (int(v) for v in args.bdd_size.lower().split("x"))
-            bdd_imgs, bdd_targets, _ = _scene_batch(Path(tmp), args.bdd_batch, w, h)
+            bdd_imgs, bdd_targets, _ = scene_batch(Path(tmp), args.bdd_batch, w, h)
             # At the bench size, not resized up to bdd100k.yaml's 720 px.
             r50 = replace(load_config(REPO / "configs" / "bdd100k.yaml").model, min_size=min(w, h), max_size=max(w, h))
             secs = _alternate({
