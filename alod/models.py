@@ -381,7 +381,8 @@ def _r18_fpn_light(cfg: ModelConfig, num_classes: int) -> FasterRCNN:
         sizes=tuple((int(s),) for s in cfg.anchor_sizes),
         aspect_ratios=(tuple(float(a) for a in cfg.aspect_ratios),) * n_levels,
     )
-    box_roi_pool = MultiScaleRoIAlign(featmap_names=["0", "1", "2"], output_size=7, sampling_ratio=2)
+    box_roi_pool = MultiScaleRoIAlign(featmap_names=["0", "1", "2"], output_size=7,
+                                      sampling_ratio=cfg.roi_sampling_ratio)
     box_head = TwoMLPHead(backbone.out_channels * 7 * 7, cfg.box_head_width)
     box_predictor = FastRCNNPredictor(cfg.box_head_width, num_classes + 1)
     return FasterRCNN(
@@ -413,6 +414,8 @@ def build_detector(cfg: ModelConfig, *, num_classes: int) -> FasterRCNN:
                 "internet the first time; offline, set model.weights_path to a local file instead."
             ) from e
         raise
+    # torchvision's presets build their RoIAlign with sampling ratio 2; it is read at every forward.
+    model.roi_heads.box_roi_pool.sampling_ratio = cfg.roi_sampling_ratio
     model.roi_heads = ProbRoIHeads.from_roi_heads(model.roi_heads)
     if cfg.weights_path:
         load_weights(model, cfg.weights_path)

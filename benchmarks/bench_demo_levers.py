@@ -13,6 +13,15 @@ it used (summed over cycles), which ``bench_schedule_cost.py`` scales the BDD100
 the mAP50 each reached, so a reader can see what the saving costs.
 
     python benchmarks/bench_demo_levers.py            # about 40 minutes on a 2-core CPU
+
+Other sweeps over the same machinery: ``--set`` applies overrides to the scorer and to every variant
+(e.g. a narrower model), ``--variant NAME=OVERRIDE;OVERRIDE`` adds a variant of your own, and
+``--run-name``/``--out`` keep such a sweep apart from the default one (``cycle_levers.json`` is
+written only by the default sweep, the one ``bench_schedule_cost.py`` reads)::
+
+    python benchmarks/bench_demo_levers.py --run-name demo-fast --set model.trunk_width=32 \
+        --variant "warm_e3_lr04=cycles.init=warm;cycles.epochs=3;train.lr=0.04" --variants warm_e3_lr04 \
+        --out benchmarks/results/demo_fast.json
 """
 from __future__ import annotations
 
@@ -66,17 +75,33 @@ def main(argv=None) -> int:
     p.add_argument("--pretrain-epochs", type=int, default=2)
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, in run order")
     p.add_argument("--out", default=str(HERE / "results" / "demo_levers.json"))
+    p.add_argument("--run-name", default="demo-levers", help="run folder of the shared scorer; variants add -NAME")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override for the scorer and every variant (repeatable)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDE;OVERRIDE",
+                   help="an extra variant: its name and its ;-separated --set overrides of the cycles")
     args = p.parse_args(argv)
+    for spec in args.variant:
+        name, _, sets = spec.partition("=")
+        if not name or name in VARIANTS:
+            p.error(f"--variant {spec!r}: give a new NAME=OVERRIDE;OVERRIDE")
+        VARIANTS[name] = (f"overrides {sets}", [s for s in sets.split(";") if s])
 
     out = Path(args.out)
     result = json.loads(out.read_text()) if out.exists() else {}
     result.setdefault("machine", run_info(load_before=os.getloadavg()[0]))
     result.setdefault("config", args.config)
     result.setdefault("variants", {})
-    base = ["--config", args.config, "--set", "run.name=demo-levers",
+    if args.overrides:
+        result.setdefault("overrides", args.overrides)
+        if result["overrides"] != args.overrides:
+            p.error(f"{out} was measured with --set {result['overrides']}; use another --out")
+    base = ["--config", args.config, "--set", f"run.name={args.run_name}",
             "--set", f"pretrain.epochs={args.pretrain_epochs}"]
+    for s in args.overrides:
+        base += ["--set", s]
     (ROOT / "runs").mkdir(exist_ok=True)
-    with open(ROOT / "runs" / "demo-levers.log", "a") as log:
+    with open(ROOT / "runs" / f"{args.run_name}.log", "a") as log:
         _sweep(args, out, result, base, log)
     return 0
 
@@ -84,14 +109,14 @@ def main(argv=None) -> int:
 def _sweep(args, out: Path, result: dict, base: list[str], log) -> None:
     if "scorer" not in result:
         seconds = {"pretrain": _alod(["pretrain", *base], log), "batches": _alod(["batches", *base], log)}
-        metrics = json.loads((ROOT / "runs/demo-levers/pretrain/metrics.json").read_text())
+        metrics = json.loads((ROOT / "runs" / args.run_name / "pretrain/metrics.json").read_text())
         result["scorer"] = {"pretrain_epochs": args.pretrain_epochs, "seconds": seconds,
                             "mAP50": metrics.get("mAP50")}
         _write(out, result)
 
     for name in args.variants.split(","):
         what, sets = VARIANTS[name]
-        run_name = f"demo-levers-{name}"
+        run_name = f"{args.run_name}-{name}"
         state_path = ROOT / "runs" / run_name / "cycles" / "state.json"
         if name in result["variants"]:
             if "pool_sizes" not in result["variants"][name]:  # written by an earlier version of this script
@@ -100,7 +125,7 @@ def _sweep(args, out: Path, result: dict, base: list[str], log) -> None:
             continue
         resumed = state_path.exists()
         cmd = ["cycles", *base, "--set", f"run.name={run_name}",
-               "--schedule", "runs/demo-levers/schedule.json"]
+               "--schedule", f"runs/{args.run_name}/schedule.json"]
         for s in sets:
             cmd += ["--set", s]
         seconds = _alod(cmd, log)
@@ -109,7 +134,7 @@ def _sweep(args, out: Path, result: dict, base: list[str], log) -> None:
         _write(out, result)
         print(name, result["variants"][name], flush=True)
 
-    if BASELINE in result["variants"]:
+    if BASELINE in result["variants"] and not args.overrides and args.run_name == "demo-levers":
         _write(HERE / "results" / "cycle_levers.json", cycle_levers(result))
 
 

@@ -299,3 +299,38 @@ def test_trunk_width_narrows_layers_1_to_3_and_64_is_resnet18():
 def test_trunk_width_other_than_64_refuses_pretrained_backbone_weights():
     with pytest.raises(AlodError, match="trunk_width"):
         build_detector(tiny(trunk_width=32, weights_backbone="DEFAULT"), num_classes=3)
+
+
+# -------------------------------------------------------------------------- model.roi_sampling_ratio
+@pytest.mark.parametrize("name", ["resnet18_fpn_light", "fasterrcnn_mobilenet_v3_large_fpn"])
+def test_roi_sampling_ratio_reaches_the_box_heads_roi_align(name):
+    assert build_detector(tiny(name=name), num_classes=3).roi_heads.box_roi_pool.sampling_ratio == 2
+    assert build_detector(tiny(name=name, roi_sampling_ratio=1), num_classes=3).roi_heads.box_roi_pool.sampling_ratio == 1
+
+
+def test_roi_sampling_ratio_changes_the_pooled_features_and_the_model_still_trains():
+    """The ratio is read at every forward: the same weights pool other features with 1 sample per bin
+    than with 2, and a model built with 1 (or 0, adaptive) trains to a finite loss."""
+    two, one = build(), build(tiny(roi_sampling_ratio=1))
+    one.load_state_dict(two.state_dict())
+    x = torch.rand(1, 3, 96, 160, generator=torch.Generator().manual_seed(5))
+    rois = [torch.tensor([[4.0, 6.0, 70.0, 60.0], [20.0, 10.0, 150.0, 90.0]])]
+    with torch.no_grad():
+        feats = two.eval().backbone(x)
+        a = two.roi_heads.box_roi_pool(feats, rois, [(96, 160)])
+        b = one.roi_heads.box_roi_pool(feats, rois, [(96, 160)])
+    assert a.shape == b.shape and not torch.allclose(a, b)
+    for ratio in (1, 0):
+        model = build(tiny(roi_sampling_ratio=ratio)).train()
+        images = random_images()
+        targets = [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 50.0]]), "labels": torch.tensor([1])} for _ in images]
+        loss = sum(model(images, targets).values())
+        loss.backward()
+        assert torch.isfinite(loss)
+
+
+def test_negative_roi_sampling_ratio_is_refused_at_load():
+    from alod.config import load_config
+
+    with pytest.raises(AlodError, match="roi_sampling_ratio"):
+        load_config(None, ["model.roi_sampling_ratio=-1"])

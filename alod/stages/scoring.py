@@ -20,8 +20,9 @@ number of processes change nothing) and otherwise exactly like the others.
 
 Shards live in ``runs/<run>/scores/<key>/`` where ``key`` hashes the checkpoint's sha256, the
 strategy and its parameters, the dataset fingerprint and the shard size (and, under
-``score.subset < 1``, the sampled positions): changing any of them starts a fresh set instead of
-mixing results.
+``score.subset < 1``, the sampled positions; with bf16 or ``channels_last``, the numerics; and the
+``model:`` settings that change what a checkpoint predicts, those that differ from their defaults):
+changing any of them starts a fresh set instead of mixing results.
 
 * Subset (``score.subset < 1``): only the positions :func:`alod.schedule.scoring_sample` returns
   are scored (a seeded sample of each arrival batch from batch 2 on; batch 1 and images in no batch
@@ -54,13 +55,38 @@ SHARD_FORMAT = "alod.scores/1"
 
 
 def _shard_key(*, ckpt_sha: str, strategy: str, params: dict, fingerprint: dict, shard_size: int,
-               positions_sha256: str | None = None, numerics: dict | None = None) -> str:
+               positions_sha256: str | None = None, numerics: dict | None = None,
+               model: dict | None = None) -> str:
     key = {"ckpt": ckpt_sha, "strategy": strategy, "params": params, "dataset": fingerprint, "shard": shard_size}
     if positions_sha256 is not None:  # score.subset < 1 only: full-pool keys (and their shards) stay as they were
         key["positions"] = positions_sha256
     if numerics:  # bf16 or channels_last only: fp32 NCHW keys (and their shards) stay as they were
         key["numerics"] = numerics
+    if model:  # non-default model settings only: keys of an all-default model stay as they were
+        key["model"] = model
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: ``model:`` fields that do not change what a given checkpoint predicts: where the initial weights
+#: come from, what training samples, and the memory layout (that one is in ``numerics``).
+_NOT_INFERENCE = frozenset({"weights", "weights_backbone", "weights_path", "trainable_backbone_layers",
+                            "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "rpn_batch_size_per_image",
+                            "box_batch_size_per_image", "channels_last"})
+
+
+def scoring_model_settings(cfg: Config) -> dict:
+    """The ``model:`` settings, beyond the checkpoint's weights, that change what the scorer
+    predicts (input size, proposal and detection counts, the score threshold, RoIAlign sampling,
+    anchors, ...), where they differ from :class:`alod.config.ModelConfig`'s defaults. Part of the
+    shard key: the checkpoint holds only weights, so scoring it with, say, another
+    ``box_score_thresh`` must not resume from the first setting's shards."""
+    from dataclasses import asdict
+
+    from alod.config import ModelConfig
+
+    defaults = json.loads(json.dumps(asdict(ModelConfig())))  # as the manifest writes them (tuples as lists)
+    current = json.loads(json.dumps(asdict(cfg.model)))
+    return {k: v for k, v in sorted(current.items()) if k not in _NOT_INFERENCE and v != defaults[k]}
 
 
 def scoring_numerics(cfg: Config, device_type: str) -> dict:
@@ -292,8 +318,10 @@ def _score_and_schedule(ctx, *, spec, params: dict, ckpt, ckpt_path: Path | None
         positions_sha = _positions_sha256(sample) if sample is not None else None
         shard_size = cfg.score.shard_size
         numerics = scoring_numerics(cfg, ctx.accelerator.device.type)
+        model_settings = scoring_model_settings(cfg)
         key = _shard_key(ckpt_sha=ckpt_sha, strategy=strategy, params=params, fingerprint=train.fingerprint(),
-                         shard_size=shard_size, positions_sha256=positions_sha, numerics=numerics)
+                         shard_size=shard_size, positions_sha256=positions_sha, numerics=numerics,
+                         model=model_settings)
         shard_dir = ctx.layout.score_shards(key)
         n_scored = len(train) if sample is None else len(sample)
         manifest = shard_dir / "manifest.json"
@@ -308,6 +336,8 @@ def _score_and_schedule(ctx, *, spec, params: dict, ckpt, ckpt_path: Path | None
                 doc.update(subset=subset, num_scored=n_scored, positions_sha256=positions_sha)
             if numerics:
                 doc["numerics"] = numerics
+            if model_settings:
+                doc["model"] = model_settings
             doc["timings"] = _previous_timings(manifest)
             atomic_write_json(manifest, doc)
             # Counted before any process starts (they all wait below): what this run will score.

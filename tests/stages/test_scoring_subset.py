@@ -305,7 +305,8 @@ def test_bf16_and_channels_last_score_into_their_own_shards(scorer, tmp_path):
     acc = make_accelerator(amp=False)  # the autocast under test is torch's own, set by score.amp
     manifests = {}
     for name, overrides in {"fp32": [], "bf16": ["score.amp=all"],
-                            "channels_last": ["model.channels_last=true"]}.items():
+                            "channels_last": ["model.channels_last=true"],
+                            "roi_sampling_1": ["model.roi_sampling_ratio=1"]}.items():
         cfg = load_config(path, overrides)
         run_scoring(cfg, ckpt=ckpt, accelerator=acc, progress=False, log=QUIET)
         scores = run_layout(cfg).root / "scores"
@@ -316,6 +317,24 @@ def test_bf16_and_channels_last_score_into_their_own_shards(scorer, tmp_path):
     assert "numerics" not in manifests["fp32"]
     assert manifests["bf16"]["numerics"] == {"autocast": "bf16"}
     assert manifests["channels_last"]["numerics"] == {"channels_last": True}
+    # Inference settings of the model are in the key too (non-default ones only), numerics are not.
+    assert manifests["fp32"]["model"]["box_score_thresh"] == 0.0
+    assert "roi_sampling_ratio" not in manifests["fp32"]["model"]
+    assert manifests["roi_sampling_1"]["model"] == {**manifests["fp32"]["model"], "roi_sampling_ratio": 1}
+    assert "channels_last" not in manifests["channels_last"]["model"]
     m = manifests["fp32"]
     assert m["key"] == _shard_key(ckpt_sha=m["checkpoint_sha256"], strategy=m["strategy"], params=m["params"],
-                                  fingerprint=m["dataset"], shard_size=m["shard_size"])
+                                  fingerprint=m["dataset"], shard_size=m["shard_size"], model=m["model"])
+
+
+def test_scoring_model_settings_are_the_non_default_inference_settings():
+    """What the shard key takes from ``model:``: settings that change a checkpoint's predictions and
+    differ from the defaults; not how the weights were initialised or how training samples."""
+    from alod.stages.scoring import scoring_model_settings
+
+    assert scoring_model_settings(load_config(None)) == {}
+    cfg = load_config(None, ["model.box_score_thresh=0.3", "model.max_size=640", "model.weights_path=/x.pt",
+                             "model.box_batch_size_per_image=32", "model.rpn_pre_nms_top_n_test=100",
+                             "model.anchor_sizes=[8,16,32,64]"])
+    assert scoring_model_settings(cfg) == {"anchor_sizes": [8, 16, 32, 64], "box_score_thresh": 0.3,
+                                           "max_size": 640, "rpn_pre_nms_top_n_test": 100}
