@@ -244,14 +244,14 @@ def test_resume_after_kill_matches_uninterrupted_run(finished_run, tmp_path):
 @pytest.mark.slow  # a reference and a killed + resumed subprocess run: about 1 minute on 2 cores
 def test_resume_after_kill_with_every_cost_option_on(finished_run, tmp_path):
     """Every training option of the cost issue on (warm start, plateau stopping, bf16 autocast on the CPU,
-    channels_last weights):
+    channels_last weights, a narrow trunk, RoIAlign sampling ratio 1):
     SIGKILL during cycle 2's training, rerun, and the run ends as the uninterrupted one (both are
     subprocesses: one thread count, one accelerate state per process)."""
     from alod.engine import load_checkpoint
 
     cfg, _, sched, _ = finished_run
     options = dict(cycles={"epochs": 4, "init": "warm", "stop": "plateau", "eval_every": 1, "patience": 1},
-                   train={"amp": "all"}, model={"channels_last": True})
+                   train={"amp": "all"}, model={"channels_last": True, "trunk_width": 32, "roi_sampling_ratio": 1})
     runs = {}
     for name in ("reference", "killed"):
         (tmp_path / name).mkdir()
