@@ -23,22 +23,7 @@ for seed in 0 1; do
       --set train.amp=$amp --set score.amp=$amp > "runs_$name.log" 2>&1
     echo "demo seed $seed amp $amp: rc $? in $((SECONDS - t0)) s" | tee -a "$out/demo_gpu.txt"
     tail -8 "runs_$name.log" >> "$out/demo_gpu.txt"
-    python3 - "$name" "$((SECONDS - t0))" "$out/demo_gpu.jsonl" <<'EOF'
-import json, sys
-from pathlib import Path
-name, seconds, dest = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-rec = {"run": name, "wall_s": seconds}
-state = Path("runs", name, "cycles", "state.json")
-if state.exists():
-    s = json.loads(state.read_text())
-    rec["cycles"] = [{k: c.get(k) for k in ("cycle", "pool_size", "epochs", "mAP50", "mAP", "seconds")}
-                     for c in s["cycles"] if c.get("step") == "evaluated"]
-pre = Path("runs", name, "pretrain", "metrics.json")
-if pre.exists():
-    rec["scorer"] = json.loads(pre.read_text())
-with open(dest, "a") as f:
-    f.write(json.dumps(rec) + "\n")
-EOF
+    python3 benchmarks/_demo_record.py "$name" "$((SECONDS - t0))" "$out/demo_gpu.jsonl"
   done
 done
 echo "total $((SECONDS - start)) s"
