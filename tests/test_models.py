@@ -268,12 +268,18 @@ def test_channels_last_weights_compute_the_same_features_and_checkpoints_load_ei
         assert torch.equal(back.state_dict()[k], v), k
 
 
-def test_channels_last_model_trains():
-    model = build(tiny(channels_last=True)).train()
+def training_loss(model) -> torch.Tensor:
+    """One forward and backward pass of ``model`` (in train mode) on the random images, one box each."""
     images = random_images()
     targets = [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 50.0]]), "labels": torch.tensor([1])} for _ in images]
-    loss = sum(model(images, targets).values())
+    loss = sum(model.train()(images, targets).values())
     loss.backward()
+    return loss
+
+
+def test_channels_last_model_trains():
+    model = build(tiny(channels_last=True))
+    loss = training_loss(model)
     assert torch.isfinite(loss)
     grads = [p.grad for p in model.parameters() if p.dim() == 4 and p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
@@ -321,12 +327,7 @@ def test_roi_sampling_ratio_changes_the_pooled_features_and_the_model_still_trai
         b = one.roi_heads.box_roi_pool(feats, rois, [(96, 160)])
     assert a.shape == b.shape and not torch.allclose(a, b)
     for ratio in (1, 0):
-        model = build(tiny(roi_sampling_ratio=ratio)).train()
-        images = random_images()
-        targets = [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 50.0]]), "labels": torch.tensor([1])} for _ in images]
-        loss = sum(model(images, targets).values())
-        loss.backward()
-        assert torch.isfinite(loss)
+        assert torch.isfinite(training_loss(build(tiny(roi_sampling_ratio=ratio))))
 
 
 def test_negative_roi_sampling_ratio_is_refused_at_load():
