@@ -120,24 +120,30 @@ def _csv(kind):
 
 
 def _compare_parser(p: argparse.ArgumentParser) -> None:
-    p.description = ("Run the cycles for every strategy x selection mode x seed (random is the baseline), plus one "
-                     "detector on the whole training split, and write runs/<run>/compare/{report.md, report.json, "
-                     "curves.png}. Rerun the same command to resume; finished runs are reused.")
-    p.add_argument("--strategies", type=_csv(str), default=["entropy", "box_count", "margin", "random"],
-                   help="comma-separated strategies, random included (default: %(default)s)")
-    p.add_argument("--modes", type=_csv(str), default=["precomputed", "adaptive"],
-                   help="comma-separated selection modes: precomputed, adaptive (default: %(default)s)")
-    p.add_argument("--seeds", type=_csv(int), default=[0, 1, 2], help="comma-separated seeds (default: %(default)s)")
-    p.add_argument("--no-full", dest="full", action="store_false", help="skip the full-training-split run")
+    p.description = ("Run the comparison protocol of the config's compare: section (every strategy and the random "
+                     "baseline in every mode and seed from the same cycle-1 images, a random run at equal boxes per "
+                     "strategy run, the full-data line) and write runs/<run>/compare/{report.md, report.json, "
+                     "curves.png, run.json}. Rerun the same command to resume; finished runs are reused.")
+    p.add_argument("--strategies", type=_csv(str), default=None,
+                   help="comma-separated strategies, random included (default: compare.strategies)")
+    p.add_argument("--modes", type=_csv(str), default=None,
+                   help="comma-separated selection modes: precomputed, adaptive (default: compare.modes)")
+    p.add_argument("--seeds", type=_csv(int), default=None, help="comma-separated seeds (default: compare.seeds)")
+    p.add_argument("--full-seeds", type=_csv(int), default=None,
+                   help="seeds of the full-data line; empty string for none (default: compare.full_seeds)")
+    p.add_argument("--no-full", action="store_true", help="skip the full-data line (same as --full-seeds '')")
+    p.add_argument("--no-equal-boxes", action="store_true", help="skip the random runs at equal boxes")
     _add_config_args(p)
 
 
 def _compare(args) -> None:
-    from alod.compare import run_compare
+    from alod.compare import resolve, run_compare
 
-    report = run_compare(_load(args), strategies=args.strategies, modes=args.modes, seeds=args.seeds,
-                         full=args.full, progress=not args.no_progress)
-    for entry in report["strategies"].values():
+    cfg = resolve(_load(args), strategies=args.strategies, modes=args.modes, seeds=args.seeds,
+                  full_seeds=[] if args.no_full else args.full_seeds,
+                  equal_boxes=False if args.no_equal_boxes else None)
+    report = run_compare(cfg, progress=not args.no_progress)
+    for entry in report["comparisons"]:
         print(entry["sentence"])
 
 

@@ -1,32 +1,45 @@
-"""``alod compare``: does the selection beat random sampling here, by how many labels, at what cost?
+"""``alod compare``: does the selection beat random sampling here, at equal images and at equal boxes?
 
-An orchestrator over the stages. For every seed, every selection mode and every strategy it runs
-the active-learning cycles as a run of its own (``runs/<name>-<mode>-<strategy>-s<seed>/``, with
-TensorBoard curves in ``tensor_logs/`` under the same name), then writes under
-``runs/<name>/compare/`` the report of :mod:`alod.report` (``report.json``, ``report.md``,
-``curves.png``).
+An orchestrator over the stages. The protocol (the ``compare:`` section of the config, see
+:class:`alod.config.CompareConfig`; command-line flags override it):
 
-* Seeds: seed ``s`` sets ``run.seed``, ``pretrain.seed`` and ``schedule.seed`` to ``base + s``
-  (``base`` from the config): the detector's initialisation, the scorer's partition, the arrival
-  batches and cycle 1's random draw all change with the seed; runs of one seed share them.
-* ``precomputed``: one scorer per seed (``runs/<name>-scorer-s<seed>/``) ranks the pool for every
-  strategy (the original project's schedule). ``adaptive``: cycle ``n`` re-scores with cycle
-  ``n - 1``'s model (:class:`alod.selection.AdaptiveSelector`); no scorer.
-* ``random`` is the baseline. It runs in the ``precomputed`` mode only: with random scores the two
-  modes select alike, and the report measures every mode against it.
-* ``full`` (on by default): one detector trained on the whole training split for ``cycles.epochs``
-  epochs (seed ``base``), the upper-bound line.
-* Compute: ``scoring`` seconds are what choosing images cost (pretraining the scorer and scoring
-  the pool, once per seed and strategy for ``precomputed``; the per-cycle re-scoring for
-  ``adaptive``); ``training`` seconds the cycles' retraining. Wall seconds of this machine, kept in
-  ``compare/timings.json`` so that a rerun does not count a reused stage as free.
-* Resume: every stage resumes where it stopped and a finished run is reused, so rerunning the same
-  command after a kill continues the comparison.
+* **Seeds.** Seed ``s`` sets ``run.seed``, ``pretrain.seed`` and ``schedule.seed`` to ``base + s``
+  and the ``random`` strategy's own seed to ``schedule.seed + s``: the initialisation, the arrival
+  batches, cycle 1's draw and the baseline's draws all change with the seed, and runs of one seed
+  share all of them but the selection.
+* **Cycle 1 is shared.** Every selector draws cycle 1 from batch 1 in name order
+  (:func:`alod.schedule.cycle1_draw`), so every strategy, mode and baseline of a seed starts from
+  the same images; the report records ``protocol.cycle1_shared``, checked on the runs' own pools.
+* **The baseline runs in every mode.** ``random`` is run in each requested mode (precomputed:
+  the top of each arrival batch by random score; adaptive: random among every arrived, unlabeled
+  image) and every strategy is compared with random of its own mode, seed by seed.
+* **The scorer's labels are charged.** ``precomputed`` strategies rank with a scorer trained on
+  cycle 1's images only (``pretrain.images: cycle1``), labels every run of the seed gets anyway;
+  each record says ``scorer_images``. ``adaptive`` needs no scorer (cycle ``n`` re-scores with
+  cycle ``n - 1``'s model).
+* **Equal boxes.** With ``compare.equal_boxes``, each strategy run gets a random run of its own
+  (``cycles.selector: random_boxes``) that adds random images until its pool holds the strategy
+  pool's box count, cycle by cycle: the gain at equal annotation cost.
+* **Full data.** For each of ``compare.full_seeds``, one detector on the whole training split with
+  the cycles' recipe (batch, learning rate, schedule shape) and the same number of image passes as
+  the whole warm-started cycle chain (``cycles.init: warm``) or as one cycle
+  (``cycles.init: scratch``): the ceiling at equal compute (:func:`full_epochs`).
+* **Resume.** Every stage resumes where it stopped and a finished run is reused: rerunning the
+  same command after a kill continues the comparison, and a finished one only rewrites the report.
+
+Writes under ``runs/<name>/compare/``: ``report.json``, ``report.md``, ``curves.png`` (from
+:mod:`alod.report`), ``runs.json`` (every curve record), ``timings.json`` (wall seconds per stage,
+kept across reruns) and ``run.json`` (command, commit, machine, wall time, resolved config).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
+import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -41,6 +54,7 @@ from alod.utils import AlodError, atomic_write_json
 
 MODES = ("precomputed", "adaptive")
 BASELINE = "random"
+RUN_FORMAT = "alod.compare-run/1"
 
 
 def _with(cfg: Config, **sections) -> Config:
@@ -53,21 +67,16 @@ def run_name(base: str, *, mode: str, strategy: str, seed: int) -> str:
     return f"{base}-{mode}-{strategy}-s{seed}"
 
 
-def plan(strategies: list[str], modes: list[str], seeds: list[int]) -> list[tuple[int, str, str]]:
-    """The ``(seed, mode, strategy)`` runs of a comparison; ``random`` once per seed (precomputed)."""
-    runs = []
-    for seed in seeds:
-        for mode in modes:
-            for strategy in strategies:
-                if strategy == BASELINE and mode != "precomputed":
-                    continue
-                runs.append((seed, mode, strategy))
-        if BASELINE in strategies and "precomputed" not in modes:
-            runs.append((seed, "precomputed", BASELINE))
-    return runs
+def equal_boxes_name(base: str, *, mode: str, strategy: str, seed: int) -> str:
+    return f"{base}-{mode}-random_boxes_{strategy}-s{seed}"
 
 
-def check_request(strategies: list[str], modes: list[str], seeds: list[int]) -> None:
+def plan(strategies, modes, seeds) -> list[tuple[int, str, str]]:
+    """The ``(seed, mode, strategy)`` runs: every strategy, ``random`` included, in every mode."""
+    return [(seed, mode, strategy) for seed in seeds for mode in modes for strategy in strategies]
+
+
+def check_request(strategies, modes, seeds) -> None:
     from alod.strategies import STRATEGIES
 
     if not strategies or not modes or not seeds:
@@ -80,8 +89,9 @@ def check_request(strategies: list[str], modes: list[str], seeds: list[int]) -> 
         raise AlodError(f"compare: unknown modes {bad}; choose from {', '.join(MODES)}")
     if BASELINE not in strategies:
         raise AlodError(f"compare needs the {BASELINE!r} baseline among the strategies: savings are measured against it")
-    if len(set(seeds)) != len(seeds):
-        raise AlodError(f"compare: repeated seeds {seeds}")
+    for what, items in (("seeds", seeds), ("strategies", strategies), ("modes", modes)):
+        if len(set(items)) != len(items):
+            raise AlodError(f"compare: repeated {what} {list(items)}")
 
 
 class _Timings:
@@ -102,46 +112,132 @@ class _Timings:
         return float(self.data.get(key, 0.0))
 
 
-def run_compare(cfg: Config, *, strategies: list[str], modes: list[str], seeds: list[int], full: bool = True,
-                progress: bool = True, log=print) -> dict:
-    """Run (or resume) every combination and write the report. Returns the report dict."""
+def resolve(cfg: Config, **overrides) -> Config:
+    """``cfg`` with the command line's ``compare`` overrides (``None`` = keep the config's)."""
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if v is not None}
+    out = _with(cfg, compare=fields) if fields else cfg
+    c = out.compare
+    check_request(list(c.strategies), list(c.modes), list(c.seeds))
+    return out
+
+
+def run_compare(cfg: Config, *, progress: bool = True, log=print, command: str | None = None) -> dict:
+    """Run (or resume) the protocol of ``cfg.compare`` and write the report. Returns the report dict."""
     from alod.report import write_report
 
-    check_request(strategies, modes, seeds)
-    base = cfg.run.name
+    c = cfg.compare
+    check_request(list(c.strategies), list(c.modes), list(c.seeds))
+    started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
     out_dir = RunLayout.from_config(cfg.run).compare_dir
     timings = _Timings(out_dir / "timings.json")
-    runs = plan(strategies, modes, seeds)
-    log(f"compare: {len(runs)} runs ({', '.join(strategies)} x {', '.join(modes)} x seeds {seeds})"
-        + (" + the full-data run" if full else ""))
-    records = []
+    runs = plan(c.strategies, c.modes, c.seeds)
+    extra = sum(s != BASELINE for s in c.strategies) * len(c.modes) * len(c.seeds) if c.equal_boxes else 0
+    log(f"compare: {len(runs)} runs ({', '.join(c.strategies)} x {', '.join(c.modes)} x seeds {list(c.seeds)})"
+        f" + {extra} random runs at equal boxes + {len(c.full_seeds)} full-data runs")
+    records, cycle1 = [], {}
     for k, (seed, mode, strategy) in enumerate(runs, start=1):
-        name = run_name(base, mode=mode, strategy=strategy, seed=seed)
-        log(f"[{k}/{len(runs)}] {name}")
-        rcfg = _seeded(cfg, seed=seed, name=name, strategy=strategy, mode=mode)
-        if mode == "precomputed":
-            ckpt = None
-            if _needs_scorer(strategy):
-                scfg = _seeded(cfg, seed=seed, name=f"{base}-scorer-s{seed}", strategy=strategy, mode=mode)
-                ckpt = timings.time(f"{scfg.run.name}/pretrain",
-                                    lambda: run_pretrain(scfg, progress=progress, log=log))
-            timings.time(f"{name}/scoring", lambda: run_scoring(rcfg, ckpt=ckpt, progress=progress, log=log))
-        state = run_cycles(rcfg, progress=progress, log=log)
-        records.append(_record(rcfg, state, seed=seed, mode=mode, strategy=strategy,
-                               scoring_seconds=_scoring_seconds(timings, base, name, seed, mode, strategy)))
-    full_record = None
-    if full:
-        fcfg = _with(_seeded(cfg, seed=0, name=f"{base}-full", strategy=BASELINE, mode="precomputed"),
-                     pretrain={"fraction": 1.0, "epochs": cfg.cycles.epochs})
-        log(f"[full] {fcfg.run.name}: one detector on the whole training split")
-        timings.time(f"{fcfg.run.name}/pretrain", lambda: run_pretrain(fcfg, progress=progress, log=log))
-        full_record = _full_record(fcfg, seconds=timings.get(f"{fcfg.run.name}/pretrain"))
-    report = write_report(records, full_record, out_dir)
-    atomic_write_json(out_dir / "runs.json", {"format": "alod.compare-runs/1", "records": records,
-                                              "full": full_record})
+        log(f"[{k}/{len(runs)}] {run_name(cfg.run.name, mode=mode, strategy=strategy, seed=seed)}")
+        record, first = _strategy_run(cfg, timings, seed=seed, mode=mode, strategy=strategy, progress=progress, log=log)
+        records.append(record)
+        cycle1.setdefault(seed, []).append(first)
+        if c.equal_boxes and strategy != BASELINE:
+            record, first = _equal_boxes_run(cfg, record, seed=seed, mode=mode, strategy=strategy,
+                                             progress=progress, log=log)
+            records.append(record)
+            cycle1[seed].append(first)
+    fulls = [_full_run(cfg, timings, records, seed=s, progress=progress, log=log) for s in c.full_seeds]
+    protocol = _protocol(cfg, cycle1, records)
+    if not protocol["cycle1_shared"]:
+        log("compare: WARNING: runs of one seed started from different cycle-1 images (see report.json protocol)")
+    report = write_report(records, fulls, out_dir, protocol=protocol)
+    atomic_write_json(out_dir / "runs.json", {"format": "alod.compare-runs/2", "records": records, "full": fulls})
+    _write_run_info(out_dir / "run.json", cfg, command=command, started=started, wall_s=time.perf_counter() - t0)
     log(f"compare: report in {out_dir} (report.md, report.json, curves.png); "
         f"curves per run: tensorboard --logdir {cfg.run.tb_dir}")
     return report
+
+
+def _strategy_run(cfg, timings, *, seed, mode, strategy, progress, log) -> tuple[dict, list[str]]:
+    """One strategy's cycles (its scorer first, for ``precomputed``); returns its record and cycle 1."""
+    name = run_name(cfg.run.name, mode=mode, strategy=strategy, seed=seed)
+    rcfg = _seeded(cfg, seed=seed, name=name, strategy=strategy, mode=mode)
+    scorer_images = 0
+    if mode == "precomputed":
+        ckpt = None
+        if _needs_scorer(strategy):
+            scfg = _with(_seeded(cfg, seed=seed, name=f"{cfg.run.name}-scorer-s{seed}", strategy=strategy, mode=mode),
+                         pretrain={"images": "cycle1"})
+            ckpt = timings.time(f"{scfg.run.name}/pretrain", lambda: run_pretrain(scfg, progress=progress, log=log))
+            scorer_images = rcfg.schedule.query_size
+        timings.time(f"{name}/scoring", lambda: run_scoring(rcfg, ckpt=ckpt, progress=progress, log=log))
+    state = run_cycles(rcfg, progress=progress, log=log)
+    scoring = _scoring_seconds(timings, cfg.run.name, name, seed, mode, strategy)
+    record = _record(rcfg, state, seed=seed, mode=mode, strategy=strategy, scoring_seconds=scoring)
+    record["scorer_images"] = scorer_images
+    return record, _cycle1(state)
+
+
+def _equal_boxes_run(cfg, strategy_record: dict, *, seed, mode, strategy, progress, log) -> tuple[dict, list[str]]:
+    """Random images up to ``strategy_record``'s pool box count at every cycle (same seed and mode)."""
+    name = equal_boxes_name(cfg.run.name, mode=mode, strategy=strategy, seed=seed)
+    targets = tuple(int(c["boxes"]) for c in strategy_record["cycles"][1:])
+    log(f"  {name}: random images up to {strategy}'s boxes {list(targets)}")
+    rcfg = _with(_seeded(cfg, seed=seed, name=name, strategy=BASELINE, mode=mode),
+                 cycles={"selector": "random_boxes", "box_targets": targets or (0,),
+                         "num_cycles": len(strategy_record["cycles"])})
+    state = run_cycles(rcfg, progress=progress, log=log)
+    record = _record(rcfg, state, seed=seed, mode=mode, strategy=BASELINE, scoring_seconds=0.0)
+    record.update(equal_boxes_to=strategy, scorer_images=0)
+    return record, _cycle1(state)
+
+
+def full_epochs(cfg: Config, pool_sizes: list[int], n_train: int) -> int:
+    """Epochs over all ``n_train`` images that give the full-data line the cycles' image passes.
+
+    ``cycles.init: warm``: the chain of cycles trained ``cycles.epochs`` passes over each cycle's
+    pool (``pool_sizes``, images), so the full line gets ``ceil(epochs x sum(pool_sizes) / n_train)``
+    epochs; ``scratch``: each cycle is a fresh detector, so the full line gets ``cycles.epochs``.
+    """
+    if cfg.cycles.init != "warm":
+        return cfg.cycles.epochs
+    return max(1, math.ceil(cfg.cycles.epochs * sum(pool_sizes) / n_train))
+
+
+def _full_run(cfg, timings, records, *, seed, progress, log) -> dict:
+    from alod.selection import box_counts
+
+    baseline = next(r for r in records if r["strategy"] == BASELINE and r.get("equal_boxes_to") is None)
+    train = _train_index(cfg)
+    epochs = full_epochs(cfg, [c["images"] for c in baseline["cycles"]], len(train))
+    name = f"{cfg.run.name}-full-s{seed}"
+    fcfg = _with(_seeded(cfg, seed=seed, name=name, strategy=BASELINE, mode="precomputed"),
+                 pretrain={"fraction": 1.0, "epochs": epochs, "images": "partition"})
+    log(f"[full s{seed}] {name}: the whole training split, {epochs} epochs (the cycles' image passes)")
+    timings.time(f"{name}/pretrain", lambda: run_pretrain(fcfg, progress=progress, log=log))
+    metrics = json.loads(RunLayout.from_config(fcfg.run).pretrain_metrics.read_text())
+    t = cfg.train
+    return {"seed": seed, "mAP50": metrics["mAP50"], "mAP": metrics["mAP"], "images": len(train),
+            "boxes": int(box_counts(train).sum()),
+            "recipe": {"epochs": epochs, "init": "scratch", "batch_size": t.batch_size, "lr": t.lr,
+                       "matched_to": f"cycles.init={cfg.cycles.init}, {cfg.cycles.epochs} epochs per cycle"},
+            "seconds": {"training": timings.get(f"{name}/pretrain")}}
+
+
+def _protocol(cfg: Config, cycle1: dict[int, list[list[str]]], records: list[dict]) -> dict:
+    shared = all(all(sorted(x) == sorted(firsts[0]) for x in firsts) for firsts in cycle1.values())
+    c = cfg.compare
+    return {"seeds": list(c.seeds), "modes": list(c.modes), "strategies": list(c.strategies),
+            "cycle1_shared": bool(shared), "cycle1_images": cfg.schedule.query_size,
+            "scorer": "precomputed: trained on cycle 1's images only (pretrain.images: cycle1); adaptive: none",
+            "equal_boxes": bool(c.equal_boxes), "full_seeds": list(c.full_seeds),
+            "cycles": {"init": cfg.cycles.init, "epochs": cfg.cycles.epochs, "batch_size": cfg.train.batch_size,
+                       "query_size": cfg.schedule.query_size, "arrival_batch": cfg.schedule.batch_size},
+            "runs": len(records)}
+
+
+def _cycle1(state: dict) -> list[str]:
+    pool = state["pool"]
+    return [x for x, k in zip(pool["names"], pool["cycles"]) if k == 1]
 
 
 def _needs_scorer(strategy: str) -> bool:
@@ -151,9 +247,11 @@ def _needs_scorer(strategy: str) -> bool:
 
 
 def _seeded(cfg: Config, *, seed: int, name: str, strategy: str, mode: str) -> Config:
+    params = dict(cfg.score.params)
+    params[BASELINE] = {**(params.get(BASELINE) or {}), "seed": cfg.schedule.seed + seed}
     return _with(cfg, run={"name": name, "seed": cfg.run.seed + seed},
                  pretrain={"seed": cfg.pretrain.seed + seed}, schedule={"seed": cfg.schedule.seed + seed},
-                 score={"strategy": strategy}, cycles={"selector": mode})
+                 score={"strategy": strategy, "params": params}, cycles={"selector": mode})
 
 
 def _scoring_seconds(timings: _Timings, base: str, name: str, seed: int, mode: str, strategy: str) -> float:
@@ -161,16 +259,6 @@ def _scoring_seconds(timings: _Timings, base: str, name: str, seed: int, mode: s
         return 0.0
     scorer = timings.get(f"{base}-scorer-s{seed}/pretrain") if _needs_scorer(strategy) else 0.0
     return scorer + timings.get(f"{name}/scoring")
-
-
-def _pool_boxes(train, names: list[str]) -> int:
-    """Labeled ground-truth boxes (ignored regions excluded) of the images ``names``."""
-    pos = train.name_to_index()
-    total = 0
-    for n in names:
-        _, _, ignore = train.annotations(pos[n])
-        total += int((~ignore).sum())
-    return total
 
 
 def _train_index(cfg: Config):
@@ -182,8 +270,11 @@ def _train_index(cfg: Config):
 
 def _record(cfg: Config, state: dict, *, seed: int, mode: str, strategy: str, scoring_seconds: float) -> dict:
     """One curve record of :mod:`alod.report` from a finished run's state and metrics."""
+    from alod.selection import box_counts
+
     layout = RunLayout.from_config(cfg.run)
     train = _train_index(cfg)
+    boxes, pos = box_counts(train), train.name_to_index()
     pool = state["pool"]
     cycles = []
     for c in finished_cycles(state):
@@ -194,7 +285,7 @@ def _record(cfg: Config, state: dict, *, seed: int, mode: str, strategy: str, sc
         cycles.append({
             "cycle": n,
             "images": len(names),
-            "boxes": _pool_boxes(train, names),
+            "boxes": int(sum(boxes[pos[x]] for x in names)),
             "mAP50": c["mAP50"],
             "mAP": c["mAP"],
             "per_class": {k.removeprefix("AP50/"): v for k, v in metrics.items() if k.startswith("AP50/")},
@@ -204,12 +295,51 @@ def _record(cfg: Config, state: dict, *, seed: int, mode: str, strategy: str, sc
         })
     if not cycles:
         raise AlodError(f"run {cfg.run.name} has no evaluated cycle")
-    return {"strategy": strategy, "mode": mode, "seed": seed, "cycles": cycles}
+    return {"strategy": strategy, "mode": mode, "seed": seed, "equal_boxes_to": None, "scorer_images": 0,
+            "scorer_charged": 0, "cycles": cycles}
 
 
-def _full_record(cfg: Config, *, seconds: float) -> dict:
-    layout = RunLayout.from_config(cfg.run)
-    train = _train_index(cfg)
-    metrics = json.loads(layout.pretrain_metrics.read_text())
-    return {"mAP50": metrics["mAP50"], "mAP": metrics["mAP"], "images": len(train),
-            "boxes": int((~np.asarray(train.ignore)).sum()), "seconds": {"training": seconds}}
+def machine_info() -> dict:
+    """What a wall time depends on: CPU model and count, torch, its thread count and CPU capability."""
+    import torch
+
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10, cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+uncommitted" if dirty.stdout.strip() else "")
+
+
+def _write_run_info(path: Path, cfg: Config, *, command: str | None, started: str, wall_s: float) -> None:
+    """``run.json``: how the committed results were made. Wall seconds are this invocation's; a
+    resumed comparison keeps the earlier invocations' under ``invocations``."""
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    invocations = list(old.get("invocations", [])) + [{"started_utc": started, "wall_s": round(wall_s, 1),
+                                                       "commit": _commit(), "machine": machine_info()}]
+    atomic_write_json(path, {
+        "format": RUN_FORMAT,
+        "command": command or " ".join(["alod", *sys.argv[1:]]),
+        "commit": invocations[-1]["commit"],
+        "machine": invocations[-1]["machine"],
+        "wall_s_total": round(sum(i["wall_s"] for i in invocations), 1),
+        "invocations": invocations,
+        "config": cfg.to_dict(),
+    })

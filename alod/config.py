@@ -129,6 +129,11 @@ class PretrainConfig:
     fraction: float = 0.7  # fixed partition of the training set used to train the scorer
     seed: int = 0  # partition seed (recorded in the run)
     epochs: int = 4
+    # Which labeled images the scorer trains on: "partition" (a seeded `fraction` of the training set,
+    # as the original project; those labels are extra to the cycles' budget) or "cycle1" (exactly the
+    # schedule's cycle-1 draw, which every run of the seed also labels: no extra labels, as `alod
+    # compare` uses it so that the scorer's labels are charged).
+    images: str = "partition"
 
 
 @dataclass(frozen=True)
@@ -180,6 +185,21 @@ class CyclesConfig:
     stop: str = "epochs"
     eval_every: int = 1
     patience: int = 2
+    # selector random_boxes only: the labeled pool's box count to reach after each cycle (cumulative,
+    # one per cycle from cycle 2 on; cycle 1 is the shared random draw). `alod compare` fills it from a
+    # strategy's run to get the random baseline at equal boxes.
+    box_targets: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """``alod compare``: what is compared, over which seeds (the protocol in :mod:`alod.compare`)."""
+
+    strategies: tuple[str, ...] = ("entropy", "random")  # random (the baseline) must be among them
+    modes: tuple[str, ...] = ("adaptive",)  # precomputed and/or adaptive; random runs in every mode
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    equal_boxes: bool = True  # per strategy run, a random run at the strategy's box count per cycle
+    full_seeds: tuple[int, ...] = (0, 1, 2)  # the full-data line, trained with the cycles' recipe
 
 
 @dataclass(frozen=True)
@@ -192,6 +212,7 @@ class Config:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     cycles: CyclesConfig = field(default_factory=CyclesConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
     def to_dict(self) -> dict:
         return _to_plain(dataclasses.asdict(self))
@@ -373,6 +394,13 @@ _RANGES = (
     ("train.min_steps", _non_negative, ">= 0"),
     ("pretrain.fraction", lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
     ("pretrain.epochs", _positive, ">= 1"),
+    ("pretrain.images", lambda v: v in ("partition", "cycle1"), "partition or cycle1"),
+    ("cycles.box_targets", lambda v: v is None or (len(v) > 0 and all(x >= 0 for x in v)),
+     "null or a non-empty list of box counts >= 0"),
+    ("compare.seeds", lambda v: len(v) > 0 and len(set(v)) == len(v) and all(x >= 0 for x in v),
+     "a non-empty list of distinct seeds >= 0"),
+    ("compare.full_seeds", lambda v: len(set(v)) == len(v) and all(x >= 0 for x in v),
+     "a list of distinct seeds >= 0 (empty: no full-data line)"),
     ("score.batch_size", _positive, "> 0"),
     ("score.num_workers", _non_negative, ">= 0"),
     ("score.shard_size", _positive, "> 0"),

@@ -9,7 +9,10 @@ The rules (the original project's, made explicit):
    listed by rank. The last batch may be smaller; it is kept when it still holds ``query_size``
    images (BDD100K's 69,863 labeled train frames give 13 full batches and one of 4,863).
 3. Cycle 1 takes ``query_size`` images drawn at random (seeded) from batch 1: the cold start, before
-   any image was chosen by score. Cycle ``n > 1`` takes the top ``query_size`` of batch ``n``.
+   any image was chosen by score. The draw indexes batch 1 in *name* order (:func:`cycle1_draw`),
+   never in rank order, so it depends on the seed and the pool only: every strategy, both selection
+   modes and the random baseline of one seed start from the same images (``alod compare`` checks
+   it). Cycle ``n > 1`` takes the top ``query_size`` of batch ``n``.
 
 Scoring a sample (``score.subset < 1``): only a seeded random sample of each arrival batch from
 batch 2 on is scored, :func:`scoring_sample`. Batch ``n``'s sample holds
@@ -24,9 +27,7 @@ batches past ``num_batches``). Then:
 * batch 1 is listed by name; batch ``n > 1`` lists its sample by rank, then its unscored images by
   name, so cycle ``n > 1`` (its first ``query_size`` images) is the top of the sample: an unscored
   image is never chosen by score;
-* cycle 1's draw indexes batch 1 in name order (as :class:`alod.selection.AdaptiveSelector` does),
-  so it is as random as with ``subset: 1.0`` but not the same images (there the draw indexes the
-  batch in rank order, kept so that existing schedules keep their bytes).
+* cycle 1's draw is the same as with ``subset: 1.0`` (rule 3).
 
 With ``subset: 1.0`` none of these keys is written and the file is byte-identical to before. The
 format stays ``alod.schedule/1``: both keys are optional, as ``pool`` is, and readers that look
@@ -90,11 +91,34 @@ def arrival_batches(n_images: int, *, batch_size: int, query_size: int, num_batc
     return chunks
 
 
+def cycle1_draw(batch1, names, *, query_size: int, rng: np.random.Generator) -> list[int]:
+    """Cycle 1's positions ``int[query_size]`` (rule 3): a draw from batch 1 listed by image name.
+
+    ``rng`` continues the stream that drew the arrival batches. Indexing the batch in name order,
+    not rank order, keeps every score out of the draw: before 2026-12 the precomputed schedule drew
+    positions of the rank-sorted batch, so each strategy started from other images.
+    """
+    first = sorted((int(i) for i in batch1), key=lambda i: str(names[i]))
+    picked = sorted(rng.choice(len(first), size=query_size, replace=False).tolist())
+    return [first[k] for k in picked]
+
+
+def cycle1_images(names, *, batch_size: int, query_size: int, num_batches: int | None, seed: int) -> list[str]:
+    """The names of cycle 1's images for this pool and seed, without any score (the cold start that
+    every run of the seed shares; the scorer trains on them under ``pretrain.images: cycle1``)."""
+    rng = np.random.default_rng(seed)
+    chunks = arrival_batches(len(names), batch_size=batch_size, query_size=query_size, num_batches=num_batches,
+                             rng=rng)
+    return [str(names[i]) for i in cycle1_draw(chunks[0], names, query_size=query_size, rng=rng)]
+
+
 #: Independent random streams, ``default_rng((seed, stream, n))``: the sample of arrival batch ``n``
 #: that the scoring stage scores, and the sample of unlabeled images the adaptive selector re-scores
 #: before cycle ``n``.
 SUBSET_STREAM_BATCH = 1
 SUBSET_STREAM_ADAPTIVE = 2
+#: The random order in which the ``random_boxes`` selector adds images before cycle ``n``.
+STREAM_RANDOM_BOXES = 3
 
 
 def subset_count(subset: float, n: int) -> int:
@@ -206,8 +230,7 @@ def build_schedule(
     cycles = []
     for n, batch in enumerate(batches, start=1):
         if n == 1:
-            picked = sorted(rng.choice(len(batch), size=query_size, replace=False).tolist())
-            chosen = [batch[k] for k in picked]
+            chosen = cycle1_draw(chunks[0], names, query_size=query_size, rng=rng)
             rule = "random"
         else:
             chosen = batch[:query_size]

@@ -11,9 +11,10 @@ schedule path or ``None``) and returns an object with:
 * ``select(cycle, pool) -> Selection``: the images of cycle ``cycle`` (1-based) given the pool so
   far. It must not return images already in the pool.
 
-Built: ``precomputed`` (the schedule written by ``make_batches.py``). An adaptive selector (re-score
-the unlabeled images with the previous cycle's model) or a random baseline is one more factory
-here: the cycle loop does not change.
+Built: ``precomputed`` (the schedule written by ``make_batches.py``), ``adaptive`` (re-score the
+unlabeled images with the previous cycle's model) and ``random_boxes`` (random images up to a box
+count: the baseline at equal annotation cost). All three start cycle 1 from the same seeded draw
+(:func:`alod.schedule.cycle1_draw`).
 """
 from __future__ import annotations
 
@@ -123,16 +124,15 @@ class AdaptiveSelector:
     def __init__(self, *, ctx, train, schedule_file: str | Path | None = None):
         import numpy as np
 
-        from alod.schedule import arrival_batches
+        from alod.schedule import arrival_batches, cycle1_draw
 
         cfg = ctx.cfg
         s = cfg.schedule
         rng = np.random.default_rng(s.seed)
         self.batches = arrival_batches(len(train), batch_size=s.batch_size, query_size=s.query_size,
                                        num_batches=s.num_batches, rng=rng)
-        first = sorted(self.batches[0].tolist(), key=lambda i: str(train.names[i]))
-        picked = sorted(rng.choice(len(first), size=s.query_size, replace=False).tolist())
-        self.cycle1 = [str(train.names[first[k]]) for k in picked]
+        self.cycle1 = [str(train.names[i]) for i in cycle1_draw(self.batches[0], train.names,
+                                                                query_size=s.query_size, rng=rng)]
         self.ctx, self.train, self.query_size = ctx, train, s.query_size
         self.strategy, self.params = cfg.score.strategy, cfg.score.strategy_params()
         self.subset, self.seed = cfg.score.subset, s.seed
@@ -205,3 +205,68 @@ def score_with_checkpoint(ctx, index, positions: list[int], *, ckpt: Path, strat
                            batch_size=cfg.score.batch_size, num_workers=cfg.score.num_workers,
                            device=ctx.accelerator.device, amp=cfg.score.amp, desc=desc,
                            progress=ctx.progress and ctx.is_main)
+
+
+def box_counts(index) -> "np.ndarray":
+    """Labeled boxes ``int64[n]`` of every image of ``index`` (ignored regions not counted): what an
+    annotator draws, and what the comparison's boxes axis counts."""
+    import numpy as np
+
+    offsets = np.asarray(index.offsets, dtype=np.int64)
+    kept = np.concatenate([[0], np.cumsum(~np.asarray(index.ignore, dtype=bool))])
+    return (kept[offsets[1:]] - kept[offsets[:-1]]).astype(np.int64)
+
+
+@register_selector("random_boxes")
+class RandomBoxesSelector(AdaptiveSelector):
+    """The random baseline at equal boxes (``cycles.selector: random_boxes``, used by ``alod compare``).
+
+    Cycle 1 is the shared random draw (the same images as every run of the seed). Before cycle
+    ``n > 1`` it shuffles the arrived, unlabeled images (as :class:`AdaptiveSelector` sees them)
+    with ``default_rng((schedule.seed, 3, n))`` and adds them in that order until the labeled pool
+    holds at least ``cycles.box_targets[n - 2]`` boxes (the target is a cumulative box count, so
+    the pool overshoots by less than one image's boxes). Box counts are the dataset's labels: this
+    selector exists for simulated comparisons, where a strategy's pool is matched in annotation
+    cost, and refuses any other oracle. It takes at least one image per cycle.
+    """
+
+    def __init__(self, *, ctx, train, schedule_file: str | Path | None = None):
+        super().__init__(ctx=ctx, train=train, schedule_file=schedule_file)
+        cfg = ctx.cfg
+        if cfg.cycles.oracle != "simulated":
+            raise AlodError("cycles.selector=random_boxes reads the dataset's box counts; it needs "
+                            f"cycles.oracle=simulated, not {cfg.cycles.oracle!r}")
+        if not cfg.cycles.box_targets:
+            raise AlodError("cycles.selector=random_boxes needs cycles.box_targets: the pool's box count to reach "
+                            "after cycles 2, 3, ... (alod compare fills it from a strategy's run)")
+        self.targets = [int(t) for t in cfg.cycles.box_targets]
+        self.boxes = box_counts(train)
+
+    def identity(self) -> dict:
+        out = super().identity()
+        out.update(name="random_boxes", box_targets=self.targets)
+        out.pop("strategy"), out.pop("params")
+        return out
+
+    def num_cycles(self) -> int:
+        return min(len(self.batches), len(self.targets) + 1)
+
+    def select(self, cycle: int, pool: LabeledPool) -> Selection:
+        import numpy as np
+
+        from alod.schedule import STREAM_RANDOM_BOXES
+
+        if cycle == 1:
+            return Selection(images=list(self.cycle1), rule="random")
+        names, pos = self.train.names, self.train.name_to_index()
+        labeled = set(pool.names)
+        have = int(sum(self.boxes[pos[x]] for x in pool.names))
+        candidates = sorted(i for b in self.batches[:cycle] for i in b.tolist() if str(names[i]) not in labeled)
+        order = np.random.default_rng((self.seed, STREAM_RANDOM_BOXES, cycle)).permutation(candidates)
+        chosen, target = [], self.targets[cycle - 2]
+        for i in order.tolist():
+            if chosen and have >= target:
+                break
+            chosen.append(str(names[i]))
+            have += int(self.boxes[i])
+        return Selection(images=chosen, rule="random to boxes")

@@ -1,4 +1,5 @@
-"""Stage 1: train the scorer on a fixed, seeded partition of the training set.
+"""Stage 1: train the scorer on a fixed, seeded partition of the training set (``pretrain.images:
+partition``) or on cycle 1's images (``cycle1``, :func:`scorer_images`).
 
 Writes under ``runs/<run>/pretrain/`` (:class:`alod.layout.RunLayout`): ``config.yaml``,
 ``partition.json`` (the fraction, seed and exact image names), ``checkpoint_last.pt`` after every
@@ -28,6 +29,24 @@ def partition_indices(n_images: int, *, fraction: float, seed: int) -> np.ndarra
     return np.sort(np.random.default_rng(seed).permutation(n_images)[:k])
 
 
+def scorer_images(train, cfg: Config) -> np.ndarray:
+    """Sorted positions of the images the scorer trains on (``pretrain.images``).
+
+    ``partition``: the seeded ``pretrain.fraction`` of the pool (labels spent outside the cycles'
+    budget). ``cycle1``: the schedule's cycle-1 draw (:func:`alod.schedule.cycle1_images` with
+    ``schedule.*``), labels that every run of the seed gets anyway, so a comparison charges nothing
+    extra for them.
+    """
+    if cfg.pretrain.images == "cycle1":
+        from alod.schedule import cycle1_images
+
+        s = cfg.schedule
+        first = set(cycle1_images(train.names, batch_size=s.batch_size, query_size=s.query_size,
+                                  num_batches=s.num_batches, seed=s.seed))
+        return np.array([i for i, n in enumerate(train.names) if str(n) in first], dtype=np.int64)
+    return partition_indices(len(train), fraction=cfg.pretrain.fraction, seed=cfg.pretrain.seed)
+
+
 def run_pretrain(cfg: Config, *, accelerator=None, progress: bool = True, log=print) -> Path:
     """Train (or resume) the scorer and evaluate it. Returns the checkpoint path."""
     with open_stage(cfg, "pretrain", accelerator=accelerator, amp=cfg.train.amp, progress=progress, log=log) as ctx:
@@ -48,7 +67,7 @@ def _pretrain(ctx, log) -> Path:
     train = ctx.load_split("train")
     val = ctx.load_split("val")
 
-    part = partition_indices(len(train), fraction=cfg.pretrain.fraction, seed=cfg.pretrain.seed)
+    part = scorer_images(train, cfg)
     names = [str(n) for n in train.names[part]]
     if layout.partition.is_file():
         old = json.loads(layout.partition.read_text())
@@ -60,6 +79,7 @@ def _pretrain(ctx, log) -> Path:
     elif ctx.is_main:
         atomic_write_json(layout.partition, {
             "format": PARTITION_FORMAT,
+            **({"images_from": "cycle1"} if cfg.pretrain.images == "cycle1" else {}),
             "fraction": cfg.pretrain.fraction,
             "seed": cfg.pretrain.seed,
             "dataset": train.fingerprint(),
