@@ -1,46 +1,93 @@
-"""The comparison report: learning curves of several strategies against the ``random`` baseline.
+"""The comparison report: does a strategy beat ``random`` at equal images, and at equal boxes?
 
-Pure functions over plain data: no torch, no training, no reading of run folders. ``alod compare``
-collects one *curve record* per (strategy, selection mode, seed) and passes the list here;
-:func:`write_report` turns it into ``report.json``, ``report.md`` and ``curves.png``.
+Pure functions over plain dicts: no torch, no training, no reading of run folders. ``alod compare``
+collects one *curve record* per run and passes the list here; :func:`write_report` turns it into
+``report.json`` (full precision), ``report.md`` (rounded for reading) and ``curves.png``.
 
-Input (plain dicts, e.g. straight from JSON; the TypedDicts below only document them)::
+Input (plain dicts, e.g. straight from JSON)::
 
-    CurveRecord = {"strategy": "entropy", "mode": "adaptive", "seed": 0,
+    write_report(records, full, out_dir, *, protocol) -> dict
+
+    CurveRecord = {"strategy": "entropy",
+                   "mode": "adaptive" | "precomputed",
+                   "seed": 0,
+                   "equal_boxes_to": None | "entropy",   # optional, default None. A random run that took
+                        # random images until its pool's box count reached strategy X's pool (same seed,
+                        # same mode) at every cycle; "strategy" is then "random".
+                   "scorer_images": 0,          # optional, default 0: labeled images a scorer was trained on
+                   "scorer_charged": 0,         # optional, default 0: how many of them are NOT in the run's
+                                                # labeled pool; added to every cycle's images
+                   "scorer_boxes_charged": 0,   # optional, default 0: their boxes; added to every cycle's boxes
                    "cycles": [CycleRecord, ...]}          # any order; sorted by "cycle" here
-    CycleRecord = {"cycle": 1,                             # int, unique within a record
-                   "images": 1000,                         # labeled pool size after this cycle
-                   "boxes": 5200,                          # labeled ground-truth boxes in that pool
-                   "mAP50": 0.41, "mAP": 0.22,             # validation metrics of this cycle's model
-                   "per_class": {"car": 0.6, "train": None},   # AP50 per class; None = not measurable
-                   "seconds": {"scoring": 12.0, "training": 300.0}}   # optional; a missing key is 0
-    FullRecord  = {"mAP50": 0.52, "images": 7000, "boxes": 35000, "seconds": {...}} or None
+    CycleRecord = {"cycle": 1,                            # int, unique within a record
+                   "images": 60, "boxes": 420,            # labeled pool after this cycle
+                   "mAP50": 0.05,                         # validation mAP50 of this cycle's model, finite
+                   "mAP": 0.02,                           # optional; None / NaN = not measured
+                   "per_class": {"car": 0.1, "bus": None},   # optional AP50 per class; None / NaN = no AP
+                   "seconds": {"scoring": 1.0, "training": 30.0}}   # optional; a missing key is 0
+    FullRecord  = {"seed": 0, "mAP50": 0.3, "images": 600, "boxes": 4000,   # one per seed
+                   "mAP": 0.15, "recipe": {...}, "seconds": {"training": 100.0}}   # optional keys
+    full        = list of FullRecord, possibly empty, or None
+    protocol    = dict copied into report.json["protocol"]; must hold "seeds" (list of int, every
+                  record's seed among them), "cycle1_shared" (bool) and "scorer" (str).
 
-How the numbers are defined:
+Runs with strategy ``random`` and no ``equal_boxes_to`` are the *baseline at equal images*, per mode.
 
-* **Labels to reach a target** (:func:`labels_to_reach`): along one run, the first crossing of the
-  target by the mAP50 curve, linearly interpolated between consecutive cycles, on the images axis
-  and, separately, on the boxes axis. A curve that dips after crossing still counts as having
-  reached the target at its first crossing.
-* **Target**: random's *final* mAP50 (the last cycle of the random run). **Pairing**: a strategy's
-  seed ``s`` is compared with random's seed ``s`` (same mode) when random has every seed the
-  strategy has ("per-seed": the target, random's final images and boxes and the differences are
-  taken seed by seed, which removes the variation that the seed puts into both runs alike).
-  Otherwise ("mean") every seed of the strategy is compared with the mean over random's seeds, and
-  the spread is that of two independent samples.
-* **Baseline mode**: random of the same selection mode; when random was run in one mode only (it
-  does not score, so ``precomputed`` and ``adaptive`` select alike), that mode serves every mode.
-* **Saving** of a seed: random's images (boxes) at its final cycle minus the images (boxes) the
-  strategy needs to reach the target; as a percent of random's. Seeds in which the strategy never
-  reaches the target have no saving ("never"); means and spreads are over the seeds that reached
-  it, and ``reached`` says how many did.
-* **Spread**: mean ± sample standard deviation (``ddof=1``) over seeds; ``None`` for fewer than
-  two values.
-* **Significance** (:func:`significance`): a difference is "larger than the spread across seeds"
-  when ``|mean difference| > 2 x standard error`` (paired: of the per-seed differences; unpaired:
-  Welch's). With 3 seeds this is a loose screen (it corresponds to roughly 80% two-sided, not 95%),
-  and the sentences say that few seeds were run. The verdict is on the image saving when every seed
-  reached the target, and otherwise on the final mAP50 difference.
+Definitions (``n`` = number of paired seeds; every interval and test is over per-seed differences):
+
+* **Axes.** A run's images axis is its pool's images plus ``scorer_charged``; its boxes axis its
+  pool's boxes plus ``scorer_boxes_charged``: labels a scorer used are spent even if the pool
+  never holds them.
+* **Pairing.** Strategy (mode m, seed s) is compared with random (mode m, seed s); a missing random
+  seed, or paired runs with different cycle numbers, is an :class:`AlodError`.
+* **AULC** (:func:`aulc`): trapezoid area under mAP50 over the images axis with ``(0, 0)``
+  prepended, divided by the final images: the mean mAP50 over the budget, in mAP50 units.
+  ``aulc_boxes`` is the same on the boxes axis. Each run is normalised by its *own* budget, so
+  ``aulc_boxes`` ignores how many boxes a run spent: it compares runs only at equal box budgets (the
+  equal-box comparison); at equal images, the boxes spent (``final_boxes``) and the box savings per
+  target carry the cost in boxes. With a scorer charge the strategy's budget is
+  longer than random's, and its first segment starts later: the charge lowers its AULC.
+* **Interval and test** (:func:`paired_test`): ``ci95 = mean ± t_{0.975, n-1} sd / sqrt(n)`` with
+  ``sd`` the ``ddof=1`` standard deviation of the differences; two-sided paired t-test p-value.
+  With ``sd == 0`` the p-value is 1 for a zero mean and 0 otherwise. With ``n = 1``: ``ci95`` and
+  ``p`` are ``None`` (no spread to judge against), and the sentences say so.
+* **Holm** (:func:`holm`): Holm-Bonferroni adjusted p-values (``p_holm``) in three families: the
+  headline AULC differences at equal images over every (strategy x mode); the equal-boxes tests
+  (final mAP50 and AULC-on-boxes differences of every strategy x mode); and the image savings
+  (log interpolation) over every (strategy x mode x target). Tests with ``p = None`` are not in a family.
+* **Measurable**: the ci95 excludes 0 *and* ``p_holm < 0.05``; otherwise "no measurable gain".
+* **Targets.** For each of random's cycles ``k`` and each seed ``s``: ``target_k(s)`` is random_s's
+  mAP50 at cycle k. *Needed* labels to reach it (:func:`needed_log`, primary): on the running
+  maximum of the curve (a later dip does not undo a reached level), starting from
+  ``(0, 1e-4)``, interpolated linearly in ``log(max(mAP50, 1e-4))`` between consecutive cycles.
+  Sensitivity (:func:`needed_linear`): the first crossing of the raw curve, with ``(0, 0)``
+  prepended, interpolated linearly in mAP50. Both on the images and the boxes axis.
+* **Saving** = random's *own* needed labels for ``target_k(s)`` (same rule, same axis) minus the
+  strategy's; ``saved_pct = 100 * mean(saving) / mean(random's needed)``. Random's own needed at
+  cycle k equals its images (boxes) at k whenever its curve rises strictly up to k, so savings
+  measure the strategy against random's curve; where random's curve dips or is flat, its own
+  envelope reaches the lower target earlier, and measuring against its images at k would credit
+  the strategy with random's noise. ``random_images`` / ``random_boxes`` (at k) are reported beside.
+* **Censored**: a run whose curve never reaches ``target_k(s)`` (the same condition under both
+  interpolations: its maximum is below the target). Its needed value is its final images (boxes),
+  i.e. censored at the budget: the seed stays in the mean (a lower bound on what it would need),
+  and ``censored`` counts such seeds per target.
+* **Equal boxes.** For each strategy with equal-box random runs (same mode, every seed): per seed,
+  strategy minus equal-box random of the final mAP50 and of ``aulc_boxes``, with ci95, p, p_holm.
+  Per cycle, the mean pool boxes and images of both; ``final_box_mismatch`` = mean over seeds of
+  ``|strategy pool boxes - random pool boxes|`` at the final cycle (pool boxes: what was matched).
+* **Full data**: mean and ci95 of mAP50 over the full records' seeds. ``random_final_over_full``
+  (per mode) = random's mean final mAP50 / the full mean; ``off_noise_floor`` is ``ratio >= 0.5``:
+  below half of the full-data detector the cycles' detectors sit near the noise floor, and
+  differences between strategies say little.
+* **Sentences**, one per (strategy, mode): the AULC verdict at equal images ("a measurable gain",
+  "measurably worse than random" or "no measurable gain"), the labels it needed for random's final
+  mAP50, the equal-boxes verdict on ``aulc_boxes`` with the final mAP50 difference beside it (or that
+  equal boxes were not tested, with the boxes each labeled), and, stated outright, "better at equal
+  images but not at equal boxes" when that is the case; then charged scorer labels, censored
+  targets, and fewer than 5 seeds.
+* **Per-class AP50** at the final cycle: per run group, the mean over the seeds with an AP for
+  that class (``n`` says how many), so rare classes show.
 """
 from __future__ import annotations
 
@@ -49,153 +96,179 @@ import math
 from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
+from scipy import stats
 
-from alod.utils import (
-    AlodError,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-)
+from alod.utils import AlodError, atomic_write_bytes, atomic_write_json, atomic_write_text
 
-REPORT_FORMAT = "alod.compare-report/1"
+REPORT_FORMAT = "alod.compare-report/2"
 BASELINE = "random"
-#: The multiple of the standard error a mean difference must exceed to count as outside the noise.
-SIGNIFICANCE_K = 2.0
-#: Below this many seeds the sentences add that the seeds are few.
-FEW_SEEDS = 5
+MODES = ("precomputed", "adaptive")
+#: mAP50 floor of the log interpolation: log(0) is undefined and early cycles sit near 0.
+LOG_FLOOR = 1e-4
+ALPHA = 0.05
+#: GUIDE section 3 asks for at least this many seeds.
+MIN_SEEDS = 5
+#: random's final mAP50 over the full-data mAP50 below which the detectors sit near the floor.
+NOISE_FLOOR_RATIO = 0.5
 REPORT_JSON, REPORT_MD, CURVES_PNG = "report.json", "report.md", "curves.png"
-RULE = (f"a difference counts as larger than the spread across seeds when |mean| > {SIGNIFICANCE_K:g} x its "
-        "standard error (paired per-seed differences when random was run with the same seeds, Welch's "
-        "otherwise); with fewer than 5 seeds this is a rough screen, not a test")
+#: Okabe & Ito (2008), colour-blind safe; black is random.
+OKABE_ITO = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442")
+PROTOCOL_KEYS = ("seeds", "cycle1_shared", "scorer")
+
+GroupKey = tuple[str, str, str | None]   # (strategy, mode, equal_boxes_to)
 
 
-class Seconds(TypedDict, total=False):
-    scoring: float   # seconds spent scoring unlabeled images in this cycle (0 for precomputed)
-    training: float  # seconds spent training this cycle's detector
+# --------------------------------------------------------------------------- curve arithmetic
 
 
-class CycleRecord(TypedDict, total=False):
-    cycle: int
-    images: int
-    boxes: int
-    mAP50: float
-    mAP: float
-    per_class: dict[str, float | None]
-    seconds: Seconds
-
-
-class CurveRecord(TypedDict):
-    strategy: str
-    mode: str
-    seed: int
-    cycles: list[CycleRecord]
-
-
-class FullRecord(TypedDict, total=False):
-    mAP50: float
-    images: int
-    boxes: int
-    seconds: Seconds
-
-
-# --------------------------------------------------------------------------- interpolation
-
-
-def labels_to_reach(x: np.ndarray, y: np.ndarray, target: float) -> float | None:
-    """The smallest ``x`` at which the curve ``y(x)`` first reaches ``target`` (``y >= target``).
+def aulc(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Normalised area under a learning curve: the mean of ``y`` over ``[0, x[-1]]``.
 
     Args:
-        x: ``float[n]``, non-decreasing: labeled images (or boxes) after each cycle. Equal
-            consecutive values are allowed (e.g. a cycle that added images without boxes).
-        y: ``float[n]``: mAP50 after each cycle. ``NaN`` never reaches the target and is not
-            interpolated across.
-        target: the mAP50 to reach.
+        x: ``float[n]`` non-decreasing labels (images or boxes) after each cycle.
+        y: ``float[n]`` mAP50 after each cycle.
 
     Returns:
-        ``x[0]`` if the first point already reaches the target; ``x[i]`` exactly when ``y[i]`` is the
-        first point equal to the target; otherwise the linear interpolation on the first segment
-        ``(x[i-1], y[i-1]) -> (x[i], y[i])`` with ``y[i-1] < target < y[i]``; ``None`` ("never")
-        when no point reaches it. Non-monotone curves: the *first* crossing counts, even if the
-        curve falls below the target later. Flat segments below the target are passed over; a
-        flat segment at the target returns its first point.
-
-    Raises:
-        ValueError: ``x`` and ``y`` of different lengths, empty, or ``x`` decreasing.
+        The trapezoid area of ``y`` over ``x`` with ``(0, 0)`` prepended, divided by ``x[-1]``
+        (mAP50 units); ``None`` when ``x[-1]`` is 0 (no labels, no budget to average over).
     """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if x.ndim != 1 or x.shape != y.shape or len(x) == 0:
-        raise ValueError(f"x and y must be 1-D of the same non-zero length, got {x.shape} and {y.shape}")
-    if np.any(np.diff(x) < 0):
-        raise ValueError(f"x must be non-decreasing (labels only grow along a run), got {x.tolist()}")
-    target = float(target)
-    for i in range(len(y)):
-        if not y[i] >= target:  # also False for NaN
-            continue
-        if i == 0 or y[i] == target or not np.isfinite(y[i - 1]):
-            return float(x[i])
-        t = (target - y[i - 1]) / (y[i] - y[i - 1])  # in (0, 1): y[i-1] < target < y[i]
-        return float(x[i - 1] + t * (x[i] - x[i - 1]))
-    return None
+    xs = np.concatenate([[0.0], np.asarray(x, dtype=np.float64)])
+    ys = np.concatenate([[0.0], np.asarray(y, dtype=np.float64)])
+    if xs[-1] <= 0:
+        return None
+    area = float(np.sum(np.diff(xs) * (ys[1:] + ys[:-1]) / 2.0))
+    return area / float(xs[-1])
+
+
+def monotone_envelope(y: Sequence[float]) -> np.ndarray:
+    """Running maximum of ``y``: the best mAP50 reached so far (``float[n]``, never decreasing)."""
+    return np.maximum.accumulate(np.asarray(y, dtype=np.float64))
+
+
+def needed_log(x: Sequence[float], y: Sequence[float], target: float, *, floor: float = LOG_FLOOR) -> float | None:
+    """Labels a curve needs to reach ``target``: log interpolation on its monotone envelope.
+
+    Args:
+        x: ``float[n]`` non-decreasing labels after each cycle; ``(0, floor)`` is prepended.
+        y: ``float[n]`` mAP50 after each cycle; values below ``floor`` count as ``floor``.
+        target: mAP50 to reach.
+
+    Returns:
+        0 for a target at or below ``floor``; ``x`` of the first envelope point that equals the
+        target exactly; otherwise the point on the first segment that crosses it, linear in
+        ``log(mAP50)``; ``None`` when the curve never reaches it (censored).
+    """
+    xs = np.concatenate([[0.0], np.asarray(x, dtype=np.float64)])
+    logs = np.log(monotone_envelope(np.maximum(np.concatenate([[floor], np.asarray(y, dtype=np.float64)]), floor)))
+    goal = math.log(max(float(target), floor))
+    hits = np.flatnonzero(logs >= goal)
+    if len(hits) == 0:
+        return None
+    i = int(hits[0])
+    if i == 0:
+        return 0.0
+    if logs[i] == goal:  # exact: a + (b - a) may miss b by an ulp
+        return float(xs[i])
+    frac = (goal - logs[i - 1]) / (logs[i] - logs[i - 1])
+    return float(xs[i - 1] + frac * (xs[i] - xs[i - 1]))
+
+
+def needed_linear(x: Sequence[float], y: Sequence[float], target: float) -> float | None:
+    """Labels at the first crossing of ``target`` by the raw curve, linear between cycles.
+
+    Args:
+        x: ``float[n]`` non-decreasing labels after each cycle; ``(0, 0)`` is prepended.
+        y: ``float[n]`` mAP50 after each cycle (not made monotone: a later dip does not matter,
+            only the first crossing does).
+        target: mAP50 to reach.
+
+    Returns:
+        The crossing's ``x`` (exactly ``x[i]`` when ``y[i] == target``), or ``None`` if never.
+    """
+    xs = np.concatenate([[0.0], np.asarray(x, dtype=np.float64)])
+    ys = np.concatenate([[0.0], np.asarray(y, dtype=np.float64)])
+    hits = np.flatnonzero(ys >= float(target))
+    if len(hits) == 0:
+        return None
+    i = int(hits[0])
+    if i == 0 or ys[i] == target:
+        return float(xs[i])
+    frac = (target - ys[i - 1]) / (ys[i] - ys[i - 1])
+    return float(xs[i - 1] + frac * (xs[i] - xs[i - 1]))
 
 
 # --------------------------------------------------------------------------- statistics
 
 
-def _stats(values: Sequence[float | None]) -> dict[str, float | int | None]:
-    """``{"mean", "std", "min", "max", "n"}`` over the values that are not ``None`` (std: ddof=1)."""
-    v = np.asarray([float(a) for a in values if a is not None], dtype=np.float64)
-    if len(v) == 0:
-        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else None,
-            "min": float(v.min()), "max": float(v.max()), "n": len(v)}
-
-
-def significance(a: Sequence[float], b: Sequence[float] | None = None, *, k: float = SIGNIFICANCE_K) -> dict[str, Any]:
-    """Whether a mean difference lies outside ``k`` standard errors.
+def paired_test(diffs: Sequence[float]) -> dict[str, Any]:
+    """Mean, 95% t interval and two-sided t-test p-value of per-seed differences.
 
     Args:
-        a: paired per-seed differences (``b`` is ``None``), or the first of two independent samples.
-        b: the second independent sample; then the difference is ``mean(a) - mean(b)`` and its
-            standard error Welch's ``sqrt(var(a)/n_a + var(b)/n_b)`` (``ddof=1``).
-        k: the multiple of the standard error to exceed.
+        diffs: ``float[n]`` one difference per seed (strategy minus random), in its own unit.
 
     Returns:
-        ``{"paired", "n", "mean", "std", "se", "threshold", "outside_noise"}``: ``n`` the number of
-        seeds (paired) or ``min(n_a, n_b)``; ``std`` the std of the paired differences (``None``
-        unpaired); ``threshold = k * se``; ``outside_noise`` is ``|mean| > threshold`` (a zero
-        standard error counts any non-zero mean), or ``None`` when there are too few seeds for a
-        spread (fewer than two per sample).
+        ``{"n", "mean", "sd", "ci95": [lo, hi] | None, "p": float | None}``; ``sd`` with ``ddof=1``;
+        ``ci95`` and ``p`` are ``None`` below two seeds. A zero ``sd`` gives ``p = 1`` for a zero
+        mean and ``p = 0`` otherwise (a difference without spread).
     """
-    a = np.asarray(a, dtype=np.float64)
-    if b is None:
-        n = len(a)
-        mean = float(a.mean()) if n else None
-        std = float(a.std(ddof=1)) if n > 1 else None
-        se = std / math.sqrt(n) if std is not None else None
-    else:
-        b = np.asarray(b, dtype=np.float64)
-        n = min(len(a), len(b))
-        mean = float(a.mean() - b.mean()) if n else None
-        std = None
-        se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) if n > 1 else None
-    if se is None or mean is None:
-        return {"paired": b is None, "n": n, "mean": mean, "std": std, "se": None, "threshold": None,
-                "outside_noise": None}
-    threshold = k * se
-    outside = abs(mean) > threshold if se > 0 else mean != 0
-    return {"paired": b is None, "n": n, "mean": mean, "std": std, "se": se, "threshold": threshold,
-            "outside_noise": bool(outside)}
+    d = np.asarray(diffs, dtype=np.float64)
+    n = len(d)
+    if n == 0:
+        return {"n": 0, "mean": None, "sd": None, "ci95": None, "p": None}
+    mean = float(d.mean())
+    if n < 2:
+        return {"n": 1, "mean": mean, "sd": None, "ci95": None, "p": None}
+    sd = float(d.std(ddof=1))
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    if sd == 0:
+        p = 1.0 if mean == 0 else 0.0
+    else:  # by hand: scipy warns about precision on nearly constant differences
+        p = float(2.0 * stats.t.sf(abs(mean / (sd / math.sqrt(n))), n - 1))
+    return {"n": n, "mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "p": p}
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values, in the input order; ``None`` stays ``None`` and is not counted.
+
+    The ``j``-th smallest of ``m`` p-values becomes ``max_{i<=j} min(1, (m - i) p_(i))`` (0-based ``i``).
+    """
+    present = [i for i, p in enumerate(pvalues) if p is not None]
+    m = len(present)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(sorted(present, key=lambda i: pvalues[i])):
+        running = max(running, min(1.0, (m - rank) * float(pvalues[i])))
+        out[i] = running
+    return out
+
+
+def measurable(test: Mapping[str, Any]) -> bool | None:
+    """True when ``test["ci95"]`` excludes 0 and ``test["p_holm"] < 0.05``; ``None`` without an interval."""
+    if test.get("ci95") is None or test.get("p_holm") is None:
+        return None
+    lo, hi = test["ci95"]
+    return (lo > 0 or hi < 0) and test["p_holm"] < ALPHA
+
+
+def _mean_ci(values: Sequence[float]) -> dict[str, Any]:
+    """``{"mean", "ci95", "n"}`` of plain values (the t interval of :func:`paired_test`)."""
+    t = paired_test(values)
+    return {"mean": t["mean"], "ci95": t["ci95"], "n": t["n"]}
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    v = [float(a) for a in values if a is not None]
+    return float(np.mean(v)) if v else None
 
 
 # --------------------------------------------------------------------------- validation
 
 
 def _number(value: Any, where: str, key: str, *, allow_none: bool = False) -> float | None:
-    """``float(value)``; with ``allow_none``, ``None`` and NaN (alod.evaluation's "no ground truth") give ``None``."""
+    """``float(value)``; with ``allow_none``, ``None`` and NaN (alod.evaluation's "no AP") give ``None``."""
     if allow_none and (value is None or (isinstance(value, (float, np.floating)) and math.isnan(value))):
         return None
     numeric = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
@@ -204,415 +277,737 @@ def _number(value: Any, where: str, key: str, *, allow_none: bool = False) -> fl
     return float(value)
 
 
-def _checked(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Validated copies of the records, cycles sorted by cycle number; errors name the record."""
+def _count(value: Any, where: str, key: str) -> int:
+    """A non-negative integer (labels are counted, never fractional)."""
+    v = _number(value, where, key)
+    if v < 0 or v != int(v):
+        raise AlodError(f"{where}: {key!r} must be a non-negative whole number, got {value!r}")
+    return int(v)
+
+
+def _check_protocol(protocol: Any) -> dict[str, Any]:
+    if not isinstance(protocol, Mapping):
+        raise AlodError(f"protocol must be a dict with {', '.join(PROTOCOL_KEYS)}; got {type(protocol).__name__}")
+    missing = [k for k in PROTOCOL_KEYS if k not in protocol]
+    if missing:
+        raise AlodError(f"protocol lacks {', '.join(missing)}: the report states them in its header "
+                        "(seeds run, whether cycle 1 is shared, which scorer ranked the images)")
+    seeds = protocol["seeds"]
+    if not isinstance(seeds, Sequence) or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
+                                                  for s in seeds):
+        raise AlodError(f"protocol: 'seeds' must be a list of integers, got {seeds!r}")
+    if not isinstance(protocol["cycle1_shared"], bool):
+        raise AlodError(f"protocol: 'cycle1_shared' must be true or false, got {protocol['cycle1_shared']!r}")
+    if not isinstance(protocol["scorer"], str):
+        raise AlodError(f"protocol: 'scorer' must be a string, got {protocol['scorer']!r}")
+    return {**protocol, "seeds": [int(s) for s in seeds]}
+
+
+def _check_cycle(c: Any, where: str) -> dict[str, Any]:
+    if not isinstance(c, Mapping):
+        raise AlodError(f"{where}: a cycle must be a dict, got {c!r}")
+    miss = [k for k in ("cycle", "images", "boxes", "mAP50") if k not in c]
+    if miss:
+        raise AlodError(f"{where}: a cycle lacks {', '.join(miss)}: {dict(c)!r}")
+    cw = f"{where}, cycle {c['cycle']}"
+    sec = c.get("seconds") or {}
+    per_class = c.get("per_class") or {}
+    return {"cycle": _count(c["cycle"], where, "cycle"),
+            "images": _count(c["images"], cw, "images"), "boxes": _count(c["boxes"], cw, "boxes"),
+            "mAP50": _number(c["mAP50"], cw, "mAP50"),
+            "mAP": _number(c.get("mAP"), cw, "mAP", allow_none=True),
+            "per_class": {str(k): _number(v, cw, f"per_class/{k}", allow_none=True) for k, v in per_class.items()},
+            "seconds": {k: _number(sec.get(k, 0.0), cw, f"seconds/{k}") for k in ("scoring", "training")}}
+
+
+def _record_head(rec: Any, i: int) -> tuple[GroupKey, int, str]:
+    """The record's (strategy, mode, equal_boxes_to), its seed, and a name for messages."""
+    where = f"curve record {i}"
+    if not isinstance(rec, Mapping):
+        raise AlodError(f"{where}: expected a dict with strategy, mode, seed, cycles; got {type(rec).__name__}")
+    missing = [k for k in ("strategy", "mode", "seed", "cycles") if k not in rec]
+    if missing:
+        raise AlodError(f"{where}: missing {', '.join(missing)} (a record is one run: strategy, mode, seed, cycles)")
+    if isinstance(rec["seed"], bool) or not isinstance(rec["seed"], (int, np.integer)):
+        raise AlodError(f"{where}: 'seed' must be an integer, got {rec['seed']!r}")
+    eq = rec.get("equal_boxes_to")
+    key = (str(rec["strategy"]), str(rec["mode"]), None if eq is None else str(eq))
+    where = f"curve record {i} ({_label(key)}, seed {int(rec['seed'])})"
+    if key[1] not in MODES:
+        raise AlodError(f"{where}: unknown mode {key[1]!r}; choose from {', '.join(MODES)}")
+    if eq is not None and key[0] != BASELINE:
+        raise AlodError(f"{where}: equal_boxes_to is set, so the run must be {BASELINE!r}, not {key[0]!r}")
+    return key, int(rec["seed"]), where
+
+
+def _check_record(rec: Any, i: int) -> dict[str, Any]:
+    """A validated copy of one curve record; errors name it."""
+    key, seed, where = _record_head(rec, i)
+    if not rec["cycles"]:
+        raise AlodError(f"{where}: no cycles; leave out runs that have not finished a cycle")
+    cycles = sorted((_check_cycle(c, where) for c in rec["cycles"]), key=lambda c: c["cycle"])
+    numbers = [c["cycle"] for c in cycles]
+    if len(set(numbers)) != len(numbers):
+        raise AlodError(f"{where}: cycle numbers repeat ({numbers}); each cycle is recorded once")
+    for axis in ("images", "boxes"):
+        vals = [c[axis] for c in cycles]
+        if any(b < a for a, b in pairwise(vals)):
+            raise AlodError(f"{where}: labeled {axis} shrink from one cycle to the next ({vals}); "
+                            "the pool only grows, so the record is mixed up")
+    scorer = {k: _count(rec.get(k, 0), where, k) for k in ("scorer_images", "scorer_charged", "scorer_boxes_charged")}
+    if scorer["scorer_charged"] > scorer["scorer_images"]:
+        raise AlodError(f"{where}: scorer_charged ({scorer['scorer_charged']}) exceeds scorer_images "
+                        f"({scorer['scorer_images']}): only images the scorer saw can be charged")
+    if scorer["scorer_boxes_charged"] and not scorer["scorer_charged"]:
+        raise AlodError(f"{where}: scorer_boxes_charged without scorer_charged images")
+    if cycles[-1]["images"] + scorer["scorer_charged"] == 0:
+        raise AlodError(f"{where}: no labeled images at the final cycle; there is no curve to compare")
+    return {"strategy": key[0], "mode": key[1], "equal_boxes_to": key[2], "seed": seed, "where": where,
+            "cycles": cycles, **scorer}
+
+
+def _check_records(records: Any, protocol: Mapping[str, Any]) -> list[dict[str, Any]]:
+    if not isinstance(records, Sequence) or isinstance(records, (str, bytes)):
+        raise AlodError(f"records must be a list of curve records, got {type(records).__name__}")
     out, seen = [], {}
     for i, rec in enumerate(records):
-        where = f"curve record {i}"
-        if not isinstance(rec, Mapping):
-            raise AlodError(f"{where}: expected a dict with strategy, mode, seed, cycles; got {type(rec).__name__}")
-        missing = [k for k in ("strategy", "mode", "seed", "cycles") if k not in rec]
-        if missing:
-            raise AlodError(f"{where}: missing {', '.join(missing)} "
-                            "(a record is one run: strategy, mode, seed, cycles)")
-        if isinstance(rec["seed"], bool) or not isinstance(rec["seed"], (int, np.integer)):
-            raise AlodError(f"{where}: 'seed' must be an integer, got {rec['seed']!r}")
-        key = (str(rec["strategy"]), str(rec["mode"]), int(rec["seed"]))
-        where = f"curve record {i} ({key[0]}, {key[1]}, seed {key[2]})"
+        r = _check_record(rec, i)
+        key = (r["strategy"], r["mode"], r["equal_boxes_to"], r["seed"])
         if key in seen:
-            raise AlodError(f"{where}: the same strategy, mode and seed as record {seen[key]}; pass each run once")
+            raise AlodError(f"{r['where']}: the same strategy, mode, seed and equal_boxes_to as curve record "
+                            f"{seen[key]}; pass each run once")
+        if r["seed"] not in protocol["seeds"]:
+            raise AlodError(f"{r['where']}: seed {r['seed']} is not among protocol seeds {protocol['seeds']}")
         seen[key] = i
-        if not rec["cycles"]:
-            raise AlodError(f"{where}: no cycles; leave out runs that have not finished a cycle")
-        cycles = []
-        for c in rec["cycles"]:
-            miss = [k for k in ("cycle", "images", "boxes", "mAP50") if k not in c]
-            if miss:
-                raise AlodError(f"{where}: a cycle lacks {', '.join(miss)}: {dict(c)!r}")
-            cw = f"{where}, cycle {c['cycle']}"
-            sec = c.get("seconds") or {}
-            per_class = c.get("per_class") or {}
-            cycles.append({
-                "cycle": int(c["cycle"]),
-                "images": _number(c["images"], cw, "images"),
-                "boxes": _number(c["boxes"], cw, "boxes"),
-                "mAP50": _number(c["mAP50"], cw, "mAP50"),
-                "mAP": _number(c.get("mAP"), cw, "mAP", allow_none=True),
-                "per_class": {str(k): _number(v, cw, f"per_class/{k}", allow_none=True) for k, v in per_class.items()},
-                "seconds": {k: _number(sec.get(k, 0.0), cw, f"seconds/{k}") for k in ("scoring", "training")},
-            })
-        cycles.sort(key=lambda c: c["cycle"])
-        numbers = [c["cycle"] for c in cycles]
-        if len(set(numbers)) != len(numbers):
-            raise AlodError(f"{where}: cycle numbers repeat ({numbers}); each cycle is recorded once")
-        for axis in ("images", "boxes"):
-            vals = [c[axis] for c in cycles]
-            if any(b < a for a, b in pairwise(vals)):
-                raise AlodError(f"{where}: labeled {axis} shrink from one cycle to the next ({vals}); "
-                                "the pool only grows, so the record is mixed up")
-        out.append({"strategy": key[0], "mode": key[1], "seed": key[2], "cycles": cycles})
+        out.append(r)
     return out
 
 
-def _order(key: tuple[str, str], baseline: str = BASELINE) -> tuple:
-    return (key[0] != baseline, key[0], key[1])
+def _check_full(full: Any) -> list[dict[str, Any]]:
+    """Validated full-data records, sorted by seed; ``None`` or ``[]`` give ``[]``."""
+    if full is None:
+        return []
+    if isinstance(full, Mapping) or not isinstance(full, Sequence):
+        raise AlodError(f"full must be a list of full-data records (one per seed) or None, got {type(full).__name__}")
+    out, seeds = [], set()
+    for i, f in enumerate(full):
+        where = f"full record {i}"
+        missing = [k for k in ("seed", "mAP50", "images", "boxes") if not isinstance(f, Mapping) or k not in f]
+        if missing:
+            raise AlodError(f"{where}: missing {', '.join(missing)} (a full record is one seed's full-data run)")
+        if isinstance(f["seed"], bool) or not isinstance(f["seed"], (int, np.integer)):
+            raise AlodError(f"{where}: 'seed' must be an integer, got {f['seed']!r}")
+        seed = int(f["seed"])
+        if seed in seeds:
+            raise AlodError(f"{where}: seed {seed} appears twice among the full records")
+        seeds.add(seed)
+        where = f"full record {i} (seed {seed})"
+        sec = f.get("seconds") or {}
+        out.append({"seed": seed, "mAP50": _number(f["mAP50"], where, "mAP50"),
+                    "mAP": _number(f.get("mAP"), where, "mAP", allow_none=True),
+                    "images": _count(f["images"], where, "images"), "boxes": _count(f["boxes"], where, "boxes"),
+                    "recipe": dict(f.get("recipe") or {}),
+                    "seconds": {k: _number(v, where, f"seconds/{k}") for k, v in sec.items()}})
+    return sorted(out, key=lambda f: f["seed"])
 
 
-def _group(records: list[dict]) -> dict[tuple[str, str], dict[int, dict]]:
-    groups: dict[tuple[str, str], dict[int, dict]] = {}
+# --------------------------------------------------------------------------- grouping
+
+
+def _label(key: GroupKey) -> str:
+    strategy, mode, eq = key
+    return f"{strategy}, equal boxes to {eq} ({mode})" if eq else f"{strategy} ({mode})"
+
+
+def _order(key: GroupKey) -> tuple:
+    strategy, mode, eq = key
+    return (MODES.index(mode), eq is not None, strategy != BASELINE, eq or "", strategy)
+
+
+def _group(records: list[dict]) -> dict[GroupKey, dict[int, dict]]:
+    groups: dict[GroupKey, dict[int, dict]] = {}
     for r in records:
-        groups.setdefault((r["strategy"], r["mode"]), {})[r["seed"]] = r
+        groups.setdefault((r["strategy"], r["mode"], r["equal_boxes_to"]), {})[r["seed"]] = r
     return {k: dict(sorted(groups[k].items())) for k in sorted(groups, key=_order)}
 
 
-def _baseline_mode(groups: Mapping[tuple[str, str], Any], mode: str, baseline: str) -> str:
-    modes = sorted(m for s, m in groups if s == baseline)
-    if not modes:
-        raise AlodError(f"no {baseline!r} runs among the curve records: savings are measured against "
-                        f"{baseline}; run it too (same modes and seeds as the strategies)")
-    if mode in modes:
-        return mode
-    if len(modes) == 1:
-        return modes[0]
-    raise AlodError(f"{baseline!r} was run in modes {modes} but not in {mode!r}: run {baseline} in {mode!r} "
-                    "too, or in one mode only (it then serves every mode)")
+def _axes(run: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """A run's charged images and boxes axes and its mAP50 (each ``float[n_cycles]``)."""
+    cyc = run["cycles"]
+    return {"images": np.array([c["images"] + run["scorer_charged"] for c in cyc], dtype=np.float64),
+            "boxes": np.array([c["boxes"] + run["scorer_boxes_charged"] for c in cyc], dtype=np.float64),
+            "mAP50": np.array([c["mAP50"] for c in cyc], dtype=np.float64)}
 
 
-# --------------------------------------------------------------------------- savings
-
-
-def savings(records: Sequence[Mapping[str, Any]], *, baseline: str = BASELINE) -> dict[str, dict[str, Any]]:
-    """Labels each strategy needs to reach random's final mAP50, and what it saves against random.
-
-    Args:
-        records: curve records (see the module docstring), one per (strategy, mode, seed), the
-            baseline's included.
-        baseline: the strategy every other one is measured against.
-
-    Returns:
-        ``{"<strategy>/<mode>": entry}`` for every strategy but the baseline, where ``entry`` is::
-
-            {"strategy", "mode", "baseline_mode",
-             "pairing": "per-seed" | "mean",
-             "seeds": [int], "reached": int,            # seeds run; seeds that reached the target
-             "target_mAP50": float,                     # mean over the seeds' targets
-             "per_seed": [{"seed", "target_mAP50", "baseline_images", "baseline_boxes",
-                           "images_needed", "boxes_needed",          # None = never
-                           "images_saved", "boxes_saved",            # baseline - needed; None = never
-                           "images_saved_pct", "boxes_saved_pct",    # 100 * saved / baseline
-                           "final_mAP50", "baseline_final_mAP50", "final_mAP50_diff"}],
-             "baseline_images", "baseline_boxes",       # stats of random's final pool (its seeds)
-             "images_needed", "boxes_needed", "images_saved", "boxes_saved",
-             "images_saved_pct", "boxes_saved_pct",     # stats over the seeds that reached it
-             "final_mAP50", "final_mAP50_diff",         # stats over all seeds
-             "significance": {"images_saved", "boxes_saved", "final_mAP50_diff": significance(...)
-                                   (images/boxes: None unless every seed reached the target),
-                              "verdict_on": "images_saved" | "final_mAP50_diff",
-                              "outside_noise": bool | None}}
-
-        where a *stats* dict is ``{"mean", "std", "min", "max", "n"}`` (std with ``ddof=1``,
-        ``None`` below two values).
-
-    Raises:
-        AlodError: malformed records, or no baseline runs for a mode.
-    """
-    groups = _group(_checked(records))
-    out = {}
-    for (strategy, mode), runs in groups.items():
-        if strategy == baseline:
-            continue
-        bmode = _baseline_mode(groups, mode, baseline)
-        base = groups[(baseline, bmode)]
-        base_final = {s: r["cycles"][-1] for s, r in base.items()}
-        paired = set(runs) <= set(base)
-        mean_final = {k: float(np.mean([c[k] for c in base_final.values()])) for k in ("mAP50", "images", "boxes")}
-        per_seed = []
-        for seed, run in runs.items():
-            ref = base_final[seed] if paired else mean_final
-            cyc = run["cycles"]
-            y = np.array([c["mAP50"] for c in cyc])
-            row = {"seed": seed, "target_mAP50": ref["mAP50"], "baseline_images": ref["images"],
-                   "baseline_boxes": ref["boxes"], "final_mAP50": cyc[-1]["mAP50"],
-                   "baseline_final_mAP50": ref["mAP50"], "final_mAP50_diff": cyc[-1]["mAP50"] - ref["mAP50"]}
-            for axis in ("images", "boxes"):
-                need = labels_to_reach(np.array([c[axis] for c in cyc]), y, ref["mAP50"])
-                saved = None if need is None else ref[axis] - need
-                row[f"{axis}_needed"] = need
-                row[f"{axis}_saved"] = saved
-                row[f"{axis}_saved_pct"] = (None if saved is None or ref[axis] == 0 else 100.0 * saved / ref[axis])
-            per_seed.append(row)
-        reached = sum(r["images_needed"] is not None for r in per_seed)
-        entry = {"strategy": strategy, "mode": mode, "baseline_mode": bmode,
-                 "pairing": "per-seed" if paired else "mean", "seeds": list(runs), "reached": reached,
-                 "target_mAP50": float(np.mean([r["target_mAP50"] for r in per_seed])),
-                 "per_seed": per_seed,
-                 "baseline_images": _stats([c["images"] for c in base_final.values()]) if not paired
-                 else _stats([r["baseline_images"] for r in per_seed]),
-                 "baseline_boxes": _stats([c["boxes"] for c in base_final.values()]) if not paired
-                 else _stats([r["baseline_boxes"] for r in per_seed])}
-        for k in ("images_needed", "boxes_needed", "images_saved", "boxes_saved", "images_saved_pct",
-                  "boxes_saved_pct", "final_mAP50", "final_mAP50_diff"):
-            entry[k] = _stats([r[k] for r in per_seed])
-        entry["significance"] = _significance(per_seed, base_final, paired, reached == len(per_seed))
-        out[f"{strategy}/{mode}"] = entry
+def _pairs(groups: Mapping[GroupKey, dict[int, dict]], key: GroupKey,
+           against: GroupKey) -> list[tuple[int, dict, dict]]:
+    """``(seed, run, reference run)`` for every seed of ``key``; errors if ``against`` lacks one."""
+    runs, refs = groups[key], groups.get(against, {})
+    missing = [s for s in runs if s not in refs]
+    if missing:
+        raise AlodError(f"{_label(key)} has seeds {missing} that {_label(against)} lacks: every comparison is "
+                        f"paired by seed, so run {_label(against)} with seeds {missing} too")
+    out = []
+    for seed, run in runs.items():
+        ref = refs[seed]
+        if [c["cycle"] for c in run["cycles"]] != [c["cycle"] for c in ref["cycles"]]:
+            raise AlodError(f"{run['where']} and {ref['where']} have different cycles "
+                            f"({[c['cycle'] for c in run['cycles']]} vs {[c['cycle'] for c in ref['cycles']]}); "
+                            "compare finished runs of the same schedule")
+        out.append((seed, run, ref))
     return out
 
 
-def _significance(per_seed: list[dict], base_final: dict[int, dict], paired: bool, all_reached: bool) -> dict:
-    tests: dict[str, Any] = {}
+def _check_equal_box_runs(groups: Mapping[GroupKey, dict[int, dict]]) -> None:
+    """Every equal-box random run matches a strategy run of the same mode and seed."""
+    for (strategy, mode, eq), runs in groups.items():
+        if eq is None:
+            continue
+        target = groups.get((eq, mode, None), {})
+        orphans = [s for s in runs if s not in target]
+        if orphans:
+            raise AlodError(f"{_label((strategy, mode, eq))}: seeds {orphans} have no {eq} ({mode}) run to match "
+                            "boxes with; pass that run too or leave the equal-box run out")
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+def _difference(pairs: Sequence[tuple[int, dict, dict]], value) -> dict[str, Any]:
+    """Strategy mean, reference mean and the paired difference of ``value(run)`` over ``pairs``."""
+    a = [value(run) for _, run, _ in pairs]
+    b = [value(ref) for _, _, ref in pairs]
+    if any(v is None for v in a + b):
+        return {"strategy": _mean(a), "random": _mean(b), "difference": None, "ci95": None, "p": None,
+                "p_holm": None, "n": 0}
+    t = paired_test([x - y for x, y in zip(a, b)])
+    return {"strategy": float(np.mean(a)), "random": float(np.mean(b)), "difference": t["mean"],
+            "ci95": t["ci95"], "p": t["p"], "p_holm": None, "n": t["n"],
+            "per_seed": [{"seed": s, "strategy": x, "random": y} for (s, _, _), x, y in zip(pairs, a, b)]}
+
+
+def _aulc_of(axis: str):
+    return lambda run: aulc(_axes(run)[axis], _axes(run)["mAP50"])
+
+
+def _final_of(key: str):
+    """The final cycle's ``key`` (``images``, ``boxes``: on the charged axes)."""
+    return lambda run: float(_axes(run)[key][-1])
+
+
+def _needed_row(x: np.ndarray, y: np.ndarray, xr: np.ndarray, yr: np.ndarray, target: float) -> dict[str, Any]:
+    """One seed and one target on one axis: needed labels of the strategy and random, both interpolations."""
+    row = {}
+    for name, fn in (("log", needed_log), ("linear", needed_linear)):
+        need = fn(x, y, target)
+        ref = fn(xr, yr, target)  # never None: random reaches its own value
+        need = float(x[-1]) if need is None else need   # censored at the budget
+        row[name] = {"needed": need, "reference": ref, "saved": ref - need}
+    return row
+
+
+def _target(pairs: Sequence[tuple[int, dict, dict]], k: int) -> dict[str, Any]:
+    """Savings at random's cycle-``k`` mAP50, seed by seed (targets differ per seed)."""
+    per_seed = []
+    for seed, run, ref in pairs:
+        a, r = _axes(run), _axes(ref)
+        j = [c["cycle"] for c in ref["cycles"]].index(k)
+        goal = float(r["mAP50"][j])
+        row = {"seed": seed, "target_mAP50": goal, "censored": bool(a["mAP50"].max() < goal),
+               "random_images": float(r["images"][j]), "random_boxes": float(r["boxes"][j])}
+        for axis in ("images", "boxes"):
+            row[axis] = _needed_row(a[axis], a["mAP50"], r[axis], r["mAP50"], goal)
+        per_seed.append(row)
+    out = {"cycle": k, "n": len(per_seed), "target_mAP50": _mean([r["target_mAP50"] for r in per_seed]),
+           "censored": sum(r["censored"] for r in per_seed),
+           "censored_seeds": [r["seed"] for r in per_seed if r["censored"]],
+           "random_images": _mean([r["random_images"] for r in per_seed]),
+           "random_boxes": _mean([r["random_boxes"] for r in per_seed]), "per_seed": per_seed}
     for axis in ("images", "boxes"):
-        if not all_reached:
-            tests[f"{axis}_saved"] = None
-        elif paired:
-            tests[f"{axis}_saved"] = significance([r[f"{axis}_saved"] for r in per_seed])
-        else:
-            tests[f"{axis}_saved"] = significance([c[axis] for c in base_final.values()],
-                                                  [r[f"{axis}_needed"] for r in per_seed])
-    if paired:
-        tests["final_mAP50_diff"] = significance([r["final_mAP50_diff"] for r in per_seed])
-    else:
-        tests["final_mAP50_diff"] = significance([r["final_mAP50"] for r in per_seed],
-                                                 [c["mAP50"] for c in base_final.values()])
-    tests["verdict_on"] = "images_saved" if all_reached else "final_mAP50_diff"
-    tests["outside_noise"] = tests[tests["verdict_on"]]["outside_noise"]
-    return tests
+        out[axis] = {}
+        for name in ("log", "linear"):
+            cells = [r[axis][name] for r in per_seed]
+            t = paired_test([c["saved"] for c in cells])
+            ref = _mean([c["reference"] for c in cells])
+            out[axis][name] = {"reference": ref, "needed": _mean([c["needed"] for c in cells]),
+                               "saved": t["mean"], "saved_pct": 100.0 * t["mean"] / ref if ref else None,
+                               "ci95": t["ci95"], "p": t["p"], "p_holm": None}
+    return out
+
+
+def _equal_boxes(groups: Mapping[GroupKey, dict[int, dict]], key: GroupKey) -> dict[str, Any] | None:
+    """Strategy ``key`` against its equal-box random runs, or ``None`` when there are none."""
+    eq_key = (BASELINE, key[1], key[0])
+    if eq_key not in groups:
+        return None
+    pairs = _pairs(groups, key, eq_key)
+    mismatch = [abs(run["cycles"][-1]["boxes"] - ref["cycles"][-1]["boxes"]) for _, run, ref in pairs]
+    strategy_boxes = _mean([run["cycles"][-1]["boxes"] for _, run, _ in pairs])
+    cycles = []
+    for j, c in enumerate(pairs[0][1]["cycles"]):
+        cycles.append({"cycle": c["cycle"], **{f"{who}_{axis}": _mean([p[i]["cycles"][j][axis] for p in pairs])
+                                               for who, i in (("strategy", 1), ("random", 2))
+                                               for axis in ("boxes", "images")}})
+    return {"seeds": [s for s, _, _ in pairs], "final_mAP50": _difference(pairs, _final_of("mAP50")),
+            "aulc_boxes": _difference(pairs, _aulc_of("boxes")), "cycles": cycles,
+            "final_box_mismatch": _mean(mismatch),
+            "final_box_mismatch_pct": 100.0 * _mean(mismatch) / strategy_boxes if strategy_boxes else None}
+
+
+def _comparison(groups: Mapping[GroupKey, dict[int, dict]], key: GroupKey) -> dict[str, Any]:
+    """Everything measured for one (strategy, mode) against random of its mode; no Holm, no sentence yet."""
+    base = (BASELINE, key[1], None)
+    if base not in groups:
+        raise AlodError(f"no {BASELINE} ({key[1]}) runs: {_label(key)} is measured against random of its own "
+                        f"mode; run {BASELINE} in {key[1]!r} with the same seeds")
+    pairs = _pairs(groups, key, base)
+    head = _difference(pairs, _aulc_of("images"))
+    cycles = sorted({c["cycle"] for _, _, ref in pairs for c in ref["cycles"]})
+    runs = [run for _, run, _ in pairs]
+    return {"strategy": key[0], "mode": key[1], "seeds": [s for s, _, _ in pairs], "n": len(pairs),
+            "aulc": {k: head.get(k) for k in ("strategy", "random", "difference", "per_seed")},
+            "ci95": head["ci95"], "p": head["p"], "p_holm": None,
+            "aulc_boxes": _difference(pairs, _aulc_of("boxes")),
+            "final_mAP50": _difference(pairs, _final_of("mAP50")),
+            "final_images": _difference(pairs, _final_of("images")),
+            "final_boxes": _difference(pairs, _final_of("boxes")),
+            "targets": [_target(pairs, k) for k in cycles],
+            "equal_boxes": _equal_boxes(groups, key),
+            "scorer_images": _mean([r["scorer_images"] for r in runs]),
+            "scorer_charged": _mean([r["scorer_charged"] for r in runs]),
+            "scorer_boxes_charged": _mean([r["scorer_boxes_charged"] for r in runs])}
+
+
+def _apply_holm(comparisons: list[dict[str, Any]]) -> None:
+    """Fill ``p_holm`` in the three families (see the module docstring), in place."""
+    for c, p in zip(comparisons, holm([c["p"] for c in comparisons])):
+        c["p_holm"] = p
+    eq_tests = [c["equal_boxes"][k] for c in comparisons if c["equal_boxes"] for k in ("final_mAP50", "aulc_boxes")]
+    for t, p in zip(eq_tests, holm([t["p"] for t in eq_tests])):
+        t["p_holm"] = p
+    savings = [t["images"]["log"] for c in comparisons for t in c["targets"]]
+    for t, p in zip(savings, holm([t["p"] for t in savings])):
+        t["p_holm"] = p
 
 
 # --------------------------------------------------------------------------- sentences
 
 
-def _count(mean: float | None, std: float | None = None) -> str:
-    if mean is None:
-        return "never"
-    text = f"{round(mean):,}"
-    return f"{text} ± {round(std):,}" if std is not None else text
+def _ci(ci: Sequence[float] | None, fmt: str = "{:+.3f}") -> str:
+    return "no interval" if ci is None else f"95% CI [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
 
 
-def _pct(pct: float | None) -> str:
-    if pct is None:
-        return "no baseline to compare"
-    p = round(pct)
-    return f"{p}% fewer" if p > 0 else f"{-p}% more" if p < 0 else "about the same"
+def _verdict(test: Mapping[str, Any]) -> tuple[str, bool | None]:
+    """Words for one paired difference, and whether it is a measurable gain (``None``: not judged)."""
+    d = test["difference"]
+    if d is None:
+        return "not measurable (no labels on this axis)", None
+    ok = measurable(test)
+    if ok is None:
+        return f"{d:+.3f} from one seed, with no interval or p-value: no claim", None
+    num = f"{d:+.3f}, {_ci(test['ci95'])}, Holm p {_p(test['p_holm'])}"
+    if ok and d > 0:
+        return f"a measurable gain ({num})", True
+    if ok and d < 0:
+        return f"measurably worse than random ({num})", False
+    return f"no measurable gain ({num})", False
 
 
-def _verdict(test: dict | None, what: str, n: int) -> str:
-    if test is None or test["outside_noise"] is None:
-        return f"with {n} seed{'s' if n != 1 else ''} there is no spread to judge the {what} against"
-    few = f" ({n} seeds are few: a rough screen)" if n < FEW_SEEDS else ""
-    where = "larger than the spread" if test["outside_noise"] else "within the noise"
-    return f"the {what} is {where} across {n} seeds{few}"
+def _p(p: float | None) -> str:
+    if p is None:
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def sentence(entry: Mapping[str, Any], *, baseline: str = BASELINE) -> str:
-    """One plain sentence for one :func:`savings` entry: what it needed, what it saved, whether it is noise."""
-    name = f"{entry['strategy']} ({entry['mode']})"
-    n, reached = len(entry["seeds"]), entry["reached"]
-    target = f"{baseline}'s final mAP50 ({entry['target_mAP50']:.3f}"
-    target += "; seeds paired)" if entry["pairing"] == "per-seed" else ", the mean over its seeds; seeds not paired)"
-    sig = entry["significance"]
-    img, box = entry["images_needed"], entry["boxes_needed"]
-    if reached == n:
-        text = (f"{name} reached {target} with {_count(img['mean'], img['std'])} images instead of "
-                f"{_count(entry['baseline_images']['mean'])} ({_pct(entry['images_saved_pct']['mean'])}) and "
-                f"{_count(box['mean'], box['std'])} boxes instead of {_count(entry['baseline_boxes']['mean'])} "
-                f"({_pct(entry['boxes_saved_pct']['mean'])})")
-        if entry["images_saved"]["mean"] > 0 and entry["boxes_saved"]["mean"] <= 0:
-            text += ("; it saved images but no boxes: the images it picked hold more objects, so the labeling "
-                     "effort in boxes did not drop")
-        return text + f"; {_verdict(sig['images_saved'], 'image saving', n)}."
-    diff = entry["final_mAP50_diff"]
-    spread = f" ± {diff['std']:.3f}" if diff["std"] is not None else ""
-    if reached == 0:
-        text = f"{name} never reached {target} in any of its {n} seed{'s' if n != 1 else ''}"
-    else:
-        text = (f"{name} did not reach {target} in {n - reached} of {n} seeds (never); in the {reached} that did, "
-                f"it needed {_count(img['mean'], img['std'])} images and {_count(box['mean'], box['std'])} boxes")
-    return (text + f"; its final mAP50 is {entry['final_mAP50']['mean']:.3f} against {entry['target_mAP50']:.3f} "
-            f"({diff['mean']:+.3f}{spread}); {_verdict(sig['final_mAP50_diff'], 'mAP50 difference', n)}.")
+def _boxes_clause(c: Mapping[str, Any]) -> tuple[str, bool | None]:
+    eq = c["equal_boxes"]
+    if eq is None:
+        fb = c["final_boxes"]
+        pct = 100.0 * (fb["strategy"] - fb["random"]) / fb["random"] if fb["random"] else None
+        more = "" if pct is None else f" ({pct:+.0f}% against random)"
+        return (f"at equal boxes it was not tested (no random run matched to its boxes); it labeled "
+                f"{fb['strategy']:,.0f} boxes to random's {fb['random']:,.0f}{more}"), None
+    words, ok = _verdict(eq["aulc_boxes"])
+    f = eq["final_mAP50"]
+    seen = {True: "measurable", False: "not measurable", None: "not judged"}[measurable(f)]
+    return (f"at equal boxes (matched to within {eq['final_box_mismatch']:,.0f} boxes at the final cycle), "
+            f"AULC on boxes: {words}, and the final mAP50 differs by {f['difference']:+.3f} ({_ci(f['ci95'])}, "
+            f"Holm p {_p(f['p_holm'])}: {seen})"), ok
 
 
-def _baseline_sentence(summary: Mapping[str, Any], baseline: str) -> str:
-    f = summary["final"]
-    m = f["mAP50"]
-    spread = f" ± {m['std']:.3f}" if m["std"] is not None else ""
-    n = m["n"]
-    return (f"{baseline} ({summary['mode']}) is the baseline: its final mAP50 is {m['mean']:.3f}{spread} with "
-            f"{_count(f['images']['mean'])} images and {_count(f['boxes']['mean'], f['boxes']['std'])} boxes "
-            f"({n} seed{'s' if n != 1 else ''}).")
+def _censor_clause(c: Mapping[str, Any]) -> str:
+    parts = [f"cycle {t['cycle']} in {t['censored']} of {t['n']} seeds" for t in c["targets"] if t["censored"]]
+    if not parts:
+        return ""
+    return (" It never reached random's mAP50 at " + ", ".join(parts)
+            + " (censored: counted at its budget, so those savings are upper bounds).")
 
 
-# --------------------------------------------------------------------------- the report
+def sentence(c: Mapping[str, Any]) -> str:
+    """One plain sentence for one comparison: what holds at equal images and at equal boxes, and what does not."""
+    head = {**c["aulc"], "ci95": c["ci95"], "p": c["p"], "p_holm": c["p_holm"]}
+    img_words, img_ok = _verdict(head)
+    box_words, box_ok = _boxes_clause(c)
+    last = c["targets"][-1] if c["targets"] else None
+    text = (f"{c['strategy']} ({c['mode']}, {c['n']} seed{'s' if c['n'] != 1 else ''}): at equal images, "
+            f"AULC {c['aulc']['strategy']:.3f} against random's {c['aulc']['random']:.3f}: {img_words}")
+    if last is not None:
+        i, b = last["images"]["log"], last["boxes"]["log"]
+        text += (f"; to reach random's final mAP50 it needed {i['needed']:,.0f} images to random's "
+                 f"{i['reference']:,.0f} and {b['needed']:,.0f} boxes to random's {b['reference']:,.0f}")
+    text += f"; {box_words}."
+    fb = c["final_boxes"]
+    if img_ok and box_ok is False:
+        text += (" So it is better at equal images but not at equal boxes: the gain does not survive equal "
+                 "annotation cost in boxes.")
+    elif img_ok and box_ok is None and fb["strategy"] > fb["random"]:
+        text += (" So it is better at equal images, untested at equal boxes, and it labeled more boxes: part or "
+                 "all of the gain may come from labeling more boxes per image.")
+    if c["scorer_charged"]:
+        text += f" Its scorer's {c['scorer_charged']:,.0f} extra labeled images are charged on the images axis."
+    text += _censor_clause(c)
+    if c["n"] < MIN_SEEDS:
+        text += f" Only {c['n']} seed{'s' if c['n'] != 1 else ''}: fewer than the {MIN_SEEDS} the protocol asks for."
+    return text
 
 
-def _curve_summary(runs: Mapping[int, dict]) -> dict[str, Any]:
-    """Per cycle number, stats over seeds; final-cycle metrics, per-class AP50 and compute seconds."""
-    by_cycle: dict[int, list[dict]] = {}
+# --------------------------------------------------------------------------- summaries
+
+
+def _curve_summary(key: GroupKey, runs: Mapping[int, dict]) -> dict[str, Any]:
+    """Per cycle number: mean charged images and boxes, mAP50 mean and 95% t interval over seeds."""
+    by_cycle: dict[int, list[dict[str, float]]] = {}
     for run in runs.values():
-        for c in run["cycles"]:
-            by_cycle.setdefault(c["cycle"], []).append(c)
-    curve = [{"cycle": k, **{m: _stats([c[m] for c in cs]) for m in ("images", "boxes", "mAP50", "mAP")}}
-             for k, cs in sorted(by_cycle.items())]
-    finals = [run["cycles"][-1] for run in runs.values()]
-    classes = sorted({k for c in finals for k in c["per_class"]})
-    seconds = {k: _stats([sum(c["seconds"][k] for c in run["cycles"]) for run in runs.values()])
+        ax = _axes(run)
+        for j, c in enumerate(run["cycles"]):
+            by_cycle.setdefault(c["cycle"], []).append(
+                {"images": ax["images"][j], "boxes": ax["boxes"][j], "mAP50": c["mAP50"]})
+    cycles = [{"cycle": k, "n": len(pts), "images": _mean([p["images"] for p in pts]),
+               "boxes": _mean([p["boxes"] for p in pts]), "mAP50": _mean_ci([p["mAP50"] for p in pts])}
+              for k, pts in sorted(by_cycle.items())]
+    seconds = {k: _mean([sum(c["seconds"][k] for c in run["cycles"]) for run in runs.values()])
                for k in ("scoring", "training")}
-    return {"seeds": list(runs), "curve": curve,
-            "final": {m: _stats([c[m] for c in finals]) for m in ("images", "boxes", "mAP50", "mAP")},
-            "per_class_AP50": {k: _stats([c["per_class"].get(k) for c in finals]) for k in classes},
-            "seconds": seconds}
+    return {"strategy": key[0], "mode": key[1], "equal_boxes_to": key[2], "label": _label(key),
+            "seeds": list(runs), "cycles": cycles, "seconds": seconds}
 
 
-def build_report(records: Sequence[Mapping[str, Any]], full: Mapping[str, Any] | None = None, *,
-                 baseline: str = BASELINE) -> dict[str, Any]:
+def _per_class(groups: Mapping[GroupKey, dict[int, dict]]) -> dict[str, Any]:
+    """Final-cycle AP50 per class and run group: mean over the seeds that have an AP, and their count."""
+    classes = sorted({k for runs in groups.values() for r in runs.values() for k in r["cycles"][-1]["per_class"]})
+    rows = []
+    for key, runs in groups.items():
+        vals = {k: [r["cycles"][-1]["per_class"].get(k) for r in runs.values()] for k in classes}
+        rows.append({"label": _label(key), "strategy": key[0], "mode": key[1], "equal_boxes_to": key[2],
+                     "AP50": {k: _mean(v) for k, v in vals.items()},
+                     "n": {k: sum(x is not None for x in v) for k, v in vals.items()}})
+    return {"classes": classes, "rows": rows}
+
+
+def _full_summary(full: list[dict], groups: Mapping[GroupKey, dict[int, dict]]) -> dict[str, Any]:
+    """The full-data line and random's final mAP50 as a fraction of it, per mode."""
+    recipes = [f["recipe"] for f in full]
+    out = {"seeds": [f["seed"] for f in full], "mAP50": _mean_ci([f["mAP50"] for f in full]),
+           "images": _mean([f["images"] for f in full]), "boxes": _mean([f["boxes"] for f in full]),
+           "training_seconds": _mean([f["seconds"].get("training") for f in full]),
+           "recipe": recipes[0] if recipes and all(r == recipes[0] for r in recipes) else None,
+           "recipes_differ": len({repr(sorted(r.items())) for r in recipes}) > 1, "runs": full}
+    ratio, off = {}, {}
+    for mode in MODES:
+        runs = groups.get((BASELINE, mode, None))
+        if not runs:
+            continue
+        final = _mean([r["cycles"][-1]["mAP50"] for r in runs.values()])
+        full_mean = out["mAP50"]["mean"]
+        ratio[mode] = final / full_mean if full_mean else None
+        off[mode] = None if ratio[mode] is None else ratio[mode] >= NOISE_FLOOR_RATIO
+    return {"full": out, "random_final_over_full": ratio, "off_noise_floor": off}
+
+
+def _no_nan(obj: Any) -> Any:
+    """JSON has no NaN or infinity: they become ``None`` (numpy scalars become Python numbers)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_no_nan(v) for v in obj]
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def build_report(records: Sequence[Mapping[str, Any]], full: Sequence[Mapping[str, Any]] | None, *,
+                 protocol: Mapping[str, Any]) -> dict[str, Any]:
     """The report as a dict (what :func:`write_report` writes to ``report.json``), without writing files.
 
-    Keys::
+    Keys: ``format`` (``"alod.compare-report/2"``), ``protocol``, ``seeds``, ``modes``, ``full``
+    (``seeds``, ``mAP50`` {mean, ci95, n}, ``images``, ``boxes``, ``recipe``, ``runs``),
+    ``random_final_over_full`` and ``off_noise_floor`` (per mode), ``curves`` (per run group),
+    ``comparisons`` (per strategy and mode: ``aulc``, ``ci95``, ``p``, ``p_holm``, ``aulc_boxes``,
+    ``final_mAP50``, ``final_images``, ``final_boxes``, ``targets``, ``equal_boxes``,
+    ``scorer_images``, ``sentence``, ...), ``per_class`` and ``notes``. Definitions: module docstring.
 
-        format:     "alod.compare-report/1"
-        baseline:   "random"
-        seeds:      sorted seeds found in the records
-        modes:      sorted selection modes found
-        rule:       the significance rule, in words
-        full:       {"mAP50", "images", "boxes", "mAP"?, "seconds"?} or None
-        strategies: {"<strategy>/<mode>": {      # baseline first, then by strategy and mode
-            "strategy", "mode", "seeds",
-            "curve": [{"cycle", "images", "boxes", "mAP50", "mAP"}],   # each a stats dict over seeds
-            "final": {"images", "boxes", "mAP50", "mAP"},               # last cycle, stats over seeds
-            "per_class_AP50": {class: stats},    # last cycle; seeds where the class had no AP left out
-            "seconds": {"scoring", "training"},  # per-run totals over cycles, stats over seeds
-            "savings": savings(...) entry or None for the baseline,
-            "sentence": str}}
+    Raises:
+        AlodError: malformed input (naming the record), or a comparison without its paired runs.
     """
-    checked = _checked(records)
+    proto = _check_protocol(protocol)
+    checked = _check_records(records, proto)
+    fulls = _check_full(full)
     groups = _group(checked)
-    saved = savings(checked, baseline=baseline)
-    strategies = {}
-    for (strategy, mode), runs in groups.items():
-        key = f"{strategy}/{mode}"
-        summary = {"strategy": strategy, "mode": mode, **_curve_summary(runs), "savings": saved.get(key)}
-        summary["sentence"] = (_baseline_sentence(summary, baseline) if strategy == baseline
-                               else sentence(saved[key], baseline=baseline))
-        strategies[key] = summary
-    full_out = None
-    if full is not None:
-        full_out = {k: _number(full.get(k), "full run", k) for k in ("mAP50", "images", "boxes")}
-        if full.get("mAP") is not None:
-            full_out["mAP"] = _number(full["mAP"], "full run", "mAP")
-        if full.get("seconds"):
-            full_out["seconds"] = {k: _number(v, "full run", f"seconds/{k}") for k, v in full["seconds"].items()}
-    return {"format": REPORT_FORMAT, "baseline": baseline,
-            "seeds": sorted({r["seed"] for r in checked}), "modes": sorted({r["mode"] for r in checked}),
-            "rule": RULE, "full": full_out, "strategies": strategies}
+    _check_equal_box_runs(groups)
+    keys = [k for k in groups if k[0] != BASELINE and k[2] is None]
+    comparisons = [_comparison(groups, k) for k in keys]
+    _apply_holm(comparisons)
+    for c in comparisons:
+        c["sentence"] = sentence(c)
+    notes = [f"{_label(k)} ran seeds {list(runs)}, not every protocol seed {proto['seeds']}"
+             for k, runs in groups.items() if set(runs) != set(proto["seeds"])]
+    if any(c["n"] < 2 for c in comparisons):
+        notes.append("comparisons with one seed have no interval and no p-value (ci95 and p are null)")
+    report = {"format": REPORT_FORMAT, "protocol": proto, "seeds": sorted({r["seed"] for r in checked}),
+              "modes": [m for m in MODES if any(r["mode"] == m for r in checked)],
+              **_full_summary(fulls, groups), "curves": [_curve_summary(k, r) for k, r in groups.items()],
+              "comparisons": comparisons, "per_class": _per_class(groups), "notes": notes}
+    return _no_nan(report)
 
 
-def _cell(stats: Mapping[str, Any] | None, fmt: str = "{:.3f}") -> str:
-    if stats is None or stats["mean"] is None:
-        return "never" if stats is not None else "-"
-    text = fmt.format(stats["mean"])
-    return f"{text} ± {fmt.format(stats['std'])}" if stats["std"] is not None else text
+# --------------------------------------------------------------------------- markdown
+
+
+def _f(v: float | None, fmt: str = "{:.3f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def _ci_cell(ci: Sequence[float] | None, fmt: str = "{:+.3f}") -> str:
+    return "-" if ci is None else f"[{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
+
+
+def _row(cells: Sequence[Any]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header: Sequence[str]) -> list[str]:
+    return [_row(header), _row(["---"] * len(header))]
+
+
+def _floor_words(off: bool | None) -> str:
+    return {True: "off the noise floor", False: "NEAR THE NOISE FLOOR: differences say little",
+            None: "unknown (full-data mAP50 is 0)"}[off]
+
+
+def _md_header(report: Mapping[str, Any]) -> list[str]:
+    proto, full = report["protocol"], report["full"]
+    charged = [f"{c['strategy']} ({c['mode']}): scorer saw {c['scorer_images']:,.0f} labeled images, "
+               f"{c['scorer_charged']:,.0f} charged" for c in report["comparisons"]]
+    lines = ["# Strategy comparison", "",
+             f"- Seeds: {proto['seeds']} ({len(proto['seeds'])}; the protocol asks for at least {MIN_SEEDS}).",
+             f"- Cycle 1 shared by every run of a seed: {'yes' if proto['cycle1_shared'] else 'NO'}.",
+             f"- Scorer: {proto['scorer']}. Scorer labels charged: " + ("; ".join(charged) or "no strategies") + "."]
+    if full["seeds"]:
+        ratio = ", ".join(f"{m}: {_f(r, '{:.2f}')} ({_floor_words(report['off_noise_floor'][m])})"
+                          for m, r in report["random_final_over_full"].items())
+        recipe = full["recipe"] if full["recipe"] is not None else "differs between seeds (see report.json)"
+        spread = _ci_cell(full["mAP50"]["ci95"], "{:.3f}") if full["mAP50"]["ci95"] else "(one seed: no interval)"
+        lines += [f"- Full data: mAP50 {_f(full['mAP50']['mean'])} {spread} "
+                  f"over seeds {full['seeds']}, {_f(full['images'], '{:,.0f}')} images; recipe: `{recipe}`.",
+                  f"- Random's final mAP50 / full data (>= {NOISE_FLOOR_RATIO} is off the noise floor): {ratio}."]
+    else:
+        lines.append("- Full data: not run, so nobody can tell whether the detectors are off the noise floor.")
+    lines += ["", "Definitions are in `alod/report.py`; `report.json` has full precision. Intervals: 95% t "
+              "over per-seed paired differences (n-1 degrees of freedom). Holm: Holm-Bonferroni within each "
+              "table's family. Measurable: the interval excludes 0 and Holm p < 0.05."]
+    return lines
+
+
+def _md_runs(report: Mapping[str, Any]) -> list[str]:
+    lines = ["", "## Runs (final cycle, mean over seeds)", "",
+             *_table(["run", "seeds", "images", "boxes", "mAP50", "95% CI", "scoring s", "training s"])]
+    for g in report["curves"]:
+        last, sec = g["cycles"][-1], g["seconds"]
+        lines.append(_row([g["label"], len(g["seeds"]), f"{last['images']:,.0f}", f"{last['boxes']:,.0f}",
+                           _f(last["mAP50"]["mean"]), _ci_cell(last["mAP50"]["ci95"], "{:.3f}"),
+                           _f(sec["scoring"], "{:,.0f}"), _f(sec["training"], "{:,.0f}")]))
+    return lines
+
+
+def _md_headline(report: Mapping[str, Any]) -> list[str]:
+    lines = ["", "## Headline: AULC at equal images (mean mAP50 over the labeling budget)", "",
+             *_table(["strategy", "mode", "seeds", "AULC", "random", "difference", "95% CI", "p", "Holm p",
+                      "final boxes (strategy / random)"])]
+    for c in report["comparisons"]:
+        a, b = c["aulc"], c["final_boxes"]
+        lines.append(_row([c["strategy"], c["mode"], c["n"], _f(a["strategy"]), _f(a["random"]),
+                           _f(a["difference"], "{:+.3f}"), _ci_cell(c["ci95"]), _p(c["p"]), _p(c["p_holm"]),
+                           f"{b['strategy']:,.0f} / {b['random']:,.0f}"]))
+    return lines
+
+
+def _md_equal_boxes(report: Mapping[str, Any]) -> list[str]:
+    rows = [c for c in report["comparisons"] if c["equal_boxes"]]
+    lines = ["", "## At equal boxes (strategy minus random that took random images up to the same box count)", ""]
+    if not rows:
+        return lines + ["No equal-box random runs: nothing here says whether a gain survives at equal annotation cost."]
+    lines += _table(["strategy", "mode", "seeds", "final mAP50 diff", "95% CI", "Holm p", "AULC boxes diff",
+                     "95% CI", "Holm p", "final boxes (strategy / random)", "mean box mismatch"])
+    for c in rows:
+        e = c["equal_boxes"]
+        f, a, last = e["final_mAP50"], e["aulc_boxes"], e["cycles"][-1]
+        lines.append(_row([c["strategy"], c["mode"], len(e["seeds"]), _f(f["difference"], "{:+.3f}"),
+                           _ci_cell(f["ci95"]), _p(f["p_holm"]), _f(a["difference"], "{:+.3f}"), _ci_cell(a["ci95"]),
+                           _p(a["p_holm"]), f"{last['strategy_boxes']:,.0f} / {last['random_boxes']:,.0f}",
+                           f"{e['final_box_mismatch']:,.0f} ({_f(e['final_box_mismatch_pct'], '{:.1f}')}%)"]))
+    return lines
+
+
+def _md_targets(report: Mapping[str, Any]) -> list[str]:
+    lines = ["", "## Labels to reach random's mAP50 at each of its cycles", "",
+             "Saving = random's own need minus the strategy's. Primary: log interpolation on the running "
+             "maximum; linear: first crossing of the raw curve. Censored seeds never reached the target and "
+             "are counted at their budget. Holm p: over every strategy, mode and target (images, log).", "",
+             *_table(["strategy", "mode", "cycle", "target mAP50", "censored", "images saved (log)", "%", "95% CI",
+                      "Holm p", "images saved (linear)", "boxes saved (log)", "%", "95% CI", "boxes saved (linear)"])]
+    n0 = "{:+,.0f}"
+    for c in report["comparisons"]:
+        for t in c["targets"]:
+            il, ib = t["images"]["log"], t["boxes"]["log"]
+            lines.append(_row([c["strategy"], c["mode"], t["cycle"], _f(t["target_mAP50"]), f"{t['censored']}/{t['n']}",
+                               _f(il["saved"], n0), _f(il["saved_pct"], "{:+.0f}"), _ci_cell(il["ci95"], n0),
+                               _p(il["p_holm"]), _f(t["images"]["linear"]["saved"], n0), _f(ib["saved"], n0),
+                               _f(ib["saved_pct"], "{:+.0f}"), _ci_cell(ib["ci95"], n0),
+                               _f(t["boxes"]["linear"]["saved"], n0)]))
+    return lines
+
+
+def _md_per_class(report: Mapping[str, Any]) -> list[str]:
+    pc = report["per_class"]
+    if not pc["classes"]:
+        return []
+    lines = ["", "## AP50 per class at the final cycle (mean over seeds with an AP; seeds without one: -)", "",
+             *_table(["run", *pc["classes"]])]
+    for r in pc["rows"]:
+        lines.append(_row([r["label"], *(_f(r["AP50"][k]) for k in pc["classes"])]))
+    return lines
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
-    """``report.md``: a summary table, mAP50 by pool size, and one sentence per strategy and mode."""
-    base = report["baseline"]
-    lines = ["# Strategy comparison", "",
-             (f"Baseline: `{base}`. Target: {base}'s final mAP50. Values are mean ± std over seeds; "
-              "\"needed\" is the labeled pool at which a run's mAP50 first reaches the target (interpolated "
-              "between cycles); \"saved\" is the baseline's final pool minus that."), "",
-             ("| strategy | mode | seeds | final mAP50 | images needed | images saved | boxes needed | boxes saved "
-              "| reached | outside noise | scoring s | training s |"),
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    count = "{:,.0f}"
-    for s in report["strategies"].values():
-        sv = s["savings"]
-        if sv is None:
-            needed = ["-"] * 4 + ["-", "-"]
-        else:
-            pct = sv["images_saved_pct"]["mean"], sv["boxes_saved_pct"]["mean"]
-            needed = [_cell(sv["images_needed"], count),
-                      _cell(sv["images_saved"], count) + (f" ({pct[0]:.0f}%)" if pct[0] is not None else ""),
-                      _cell(sv["boxes_needed"], count),
-                      _cell(sv["boxes_saved"], count) + (f" ({pct[1]:.0f}%)" if pct[1] is not None else ""),
-                      f"{sv['reached']}/{len(sv['seeds'])}",
-                      {True: "yes", False: "no", None: "n/a"}[sv["significance"]["outside_noise"]]]
-        lines.append("| " + " | ".join([s["strategy"], s["mode"], str(len(s["seeds"])), _cell(s["final"]["mAP50"]),
-                                        *needed, _cell(s["seconds"]["scoring"], "{:,.0f}"),
-                                        _cell(s["seconds"]["training"], "{:,.0f}")]) + " |")
-    full = report["full"]
-    if full is not None:
-        train_s = full.get("seconds", {}).get("training")
-        lines.append(f"| full training split | - | 1 | {full['mAP50']:.3f} | {full['images']:,.0f} | - | "
-                     f"{full['boxes']:,.0f} | - | - | - | - | {'-' if train_s is None else f'{train_s:,.0f}'} |")
-    # mAP50 against labeled images, one column per strategy/mode, rows by cycle.
-    keys = list(report["strategies"])
-    cycles = sorted({p["cycle"] for s in report["strategies"].values() for p in s["curve"]})
-    lines += ["", "mAP50 by cycle (images: the labeled pool, mean over every run that reached the cycle):", "",
-              "| cycle | images | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
-    for k in cycles:
-        points = [next((p for p in s["curve"] if p["cycle"] == k), None) for s in report["strategies"].values()]
-        images = np.average([p["images"]["mean"] for p in points if p], weights=[p["images"]["n"] for p in points if p])
-        lines.append(f"| {k} | {images:,.0f} | " + " | ".join(_cell(p["mAP50"]) if p else "-" for p in points) + " |")
-    lines += ["", *(f"- {s['sentence']}" for s in report["strategies"].values())]
-    if full is not None:
-        lines.append(f"- The full training split ({full['images']:,.0f} images, {full['boxes']:,.0f} boxes) "
-                     f"reaches mAP50 {full['mAP50']:.3f}: the upper bound.")
-    lines += ["", f"Significance rule: {report['rule']}.", ""]
-    return "\n".join(lines)
+    """``report.md``: protocol header, runs, headline, equal boxes, targets, per class, sentences (rounded)."""
+    lines = [*_md_header(report), *_md_runs(report), *_md_headline(report), *_md_equal_boxes(report),
+             *_md_targets(report), *_md_per_class(report), "", "## In words", ""]
+    lines += [f"- {c['sentence']}" for c in report["comparisons"]] or ["- No strategy besides random was run."]
+    lines += [f"- Note: {n}." for n in report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- curves.png
+
+
+def _styles(report: Mapping[str, Any]) -> dict[str, str]:
+    """Colour per strategy: random black, the others Okabe-Ito in name order."""
+    names = sorted({g["equal_boxes_to"] or g["strategy"] for g in report["curves"]} - {BASELINE})
+    colours = {BASELINE: OKABE_ITO[0]}
+    colours.update({s: OKABE_ITO[1 + i % (len(OKABE_ITO) - 1)] for i, s in enumerate(names)})
+    return colours
+
+
+def _plot_group(ax, g: Mapping[str, Any], axis: str, colours: Mapping[str, str]) -> None:
+    """Mean line and 95% t band of one run group against ``axis`` (images or boxes).
+
+    Colour names the strategy (an equal-box random run takes its strategy's colour, dotted, so the
+    pair reads together); line style the mode.
+    """
+    x = [c[axis] for c in g["cycles"]]
+    y = [c["mAP50"]["mean"] for c in g["cycles"]]
+    colour = colours[g["equal_boxes_to"] or g["strategy"]]
+    dashes = ":" if g["equal_boxes_to"] else "-" if g["mode"] == "precomputed" else "--"
+    label = g["label"]
+    ax.plot(x, y, color=colour, linestyle=dashes, marker="o", markersize=3, label=f"{label}, n={len(g['seeds'])}")
+    band = [(xi, c["mAP50"]["ci95"]) for xi, c in zip(x, g["cycles"]) if c["mAP50"]["ci95"] is not None]
+    if band:
+        ax.fill_between([b[0] for b in band], [b[1][0] for b in band], [b[1][1] for b in band],
+                        color=colour, alpha=0.15, linewidth=0)
+
+
+def _plot_targets(ax, report: Mapping[str, Any], colours: Mapping[str, str]) -> None:
+    """Random's per-cycle targets (dotted) and where each strategy's mean curve crosses them."""
+    for g in report["curves"]:
+        if g["strategy"] == BASELINE and g["equal_boxes_to"] is None:
+            for c in g["cycles"]:
+                ax.axhline(c["mAP50"]["mean"], color="0.6", linestyle=":", linewidth=0.7)
+    for c in report["comparisons"]:
+        pts = [(t["images"]["log"]["needed"], t["target_mAP50"]) for t in c["targets"] if t["censored"] == 0]
+        if pts:
+            ax.plot(*zip(*pts), linestyle="none", marker="x", markersize=6, color=colours[c["strategy"]])
+    ax.plot([], [], color="0.6", linestyle=":", linewidth=0.7,
+            label="random's per-cycle targets; x: crossings (log interp.)")
+
+
+def _symlog_y(ax) -> None:
+    """Symlog y (linear below 0.01, log above) with plain-number ticks: early cycles sit near 0."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, StrMethodFormatter
+
+    ax.set_yscale("symlog", linthresh=0.01)
+    top = max(ax.get_ylim()[1], 0.02)
+    ax.set_ylim(0, top)
+    ticks = [t for t in (0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0) if t <= top]
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_curves(report: Mapping[str, Any], *, dpi: int = 120) -> bytes:
-    """``curves.png`` as bytes: mAP50 against labeled images (left) and labeled boxes (right).
+    """``curves.png`` as PNG bytes: mAP50 against labeled images (left) and labeled boxes (right).
 
-    Per strategy and mode, the mean over seeds as a line and the min-max over seeds as a band (with
-    3 seeds a ±std band would claim more than the data show); the full-data run as a horizontal
-    line. Colour names the strategy, line style the mode. Uses matplotlib's Agg canvas through
-    ``Figure`` directly, so no pyplot state or display is touched.
+    Lines are means over seeds; bands the 95% t interval over seeds; y on a symlog axis (linear
+    below 0.01) so early cycles stay readable; the full-data mean dashed. The right panel holds
+    the equal-box random runs. Uses matplotlib's Agg canvas through ``Figure`` (no pyplot state);
+    no timestamp or software tag in the metadata, so the same report gives the same bytes.
     """
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
-    fig = Figure(figsize=(12, 4.8), dpi=dpi, layout="constrained")
+    fig = Figure(figsize=(13, 5.2), dpi=dpi, layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
-    strategies = sorted({s["strategy"] for s in report["strategies"].values()},
-                        key=lambda s: (s != report["baseline"], s))
-    colours = {s: ("black" if s == report["baseline"] else f"C{i}") for i, s in enumerate(strategies)}
-    modes = sorted(report["modes"], key=lambda m: ({"precomputed": 0, "adaptive": 1}.get(m, 2), m))
-    styles = {m: ls for m, ls in zip(modes, ["-", "--", ":", "-."] * (len(modes) // 4 + 1))}
+    colours = _styles(report)
     for ax, axis in zip(axes, ("images", "boxes")):
-        for key, s in report["strategies"].items():
-            x = [p[axis]["mean"] for p in s["curve"]]
-            m = [p["mAP50"]["mean"] for p in s["curve"]]
-            ax.plot(x, m, color=colours[s["strategy"]], linestyle=styles[s["mode"]], marker="o", markersize=3,
-                    label=f"{key} (n={len(s['seeds'])})")
-            ax.fill_between(x, [p["mAP50"]["min"] for p in s["curve"]], [p["mAP50"]["max"] for p in s["curve"]],
-                            color=colours[s["strategy"]], alpha=0.15, linewidth=0)
-        if report["full"] is not None:
-            ax.axhline(report["full"]["mAP50"], color="grey", linestyle="-.", linewidth=1,
-                       label=f"full training split ({report['full']['images']:,.0f} images)")
-        ax.set_xlabel(f"labeled {axis} (mean over seeds)")
+        for g in report["curves"]:
+            if axis == "images" and g["equal_boxes_to"]:
+                continue  # equal-box runs belong to the boxes panel, where their matching shows
+            _plot_group(ax, g, axis, colours)
+        if report["full"]["seeds"]:
+            ax.axhline(report["full"]["mAP50"]["mean"], color="0.3", linestyle="--", linewidth=1.2,
+                       label=f"full data, mean of {len(report['full']['seeds'])} seed(s)")
+        ax.set_xlabel(f"labeled {axis} (scorer labels charged; mean over seeds)")
         ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel("validation mAP50")
-    axes[0].set_title("mAP50 against labeled images (band: min-max over seeds)")
-    axes[1].set_title("mAP50 against labeled boxes")
-    axes[1].legend(fontsize=8, loc="best")
+    _plot_targets(axes[0], report, colours)
+    _symlog_y(axes[0])  # after every line is drawn: the shared y limits cover both panels
+    axes[0].set_ylabel("validation mAP50 (symlog)")
+    axes[0].set_title("mAP50 vs labeled images (band: 95% CI over seeds)")
+    axes[1].set_title("mAP50 vs labeled boxes, with equal-box random runs")
+    for ax in axes:
+        handles, labels = ax.get_legend_handles_labels()
+        handles.append(Patch(color="0.5", alpha=0.15))
+        ax.legend(handles, [*labels, "95% CI over seeds"], fontsize=7, loc="lower right")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
     return buf.getvalue()
 
 
-def write_report(records: Sequence[Mapping[str, Any]], full: Mapping[str, Any] | None,
-                 out_dir: str | Path, *, baseline: str = BASELINE) -> dict[str, Any]:
+def write_report(records: Sequence[Mapping[str, Any]], full: Sequence[Mapping[str, Any]] | None,
+                 out_dir: str | Path, *, protocol: Mapping[str, Any]) -> dict[str, Any]:
     """Write ``report.json``, ``report.md`` and ``curves.png`` into ``out_dir`` (each atomically).
 
     Args:
-        records: curve records, one per (strategy, mode, seed); see the module docstring.
-        full: the full-training-split run (``{"mAP50", "images", "boxes", "seconds"?}``) or ``None``.
+        records: curve records, one per run; see the module docstring.
+        full: full-data records, one per seed, or ``None`` / ``[]``.
         out_dir: created if missing.
-        baseline: the strategy the others are measured against.
+        protocol: must hold ``seeds``, ``cycle1_shared`` and ``scorer``; copied into the report.
 
     Returns:
         The report dict written to ``report.json`` (keys: :func:`build_report`).
     """
-    report = build_report(records, full, baseline=baseline)
+    report = build_report(records, full, protocol=protocol)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / REPORT_JSON, report)

@@ -1,10 +1,10 @@
-"""alod.report on hand-made curves with exact expected numbers.
+"""alod.report on hand-made curves with exact expected numbers, plus property tests.
 
-The mAP50 values are dyadic fractions (0.125, 0.25, ...), so interpolated pool sizes are exact in
-binary floating point and most assertions can use ``==``.
+The mAP50 values are mostly dyadic fractions (0.125, 0.25, ...), so areas and linear crossings are
+exact in binary floating point and many assertions use ``==``. Log-interpolated crossings are
+checked against closed forms computed by hand in the test.
 
-Random (precomputed, seeds 0/1/2): pools of 100/200/300/400 images and 500/1000/1500/2000 boxes;
-final mAP50 0.5 / 0.375 / 0.4375 (so per-seed pairing and the mean target differ).
+Random (precomputed, seeds 0/1/2): pools of 100/200/300/400 images and 500/1000/1500/2000 boxes.
 """
 from __future__ import annotations
 
@@ -13,14 +13,20 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
 
 from alod.report import (
     REPORT_FORMAT,
+    aulc,
     build_report,
-    labels_to_reach,
-    savings,
-    sentence,
-    significance,
+    holm,
+    monotone_envelope,
+    needed_linear,
+    needed_log,
+    paired_test,
+    render_markdown,
     write_report,
 )
 from alod.utils import AlodError
@@ -28,242 +34,307 @@ from alod.utils import AlodError
 IMAGES = [100, 200, 300, 400]
 BOXES = [500, 1000, 1500, 2000]
 RANDOM = {0: [0.125, 0.25, 0.375, 0.5], 1: [0.125, 0.25, 0.25, 0.375], 2: [0.125, 0.25, 0.375, 0.4375]}
+PROTOCOL = {"seeds": [0, 1, 2], "cycle1_shared": True, "scorer": "cycle-1 detector"}
+FULL = [{"seed": 0, "mAP50": 0.75, "images": 1000, "boxes": 5000, "recipe": {"epochs": 3},
+         "seconds": {"training": 1.0}},
+        {"seed": 1, "mAP50": 0.8125, "images": 1000, "boxes": 5000, "recipe": {"epochs": 3}}]
 
 
-def run(strategy, mode, seed, maps, *, boxes=BOXES, images=IMAGES, per_class=None):
-    cycles = [{"cycle": i + 1, "images": n, "boxes": b, "mAP50": m, "mAP": m / 2,
-               "per_class": {}, "seconds": {"scoring": 1.0, "training": 10.0}}
+def run(strategy, seed, maps, *, mode="precomputed", images=IMAGES, boxes=BOXES, eq=None, per_class=None, **extra):
+    cycles = [{"cycle": i + 1, "images": n, "boxes": b, "mAP50": m, "mAP": m / 2, "per_class": {},
+               "seconds": {"scoring": 1.0, "training": 10.0}}
               for i, (n, b, m) in enumerate(zip(images, boxes, maps))]
     cycles[-1]["per_class"] = per_class or {"car": maps[-1], "train": None}
-    return {"strategy": strategy, "mode": mode, "seed": seed, "cycles": cycles}
+    return {"strategy": strategy, "mode": mode, "seed": seed, "equal_boxes_to": eq, "cycles": cycles, **extra}
 
 
-def random_runs(mode="precomputed"):
-    return [run("random", mode, s, m) for s, m in RANDOM.items()]
+def random_runs(mode="precomputed", curves=RANDOM):
+    return [run("random", s, m, mode=mode) for s, m in curves.items()]
 
 
-# Clearly better: reaches each seed's target at 200 / 150 / 175 images.
-ENTROPY = [run("entropy", "precomputed", s, [0.25, 0.5, 0.5, 0.625], boxes=[5 * n for n in IMAGES]) for s in RANDOM]
-# Within the noise: saves 200 / 0 / 100 images.
-MARGIN = [run("margin", "precomputed", 0, [0.25, 0.5, 0.5, 0.5]),
-          run("margin", "precomputed", 1, [0.125, 0.25, 0.25, 0.375]),
-          run("margin", "precomputed", 2, [0.125, 0.25, 0.4375, 0.5])]
-# Crowded images: 12 boxes per image instead of 5: saves images, costs boxes.
-CROWDED = [run("box_count", "precomputed", s, [0.25, 0.5, 0.625, 0.75], boxes=[12 * n for n in IMAGES])
-           for s in RANDOM]
-# Never reaches random's final in seed 0; only adaptive, so random's one mode serves as baseline.
-MC = [run("mc_dropout", "adaptive", 0, [0.125, 0.25, 0.375, 0.4375]),
-      run("mc_dropout", "adaptive", 1, [0.125, 0.25, 0.375, 0.4375]),
-      run("mc_dropout", "adaptive", 2, [0.125, 0.25, 0.375, 0.4375])]
-ALL = random_runs() + ENTROPY + MARGIN + CROWDED + MC
-FULL = {"mAP50": 0.75, "images": 1000, "boxes": 5000, "seconds": {"training": 120.0}}
+def only(report, strategy, mode="precomputed"):
+    [c] = [c for c in report["comparisons"] if (c["strategy"], c["mode"]) == (strategy, mode)]
+    return c
 
 
-# --------------------------------------------------------------------------- labels_to_reach
+# --------------------------------------------------------------------------- curve arithmetic
+
+
+def test_aulc_of_a_known_curve():
+    # (0,0) prepended: 100 * (0.125 + 0.375 + 0.625 + 0.875) / 2 = 100, over 400 images.
+    assert aulc(IMAGES, RANDOM[0]) == 0.25
+    assert aulc([100, 200], [0.25, 0.5]) == 0.25  # 12.5 + 37.5 over 200
+    assert aulc([0], [0.5]) is None  # no budget
 
 
 @pytest.mark.parametrize("target, expected", [
-    (0.375, 200.0),   # exact hit at a point
-    (0.25, 150.0),    # halfway between the first two points
-    (0.5, 250.0),     # halfway between the last two
-    (0.125, 100.0),   # reached at the first point, exactly
-    (0.0, 100.0),     # already above at the first point
-    (0.625, 300.0),   # exact at the last point
-    (0.75, None),     # never
+    (math.sqrt(0.01 * 0.1), 150.0),   # halfway in log between (100, 0.01) and (200, 0.1)
+    (0.1, 200.0),                     # exactly a point
+    (0.01, 100.0),
+    (1e-3, 50.0),                     # from the floor (0, 1e-4): log(10) / log(100) of the way to 100
+    (1e-4, 0.0), (0.0, 0.0),          # at or below the floor: no labels needed
+    (0.2, None),                      # never
 ])
-def test_labels_to_reach_interpolates_between_cycles(target, expected):
-    assert labels_to_reach(np.array([100, 200, 300]), np.array([0.125, 0.375, 0.625]), target) == expected
+def test_needed_log_by_hand(target, expected):
+    got = needed_log([100, 200], [0.01, 0.1], target)
+    assert got == (None if expected is None else pytest.approx(expected, abs=1e-9))
 
 
-def test_labels_to_reach_flat_segments_and_ties():
-    x = np.array([100, 200, 300, 400])
-    # flat below the target: passed over, crossing on the next rising segment
-    assert labels_to_reach(x, np.array([0.25, 0.25, 0.5, 0.5]), 0.375) == 250.0
-    assert labels_to_reach(x, np.array([0.125, 0.25, 0.25, 0.5]), 0.375) == 350.0
-    # flat at the target (tied points): the first of them
-    assert labels_to_reach(x, np.array([0.125, 0.375, 0.375, 0.5]), 0.375) == 200.0
-    # flat above the target after the crossing: the crossing
-    assert labels_to_reach(x, np.array([0.125, 0.625, 0.625, 0.625]), 0.375) == 150.0
-    # tied x (a cycle that added no boxes): the crossing lies at that x
-    assert labels_to_reach(np.array([500, 1000, 1000, 1500]), np.array([0.125, 0.25, 0.5, 0.625]), 0.375) == 1000.0
-    # a fully flat curve below the target never reaches it
-    assert labels_to_reach(x, np.full(4, 0.25), 0.375) is None
+def test_needed_log_uses_the_running_maximum_and_linear_the_raw_first_crossing():
+    x, y = [100, 200, 300], [0.2, 0.1, 0.4]
+    # Envelope (0, 1e-4), (100, .2), (200, .2), (300, .4): 0.3 lies log(1.5)/log(2) of the way 200 -> 300.
+    assert needed_log(x, y, 0.3) == pytest.approx(200 + 100 * math.log(1.5) / math.log(2), abs=1e-9)
+    assert needed_log(x, y, 0.15) == pytest.approx(100 * math.log(1500) / math.log(2000), abs=1e-9)
+    assert needed_log(x, y, 0.2) == 100.0
+    # Linear on the raw curve with (0, 0): 0.3 crosses on (200, 0.1) -> (300, 0.4), 2/3 of the way.
+    assert needed_linear(x, y, 0.3) == pytest.approx(200 + 100 * 2 / 3, abs=1e-9)
+    assert needed_linear(x, y, 0.15) == pytest.approx(75.0, abs=1e-9)
+    assert needed_linear(x, y, 0.4) == 300.0 and needed_linear(x, y, 0.5) is None
 
 
-def test_labels_to_reach_non_monotone_takes_the_first_crossing():
-    x, y = np.array([100, 200, 300, 400]), np.array([0.125, 0.625, 0.25, 0.75])
-    assert labels_to_reach(x, y, 0.5) == 175.0   # first rise, although the curve dips below later
-    assert labels_to_reach(x, y, 0.6875) == 387.5  # only the last segment reaches it
-    # NaN never reaches and is not interpolated across
-    assert labels_to_reach(np.array([100, 200]), np.array([np.nan, 0.5]), 0.25) == 200.0
+def test_holm_on_known_p_values():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, None, 0.01]) == pytest.approx([0.5, None, 0.02]) and holm([0.5, None])[1] is None
+    assert holm([0.9, 0.8]) == [1.0, 1.0]  # capped at 1
 
 
-def test_labels_to_reach_rejects_bad_input():
-    with pytest.raises(ValueError, match="non-decreasing"):
-        labels_to_reach(np.array([200, 100]), np.array([0.1, 0.2]), 0.1)
-    with pytest.raises(ValueError, match="same non-zero length"):
-        labels_to_reach(np.array([100, 200]), np.array([0.1]), 0.1)
+def test_paired_test_matches_scipy():
+    a, b = np.array([0.31, 0.35, 0.30, 0.36, 0.33]), np.array([0.30, 0.31, 0.29, 0.33, 0.30])
+    t = paired_test(a - b)
+    d = a - b
+    lo, hi = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+    assert t["ci95"] == pytest.approx([lo, hi], abs=1e-12)
+    assert t["p"] == pytest.approx(stats.ttest_rel(a, b).pvalue, abs=1e-12)
+    assert t["n"] == 5 and t["sd"] == pytest.approx(d.std(ddof=1))
 
 
-# --------------------------------------------------------------------------- savings
+def test_paired_test_edge_cases():
+    one = paired_test([0.1])
+    assert one["mean"] == 0.1 and one["ci95"] is None and one["p"] is None
+    assert paired_test([0.0, 0.0, 0.0])["p"] == 1.0
+    assert paired_test([0.25, 0.25])["p"] == 0.0 and paired_test([0.25, 0.25])["ci95"] == [0.25, 0.25]
 
 
-def test_savings_pairs_seeds_and_gives_mean_and_std():
-    e = savings(ALL)["entropy/precomputed"]
-    assert e["pairing"] == "per-seed" and e["baseline_mode"] == "precomputed"
-    assert [r["target_mAP50"] for r in e["per_seed"]] == [0.5, 0.375, 0.4375]
-    assert [r["images_needed"] for r in e["per_seed"]] == [200.0, 150.0, 175.0]
-    assert [r["images_saved"] for r in e["per_seed"]] == [200.0, 250.0, 225.0]
-    assert [r["boxes_needed"] for r in e["per_seed"]] == [1000.0, 750.0, 875.0]
-    assert [r["boxes_saved"] for r in e["per_seed"]] == [1000.0, 1250.0, 1125.0]
-    assert e["images_needed"]["mean"] == 175.0 and e["images_needed"]["std"] == 25.0
-    assert e["images_saved"]["mean"] == 225.0 and e["images_saved"]["std"] == 25.0
-    assert e["images_saved_pct"]["mean"] == pytest.approx(56.25)
-    assert e["boxes_saved_pct"]["mean"] == pytest.approx(56.25)
-    assert e["reached"] == 3 and e["seeds"] == [0, 1, 2]
-    assert e["target_mAP50"] == 0.4375
-    assert [r["final_mAP50_diff"] for r in e["per_seed"]] == [0.125, 0.25, 0.1875]
+# --------------------------------------------------------------------------- properties
 
 
-def test_savings_without_matching_seeds_compares_with_random_mean():
-    # Seed 5 has no random run: every seed is compared with random's mean (0.4375 at 400 images).
-    recs = random_runs() + [run("entropy", "precomputed", s, [0.25, 0.5, 0.5, 0.625]) for s in (0, 1, 5)]
-    e = savings(recs)["entropy/precomputed"]
-    assert e["pairing"] == "mean"
-    assert [r["images_needed"] for r in e["per_seed"]] == [175.0, 175.0, 175.0]
-    assert e["images_needed"]["std"] == 0.0
-    assert e["significance"]["images_saved"]["paired"] is False
-    assert "mean over its seeds; seeds not paired" in sentence(e)
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 500), min_size=1, max_size=8, unique=True),
+       st.floats(0, 1, allow_subnormal=False))
+def test_aulc_of_a_constant_curve(xs, c):
+    # With (0, 0) prepended the first segment ramps up, so a constant c averages c (1 - x1 / (2 x_n)):
+    # exactly c over [x1, x_n], half of c over [0, x1].
+    x = sorted(xs)
+    assert aulc(x, [c] * len(x)) == pytest.approx(c * (1 - x[0] / (2 * x[-1])), abs=1e-12)
+    assert aulc([10 * v for v in x], [c] * len(x)) == pytest.approx(aulc(x, [c] * len(x)), abs=1e-12)
 
 
-def test_crowded_images_save_images_but_cost_boxes():
-    c = savings(ALL)["box_count/precomputed"]
-    assert [r["images_needed"] for r in c["per_seed"]] == [200.0, 150.0, 175.0]
-    assert [r["boxes_needed"] for r in c["per_seed"]] == [2400.0, 1800.0, 2100.0]
-    assert [r["boxes_saved"] for r in c["per_seed"]] == [-400.0, 200.0, -100.0]
-    assert c["images_saved"]["mean"] == 225.0 and c["boxes_saved"]["mean"] == -100.0
-    s = sentence(c)
-    assert "2,100 ± 300 boxes instead of 2,000 (5% more)" in s
-    assert "saved images but no boxes" in s
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-1, 1, allow_subnormal=False), min_size=1, max_size=10))
+def test_monotone_envelope_never_decreases(y):
+    env = monotone_envelope(y)
+    assert np.all(np.diff(env) >= 0) and np.all(env >= np.asarray(y)) and env[-1] == max(y)
 
 
-def test_strategy_that_never_reaches_in_some_seed():
-    m = savings(ALL)["mc_dropout/adaptive"]
-    assert m["baseline_mode"] == "precomputed"  # random was run in one mode only
-    assert [r["images_needed"] for r in m["per_seed"]] == [None, 300.0, 400.0]
-    assert [r["images_saved"] for r in m["per_seed"]] == [None, 100.0, 0.0]
-    assert m["reached"] == 2 and m["images_saved"]["n"] == 2 and m["images_saved"]["mean"] == 50.0
-    sig = m["significance"]
-    assert sig["images_saved"] is None and sig["verdict_on"] == "final_mAP50_diff"
-    assert sig["final_mAP50_diff"]["mean"] == 0.0 and sig["outside_noise"] is False
-    s = sentence(m)
-    assert s.startswith("mc_dropout (adaptive) did not reach random's final mAP50 (0.438; seeds paired) "
-                        "in 1 of 3 seeds (never)")
-    assert "mAP50 difference is within the noise across 3 seeds" in s
+curve = st.lists(st.floats(0, 1, allow_subnormal=False), min_size=2, max_size=5)
 
 
-def test_baseline_errors_name_what_to_do():
-    with pytest.raises(AlodError, match="no 'random' runs"):
-        savings(ENTROPY)
-    two_modes = random_runs("precomputed") + random_runs("adaptive") + [run("entropy", "other", 0, RANDOM[0])]
-    with pytest.raises(AlodError, match="not in 'other'"):
-        savings(two_modes)
-    with pytest.raises(AlodError, match="same strategy, mode and seed as record 0"):
-        savings(random_runs() + random_runs())
-    nan_map = run("random", "precomputed", 0, [0.125, float("nan"), 0.25, 0.5])
-    with pytest.raises(AlodError, match=r"seed 0\), cycle 2: 'mAP50' must be a finite number"):
-        savings([nan_map])
-    shrinking = run("random", "precomputed", 0, RANDOM[0], boxes=[500, 400, 600, 700])
-    with pytest.raises(AlodError, match=r"record 0 \(random, precomputed, seed 0\): labeled boxes shrink"):
-        savings([shrinking])
+@settings(max_examples=40, deadline=None)
+@given(st.lists(curve, min_size=2, max_size=4).filter(lambda cs: len({len(c) for c in cs}) == 1))
+def test_a_strategy_identical_to_random_saves_nothing_at_any_target(curves):
+    n = len(curves[0])
+    images, boxes = [100 * (i + 1) for i in range(n)], [500 * (i + 1) for i in range(n)]
+    recs = [run(s, seed, m, images=images, boxes=boxes) for seed, m in enumerate(curves) for s in ("random", "same")]
+    c = only(build_report(recs, [], protocol={**PROTOCOL, "seeds": list(range(len(curves)))}), "same")
+    assert c["aulc"]["difference"] == 0 and c["p"] == 1.0
+    assert len(c["targets"]) == n
+    for t in c["targets"]:
+        assert t["censored"] == 0
+        for axis in ("images", "boxes"):
+            for interp in ("log", "linear"):
+                assert t[axis][interp]["saved"] == 0 and t[axis][interp]["p"] == 1.0
 
 
-# --------------------------------------------------------------------------- significance
+@settings(max_examples=60, deadline=None)
+@given(curve, st.floats(0, 1, allow_subnormal=False), st.floats(0, 1, allow_subnormal=False))
+def test_needed_log_grows_with_the_target_and_stays_in_the_budget(y, t1, t2):
+    x = [100 * (i + 1) for i in range(len(y))]
+    a, b = needed_log(x, y, min(t1, t2)), needed_log(x, y, max(t1, t2))
+    if b is not None:
+        assert a is not None and 0 <= a <= b <= x[-1]
 
 
-def test_significance_rule():
-    better = significance([200.0, 250.0, 225.0])
-    assert better["mean"] == 225.0 and better["std"] == 25.0
-    assert better["se"] == pytest.approx(25.0 / math.sqrt(3))
-    assert better["outside_noise"] is True
-    noise = significance([200.0, 0.0, 100.0])  # mean 100 < 2 * 100 / sqrt(3) = 115.5
-    assert noise["threshold"] == pytest.approx(200.0 / math.sqrt(3)) and noise["outside_noise"] is False
-    assert significance([5.0])["outside_noise"] is None          # one seed: no spread
-    assert significance([1.0, 1.0, 1.0])["outside_noise"] is True  # no spread at all, non-zero mean
-    assert significance([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])["outside_noise"] is False  # Welch, unpaired
-    welch = significance([3.0, 4.0, 5.0], [1.0, 2.0, 3.0])
-    assert welch["mean"] == 2.0 and welch["se"] == pytest.approx(math.sqrt(2 / 3)) and welch["outside_noise"] is True
+# --------------------------------------------------------------------------- the report
 
 
-def test_sentences_for_a_clear_gain_and_for_noise():
-    sv = savings(ALL)
-    assert sentence(sv["entropy/precomputed"]) == (
-        "entropy (precomputed) reached random's final mAP50 (0.438; seeds paired) with 175 ± 25 images instead of 400 "
-        "(56% fewer) and 875 ± 125 boxes instead of 2,000 (56% fewer); the image saving is larger than the "
-        "spread across 3 seeds (3 seeds are few: a rough screen).")
-    m = sv["margin/precomputed"]
-    assert [r["images_saved"] for r in m["per_seed"]] == [200.0, 0.0, 100.0]
-    assert m["significance"]["outside_noise"] is False
-    assert sentence(m).endswith(
-        "the image saving is within the noise across 3 seeds (3 seeds are few: a rough screen).")
-    assert "no boxes" not in sentence(m)
+def test_targets_are_random_per_cycle_seed_by_seed_with_censoring():
+    # Seed 1 never reaches random's seed-1 final (0.375): censored at its budget, kept in the mean.
+    strat = {0: [0.25, 0.5, 0.5, 0.625], 1: [0.125, 0.25, 0.25, 0.25], 2: [0.25, 0.5, 0.5, 0.5]}
+    recs = random_runs() + [run("entropy", s, m) for s, m in strat.items()]
+    c = only(build_report(recs, FULL, protocol=PROTOCOL), "entropy")
+    assert [t["cycle"] for t in c["targets"]] == [1, 2, 3, 4]
+    last = c["targets"][-1]
+    assert last["target_mAP50"] == pytest.approx((0.5 + 0.375 + 0.4375) / 3)
+    assert last["n"] == 3 and last["censored"] == 1 and last["censored_seeds"] == [1]
+    seed1 = last["per_seed"][1]
+    assert seed1["censored"] and seed1["images"]["log"]["needed"] == 400.0 and seed1["boxes"]["log"]["needed"] == 2000.0
+    # Linear raw crossings: seed 0 reaches 0.5 at 200; seed 2 reaches 0.4375 at 175; random needs 400 in both.
+    assert [r["images"]["linear"]["needed"] for r in last["per_seed"]] == [200.0, 400.0, 175.0]
+    assert last["images"]["linear"]["saved"] == pytest.approx((200 + 0 + 225) / 3)
+    # Random seed 1 dips to 0.25 at cycle 3: its own envelope reached 0.25 at 200 images, the reference.
+    t3 = c["targets"][2]["per_seed"][1]
+    assert t3["random_images"] == 300.0 and t3["images"]["linear"]["reference"] == 200.0
+    assert t3["images"]["linear"]["saved"] == 0.0
+    assert "never reached random's mAP50 at cycle 4 in 1 of 3 seeds" in c["sentence"]
 
 
-# --------------------------------------------------------------------------- the files
+def test_headline_aulc_and_holm_over_strategies_and_modes():
+    recs = random_runs() + random_runs("adaptive")
+    recs += [run("entropy", s, [m + 0.0625 + 0.001 * s for m in RANDOM[s]]) for s in RANDOM]
+    recs += [run("margin", s, [m + (0.01 if s else -0.01) for m in RANDOM[s]], mode="adaptive") for s in RANDOM]
+    rep = build_report(recs, FULL, protocol=PROTOCOL)
+    e, m = only(rep, "entropy"), only(rep, "margin", "adaptive")
+    assert e["aulc"]["random"] == pytest.approx(np.mean([aulc(IMAGES, RANDOM[s]) for s in RANDOM]))
+    # A constant shift d of every cycle adds d (1 - 100 / 800) to the AULC.
+    assert e["aulc"]["difference"] == pytest.approx((0.0625 + 0.001) * (1 - 100 / 800))
+    assert e["p_holm"] == pytest.approx(min(1, 2 * e["p"])) and m["p_holm"] == pytest.approx(max(m["p"], e["p_holm"]))
+    assert e["ci95"][0] > 0 and "a measurable gain" in e["sentence"]
+    assert "no measurable gain" in m["sentence"] and m["ci95"][0] < 0 < m["ci95"][1]
+
+
+def test_better_at_equal_images_but_not_at_equal_boxes_is_said_plainly():
+    seeds = [0, 1, 2, 3, 4]
+    crowded = {s: [0.2 + 0.002 * s, 0.3, 0.4, 0.5 + 0.002 * s] for s in seeds}
+    recs = [run("random", s, [0.1, 0.2, 0.3, 0.4 + 0.003 * s]) for s in seeds]
+    recs += [run("box_count", s, crowded[s], boxes=[2 * b for b in BOXES]) for s in seeds]
+    # Random that took images until it had the same boxes: as good, within noise.
+    recs += [run("random", s, [v + (0.004 if s % 2 else -0.004) for v in crowded[s]], images=[2 * n for n in IMAGES],
+                 boxes=[2 * b + s for b in BOXES], eq="box_count") for s in seeds]
+    rep = build_report(recs, None, protocol={**PROTOCOL, "seeds": seeds})
+    c = only(rep, "box_count")
+    eq = c["equal_boxes"]
+    assert eq["seeds"] == seeds and eq["final_box_mismatch"] == pytest.approx(2.0)
+    assert [x["random_images"] for x in eq["cycles"]] == [200, 400, 600, 800]
+    assert eq["aulc_boxes"]["p_holm"] is not None and eq["final_mAP50"]["p_holm"] >= eq["final_mAP50"]["p"]
+    assert "better at equal images but not at equal boxes" in c["sentence"]
+    assert "at equal images, AULC" in c["sentence"] and "a measurable gain" in c["sentence"]
+    assert c["targets"][-1]["boxes"]["log"]["saved"] < 0 < c["targets"][-1]["images"]["log"]["saved"]
+
+
+def test_untested_at_equal_boxes_blames_boxes_only_when_more_were_labeled():
+    recs = random_runs()
+    recs += [run("entropy", s, [m + 0.0625 + 0.001 * s for m in RANDOM[s]]) for s in RANDOM]
+    recs += [run("crowd", s, [m + 0.0625 + 0.001 * s for m in RANDOM[s]], boxes=[2 * b for b in BOXES]) for s in RANDOM]
+    rep = build_report(recs, None, protocol=PROTOCOL)
+    same, crowd = only(rep, "entropy"), only(rep, "crowd")
+    assert same["equal_boxes"] is None and "at equal boxes it was not tested" in same["sentence"]
+    assert "more boxes per image" not in same["sentence"]
+    assert "untested at equal boxes, and it labeled more boxes" in crowd["sentence"]
+    assert "(+100% against random)" in crowd["sentence"]
+
+
+def test_one_seed_gives_no_interval_and_says_so():
+    recs = [run("random", 0, RANDOM[0]), run("entropy", 0, [0.25, 0.5, 0.5, 0.625])]
+    c = only(build_report(recs, [], protocol={**PROTOCOL, "seeds": [0]}), "entropy")
+    assert c["p"] is None and c["ci95"] is None and c["p_holm"] is None
+    assert all(t["images"]["log"]["ci95"] is None for t in c["targets"])
+    assert "from one seed, with no interval or p-value: no claim" in c["sentence"]
+    assert "Only 1 seed" in c["sentence"]
+
+
+def test_scorer_labels_are_charged_on_both_axes():
+    recs = random_runs() + [run("entropy", s, RANDOM[s], scorer_images=80, scorer_charged=50,
+                                scorer_boxes_charged=250) for s in RANDOM]
+    c = only(build_report(recs, [], protocol=PROTOCOL), "entropy")
+    assert c["scorer_images"] == 80 and c["final_images"]["strategy"] == 450 and c["final_boxes"]["strategy"] == 2250
+    assert c["aulc"]["strategy"] == pytest.approx(np.mean([aulc([n + 50 for n in IMAGES], RANDOM[s]) for s in RANDOM]))
+    assert c["aulc"]["difference"] < 0   # the same curve, paid 50 images more
+    assert c["targets"][-1]["images"]["linear"]["saved"] == -50.0
+    assert "charged" in c["sentence"]
+
+
+def test_full_data_line_and_noise_floor():
+    rep = build_report(random_runs() + [run("entropy", s, RANDOM[s]) for s in RANDOM], FULL, protocol=PROTOCOL)
+    full = rep["full"]
+    assert full["seeds"] == [0, 1] and full["mAP50"]["mean"] == 0.78125
+    assert full["mAP50"]["ci95"] == pytest.approx(list(stats.t.interval(0.95, 1, loc=0.78125, scale=0.03125)))
+    random_final = np.mean([m[-1] for m in RANDOM.values()])
+    assert rep["random_final_over_full"]["precomputed"] == pytest.approx(random_final / 0.78125)
+    assert rep["off_noise_floor"] == {"precomputed": True}
+    assert full["recipe"] == {"epochs": 3}
+    low = build_report(random_runs(), [{"seed": 0, "mAP50": 2.0, "images": 1, "boxes": 1}], protocol=PROTOCOL)
+    assert low["off_noise_floor"] == {"precomputed": False}
+    assert "NEAR THE NOISE FLOOR" in render_markdown(low)
+
+
+def test_per_class_ap_is_none_aware():
+    recs = [run("random", s, RANDOM[s], per_class={"car": 0.5, "train": None if s else 0.25}) for s in RANDOM]
+    rep = build_report(recs, None, protocol=PROTOCOL)
+    [row] = rep["per_class"]["rows"]
+    assert rep["per_class"]["classes"] == ["car", "train"]
+    assert row["AP50"] == {"car": 0.5, "train": 0.25} and row["n"] == {"car": 3, "train": 1}
+    assert rep["comparisons"] == []
 
 
 def test_write_report_files(tmp_path):
-    report = write_report(ALL, FULL, tmp_path / "out")
-    data = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert data == json.loads(json.dumps(report))
-    assert data["format"] == REPORT_FORMAT == "alod.compare-report/1"
-    assert data["baseline"] == "random" and data["seeds"] == [0, 1, 2]
-    assert data["modes"] == ["adaptive", "precomputed"]
-    assert data["full"] == {"mAP50": 0.75, "images": 1000.0, "boxes": 5000.0, "seconds": {"training": 120.0}}
-    assert "2 x its standard error" in data["rule"]
-    keys = list(report["strategies"])  # the returned dict keeps the baseline first; report.json sorts keys
-    assert keys[0] == "random/precomputed"
-    assert set(keys) == {"random/precomputed", "entropy/precomputed", "margin/precomputed",
-                         "box_count/precomputed", "mc_dropout/adaptive"}
-    for s in data["strategies"].values():
-        assert set(s) == {"strategy", "mode", "seeds", "curve", "final", "per_class_AP50", "seconds", "savings",
-                          "sentence"}
-    r = data["strategies"]["random/precomputed"]
-    assert r["savings"] is None
-    assert [p["images"]["mean"] for p in r["curve"]] == IMAGES
-    assert r["curve"][3]["mAP50"]["mean"] == 0.4375 and r["curve"][3]["mAP50"]["std"] == 0.0625
-    assert r["curve"][3]["mAP50"]["min"] == 0.375 and r["curve"][3]["mAP50"]["max"] == 0.5
-    assert r["per_class_AP50"]["car"]["mean"] == 0.4375
-    assert r["per_class_AP50"]["train"] == {"mean": None, "std": None, "min": None, "max": None, "n": 0}
-    assert r["seconds"]["scoring"]["mean"] == 4.0 and r["seconds"]["training"]["mean"] == 40.0
-    assert r["sentence"] == ("random (precomputed) is the baseline: its final mAP50 is 0.438 ± 0.062 with 400 "
-                             "images and 2,000 ± 0 boxes (3 seeds).")
-    e = data["strategies"]["entropy/precomputed"]
-    assert e["savings"]["images_saved"]["mean"] == 225.0 and e["savings"]["reached"] == 3
-    assert e["sentence"].startswith("entropy (precomputed) reached random's final mAP50")
-
+    recs = random_runs() + [run("entropy", s, [0.25, 0.5, 0.5, 0.625 - 0.0625 * s]) for s in RANDOM]
+    recs += [run("random", s, [0.125, 0.25, 0.375, 0.5], images=[120, 240, 360, 480], eq="entropy") for s in RANDOM]
+    recs[0]["cycles"][-1]["per_class"]["bus"] = float("nan")
+    report = write_report(recs, FULL, tmp_path / "out", protocol={**PROTOCOL, "extra": "kept"})
+    text = (tmp_path / "out" / "report.json").read_text()
+    on_disk = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in report.json"))
+    assert on_disk == json.loads(json.dumps(report))
+    assert on_disk["format"] == REPORT_FORMAT == "alod.compare-report/2"
+    assert on_disk["protocol"] == {**PROTOCOL, "extra": "kept"}
+    assert on_disk["full"]["seeds"] == [0, 1] and set(on_disk["full"]["mAP50"]) >= {"mean", "ci95"}
+    for c in on_disk["comparisons"]:
+        assert {"aulc", "ci95", "p", "p_holm", "targets", "equal_boxes", "scorer_images", "sentence"} <= set(c)
+        assert all("censored" in t for t in c["targets"])
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "| strategy | mode | seeds | final mAP50 | images needed | images saved | boxes needed | boxes saved" in md
-    assert "| cycle | images | random/precomputed | box_count/precomputed | entropy/precomputed |" in md
-    assert "| full training split |" in md
-    for s in data["strategies"].values():
-        assert md.count(s["sentence"]) == 1
-    assert sum(line.startswith("- ") for line in md.splitlines()) == len(keys) + 1  # + the full-data line
-
+    for c in on_disk["comparisons"]:
+        assert c["sentence"] in md
+    for heading in ("Headline", "At equal boxes", "Labels to reach", "AP50 per class", "Cycle 1 shared", "recipe"):
+        assert heading in md
     png = (tmp_path / "out" / "curves.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    from PIL import Image
-
-    with Image.open(tmp_path / "out" / "curves.png") as im:
-        im.verify()
-    with Image.open(tmp_path / "out" / "curves.png") as im:
-        assert im.size[0] > 0 and im.size[1] > 0
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and b"Software" not in png
+    from alod.report import plot_curves
+    assert plot_curves(report) == png  # deterministic: no timestamp in the file
 
 
-def test_report_without_full_run_and_with_nan_class_ap():
-    nan_class = [run("random", "precomputed", 0, RANDOM[0], per_class={"car": 0.5, "train": float("nan")})]
-    report = build_report(nan_class + random_runs()[1:] + ENTROPY, None)
-    assert report["full"] is None
-    assert list(report["strategies"]) == ["random/precomputed", "entropy/precomputed"]
-    # a class with no ground truth (NaN from alod.evaluation) counts as "no AP", like None
-    assert report["strategies"]["random/precomputed"]["per_class_AP50"]["train"]["n"] == 0
+# --------------------------------------------------------------------------- input checks
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda r: r[0].pop("seed"), "curve record 0: missing seed"),
+    (lambda r: r[1].update(mode="online"), "unknown mode 'online'"),
+    (lambda r: r.append(dict(r[0])), "the same strategy, mode, seed and equal_boxes_to as curve record 0"),
+    (lambda r: r[3]["cycles"][1].update(mAP50=float("nan")), "curve record 3 (entropy (precomputed), seed 0), "
+                                                             "cycle 2: 'mAP50' must be a finite number"),
+    (lambda r: r[3]["cycles"][1].update(images=float("inf")), "'images' must be a finite number"),
+    (lambda r: r[3]["cycles"][0].pop("boxes"), "a cycle lacks boxes"),
+    (lambda r: r[3].update(equal_boxes_to="margin"), "equal_boxes_to is set, so the run must be 'random'"),
+    (lambda r: r.pop(1), "entropy (precomputed) has seeds [1] that random (precomputed) lacks"),
+    (lambda r: r.append(run("random", 0, RANDOM[0], eq="margin")), "have no margin (precomputed) run"),
+    (lambda r: r.append(run("margin", 0, RANDOM[0], mode="adaptive")), "no random (adaptive) runs"),
+    (lambda r: r.append(run("margin", 7, RANDOM[0])), "seed 7 is not among protocol seeds"),
+    (lambda r: r[3].update(scorer_charged=5), "scorer_charged (5) exceeds scorer_images (0)"),
+    (lambda r: r[3]["cycles"].pop(), "have different cycles"),
+])
+def test_bad_records_name_the_record(mutate, message):
+    recs = random_runs() + [run("entropy", s, RANDOM[s]) for s in RANDOM]
+    mutate(recs)
+    with pytest.raises(AlodError) as err:
+        build_report(recs, FULL, protocol=PROTOCOL)
+    assert message in str(err.value)
+
+
+def test_bad_protocol_and_full_records():
+    recs = random_runs()
+    with pytest.raises(AlodError, match="protocol lacks cycle1_shared, scorer"):
+        build_report(recs, None, protocol={"seeds": [0, 1, 2]})
+    with pytest.raises(AlodError, match="full record 1: missing images"):
+        build_report(recs, [FULL[0], {"seed": 1, "mAP50": 0.5, "boxes": 3}], protocol=PROTOCOL)
+    with pytest.raises(AlodError, match="seed 0 appears twice"):
+        build_report(recs, [FULL[0], FULL[0]], protocol=PROTOCOL)
+    with pytest.raises(AlodError, match=r"full record 0 \(seed 0\): 'mAP50' must be a finite number"):
+        build_report(recs, [{**FULL[0], "mAP50": float("inf")}], protocol=PROTOCOL)
