@@ -85,6 +85,9 @@ class DataConfig:
     expects the standard layout under ``root`` (``images/100k/{train,val}``,
     ``labels/det_20/det_{train,val}.json``); explicit ``*_labels`` / ``*_images`` paths override it
     (e.g. the 2018 ``bdd100k_labels_images_train.json``). ``kind: coco`` needs explicit paths.
+    ``kind: voc`` reads Pascal VOC XML: ``*_labels`` an ``ImageSets/Main/<split>.txt`` list (default
+    under ``root``) or a folder of XML files, ``*_images`` default ``root/JPEGImages``; ``classes``
+    is optional there (label order; default: the training split's sorted names).
     ``kind: folder`` (a new project: images, no labels) lists the training images under
     ``train_images`` (default ``root/images/train``), takes the class names from ``classes``
     (required there, and only there) and evaluates on ``val_labels`` / ``val_images``; checked by
@@ -97,11 +100,11 @@ class DataConfig:
     val_labels: str | None = None
     train_images: str | None = None
     val_images: str | None = None
-    format: str = "auto"  # label format: auto, bdd100k, bdd100k_2018, coco
+    format: str = "auto"  # label format: auto, bdd100k, bdd100k_2018, coco, voc (auto never picks voc)
     image_size: tuple[int, int] = (1280, 720)  # (width, height) for BDD100K label files
     strict: bool = True  # bad label records: fail (True) or skip and report (False)
     verify_images: bool = False
-    classes: tuple[str, ...] | None = None  # kind folder only: the class names to label (non-empty, unique)
+    classes: tuple[str, ...] | None = None  # kind folder (required) and voc (optional): class names in label order
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 

@@ -52,8 +52,9 @@ def evaluate_files(
             ``load_index``) or a bad prediction file (file, record and what is wrong).
     """
     check_format_choice(fmt)
-    for role, p in (("ground-truth", gt), ("prediction", pred)):
-        if not Path(p).is_file():
+    # The ground truth may be a folder for formats that read one (VOC); predictions are one file.
+    for role, p, there in (("ground-truth", gt, Path(gt).exists()), ("prediction", pred, Path(pred).is_file())):
+        if not there:
             raise AlodError(f"{role} file {p} does not exist")
     entry = label_format_for(gt, fmt)
     if box_convention is None:

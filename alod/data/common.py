@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,7 +102,8 @@ class LabelFormat:
             the reader (BDD100K det_20 and 2018 are both ``"bdd100k"``); ``alod evaluate`` reports
             it as ``data_format``.
         read: ``read(path, *, image_root: str, image_size: (width, height) px,
-            problems: ProblemLog) -> ParsedLabels``; ``image_size`` is for formats whose files
+            problems: ProblemLog) -> ParsedLabels`` (plus ``classes=`` where ``accepts_classes``);
+            ``image_size`` is for formats whose files
             carry no sizes (others ignore it), bad records go to ``problems``. A reader checks
             image names with :func:`alod.data.problems.image_name_problem` and boxes against the
             image size with :func:`check_box`, and stores boxes as float64 (the file's values).
@@ -121,6 +123,14 @@ class LabelFormat:
         box_convention: the default of ``alod evaluate --box-convention`` for this format
             (``"bdd100k"``: ``w = x2 - x1 + 1``; ``"coco"``: ``w = x2 - x1``).
         description: one line for help texts.
+        reads_folders: ``path`` may be a folder (VOC: a folder of XML files); ``load_index``
+            refuses a folder for the other formats.
+        fingerprint: ``fingerprint(path) -> str``, a sha256 hex of everything ``read`` reads for
+            ``path`` (for the index cache key); ``None``: the sha256 of the file's bytes. Needed
+            where ``path`` stands for several files (a folder, a list of ids).
+        accepts_classes: ``read`` takes ``classes: Sequence[str] | None``, the class names in
+            label order (``data.classes``; other names are ``unknown_category`` problems), for
+            formats whose files carry no class list; ``None`` there: the sorted names found.
     """
 
     name: str
@@ -131,6 +141,9 @@ class LabelFormat:
     read_predictions: Callable[..., tuple[list[dict], dict]] | None = None
     box_convention: str = "coco"
     description: str = ""
+    reads_folders: bool = False
+    fingerprint: Callable[[str | os.PathLike], str] | None = None
+    accepts_classes: bool = False
 
 
 # ----------------------------------------------------------------------------- value helpers

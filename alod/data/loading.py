@@ -12,8 +12,10 @@ Cache layout (``cache_dir``)::
                             file's size and mtime; a file whose size or mtime changed is decoded
                             again, the others are not
 
-``key`` is the sha256 of: the label file's bytes (its sha256), ``fmt``, the absolute
-``image_root``, ``image_size``, ``strict`` and :data:`READER_VERSION`. Edit the label file or
+``key`` is the sha256 of: the label file's bytes (its sha256; for a format whose ``path`` stands
+for several files, such as a VOC folder or list, the format's ``fingerprint`` of all of them),
+``fmt``, the absolute ``image_root``, ``image_size``, ``strict``, ``classes`` (when given) and
+:data:`READER_VERSION`. Edit the label file or
 change any of these and the key changes. The sidecar is written before the ``.npz``, so a present
 ``.npz`` always has its sidecar; a cache entry that cannot be read is reported and re-parsed.
 
@@ -40,7 +42,7 @@ from typing import Callable
 
 import numpy as np
 
-from alod.data.common import ParsedLabels
+from alod.data.common import LabelFormat, ParsedLabels
 from alod.data.index import DetectionIndex
 from alod.data.problems import (
     IMAGE_OUTSIDE_ROOT,
@@ -73,16 +75,21 @@ def index_cache_key(
     image_root: str | os.PathLike | None,
     image_size: tuple[int, int],
     strict: bool,
+    classes: tuple[str, ...] | None = None,
+    fingerprint: Callable[[str | os.PathLike], str] | None = None,
 ) -> str:
-    """sha256 hex of the label file's bytes and every parameter that changes the parsed index."""
+    """sha256 hex of the label file's bytes (``fingerprint(labels)`` where the format gives one)
+    and every parameter that changes the parsed index."""
     params = {
         "reader": READER_VERSION,
-        "labels_sha256": sha256_file(labels),
+        "labels_sha256": (fingerprint or sha256_file)(labels),
         "fmt": fmt,
         "image_root": None if image_root is None else os.path.abspath(image_root),
         "image_size": [int(v) for v in image_size],
         "strict": bool(strict),
     }
+    if classes is not None:  # only then: the keys of existing caches stay what they were
+        params["classes"] = list(classes)
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
 
@@ -99,11 +106,13 @@ def load_index(
     follow_symlinks: bool = True,
     progress: bool | None = None,
     log: Callable[[str], object] = print,
+    classes: tuple[str, ...] | None = None,
 ) -> DetectionIndex:
     """Read a label file into a :class:`DetectionIndex`, checking and reporting bad records.
 
     Args:
-        labels: the label file (BDD100K det_20 / 2018 JSON, or COCO instances JSON).
+        labels: the label file (BDD100K det_20 / 2018 JSON, or COCO instances JSON), or for a
+            format with ``reads_folders`` (VOC) a folder of label files or a list of ids.
         image_root: folder the image names are relative to. When given, every image must be a
             non-empty file inside it (frames whose image is not are bad records); ``None``: no
             image checks and ``index.image_root == ""``. Image names are confined to it either
@@ -129,6 +138,8 @@ def load_index(
             path leaves ``image_root`` is an ``image_outside_root`` problem.
         progress: show a progress bar while decoding images; ``None``: when stderr is a terminal.
         log: receives one-line messages (summary, problem counts, cache warnings).
+        classes: the class names in label order, for a format with ``accepts_classes`` (VOC);
+            names outside it are ``unknown_category`` problems. ``None``: the format's own rule.
 
     Returns:
         The index: ``boxes float64[M, 4]`` x1, y1, x2, y2 pixels, ``labels int64[M]`` in
@@ -141,7 +152,7 @@ def load_index(
     """
     labels_path = Path(labels)
     check_format_choice(fmt)
-    if not labels_path.is_file():
+    if not labels_path.exists():
         raise AlodError(f"label file {labels_path} does not exist; check the labels path in the config")
     if image_root is not None and not Path(image_root).is_dir():
         raise AlodError(
@@ -149,13 +160,15 @@ def load_index(
         )
     if verify_images and image_root is None:
         raise AlodError("verify_images=True needs an image_root to find the images")
+    entry = _format_entry(labels_path, fmt, classes)
     image_size = (int(image_size[0]), int(image_size[1]))
     problems = ProblemLog(strict=strict)
 
     parsed: ParsedLabels | None = None
     cache_npz = None
     if cache_dir is not None:
-        key = index_cache_key(labels=labels_path, fmt=fmt, image_root=image_root, image_size=image_size, strict=strict)
+        key = index_cache_key(labels=labels_path, fmt=fmt, image_root=image_root, image_size=image_size, strict=strict,
+                              classes=classes, fingerprint=entry.fingerprint)
         cache_npz = Path(cache_dir) / f"index-{key[:16]}.npz"
         cached = _read_cache(cache_npz, key=key, log=log)
         if cached is not None:
@@ -172,7 +185,8 @@ def load_index(
             log(f"{labels}: loaded cached index {cache_npz}")
     if parsed is None:
         # The path as the caller spelled it becomes index.source, on fresh and cached loads alike.
-        parsed = _parse(labels, fmt=fmt, image_root=image_root, image_size=image_size, problems=problems)
+        parsed = _parse(labels, entry, fmt=fmt, image_root=image_root, image_size=image_size, classes=classes,
+                        problems=problems)
         if cache_npz is not None:
             _write_cache(cache_npz, key=key, parsed=parsed, problems=problems.problems, log=log)
 
@@ -196,12 +210,25 @@ def _root_str(image_root) -> str:
     return "" if image_root is None else os.fspath(image_root)
 
 
-def _parse(path: str | os.PathLike, *, fmt: str, image_root, image_size, problems: ProblemLog) -> ParsedLabels:
-    entry = label_format_for(path, fmt)
+def _format_entry(labels: Path, fmt: str, classes) -> LabelFormat:
+    """The format entry for ``labels`` (detected for ``"auto"``), refusing a folder or ``classes``
+    that the format cannot take."""
+    entry = label_format_for(labels, fmt)
+    if labels.is_dir() and not entry.reads_folders:
+        raise AlodError(f"{labels} is a folder; label format {entry.name} reads one label file: give its path")
+    if classes is not None and not entry.accepts_classes:
+        raise AlodError(f"label format {entry.name} takes its classes from the label file; "
+                        f"a class list ({list(classes)}) cannot be given for it")
+    return entry
+
+
+def _parse(path: str | os.PathLike, entry: LabelFormat, *, fmt: str, image_root, image_size, classes,
+           problems: ProblemLog) -> ParsedLabels:
     # A detected format may read more leniently than a named one: "auto" on a JSON list accepts
     # both BDD100K layouts, "bdd100k" only det_20.
     read = entry.read_detected if (fmt == "auto" and entry.read_detected is not None) else entry.read
-    return read(path, image_root=_root_str(image_root), image_size=image_size, problems=problems)
+    extra = {} if classes is None else {"classes": tuple(classes)}
+    return read(path, image_root=_root_str(image_root), image_size=image_size, problems=problems, **extra)
 
 
 def _check_images(parsed: ParsedLabels, *, verify: bool, problems: ProblemLog, file: str,

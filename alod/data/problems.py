@@ -89,7 +89,8 @@ KINDS: dict[str, tuple[str, str]] = {
     ),
     BAD_COORDINATES: (
         "box coordinates missing or not numbers",
-        "give box2d numeric x1, y1, x2, y2 (COCO: bbox = [x, y, w, h] numbers) or delete the label",
+        "give box2d numeric x1, y1, x2, y2 (COCO: bbox = [x, y, w, h] numbers; VOC: <bndbox> with "
+        "<xmin>, <ymin>, <xmax>, <ymax>) or delete the label",
     ),
     UNKNOWN_CATEGORY: (
         "category not in the class list",
@@ -97,7 +98,7 @@ KINDS: dict[str, tuple[str, str]] = {
     ),
     MISSING_NAME: (
         "frame without an image name",
-        "give every frame a non-empty 'name' (COCO: 'file_name')",
+        "give every frame a non-empty 'name' (COCO: 'file_name'; VOC: <filename>)",
     ),
     DUPLICATE_NAME: (
         "image name already used by an earlier frame",
@@ -118,7 +119,8 @@ KINDS: dict[str, tuple[str, str]] = {
     ),
     BAD_RECORD: (
         "record has the wrong type or shape",
-        "make frames and labels JSON objects with the fields the format expects",
+        "make frames and labels JSON objects with the fields the format expects (VOC: a parseable XML "
+        "file per image with <annotation>, <size> and complete <object>s)",
     ),
     UNKNOWN_IMAGE_ID: (
         "annotation refers to an image id that is not in 'images'",
@@ -127,7 +129,7 @@ KINDS: dict[str, tuple[str, str]] = {
     BOX_OUTSIDE_IMAGE: (
         "box lies outside the image by more than the tolerance (2 px or 1% of the side)",
         "fix the coordinates, or the image size (BDD100K: data.image_size; COCO: the image "
-        "record's width and height)",
+        "record's width and height; VOC: <size>)",
     ),
     ZERO_AREA: (
         "zero-area box (x2 == x1 or y2 == y1)",

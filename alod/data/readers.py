@@ -7,7 +7,9 @@ and nothing else, so no code outside a format's own module branches on a format 
 
 ``"auto"`` is not a format: :func:`detect_format` asks each entry's ``sniff`` in registry order
 and the first that recognises the file head wins (a JSON object: COCO; a JSON list: BDD100K, whose
-reader then tells det_20 from 2018 by the category names).
+reader then tells det_20 from 2018 by the category names). Pascal VOC is never detected: its
+``path`` is a folder (no head) or an ImageSets list of plain ids (no signature), so it is named
+(``data.format: voc``; ``data.kind: voc`` implies it).
 
 Adding a label format
 ---------------------
@@ -17,7 +19,10 @@ Adding a label format
    :func:`alod.data.problems.image_name_problem` (a label file must not reach outside the image
    folder) and every box with :func:`alod.data.common.check_box`, and at its end the entry
    ``YOLO_FORMAT = LabelFormat(name="yolo", family="yolo", read=..., sniff=...)``. A prediction
-   reader is optional (without it ``alod evaluate`` refuses the format). ``load_index`` checks
+   reader is optional (without it ``alod evaluate`` refuses the format). A format whose ``path``
+   stands for several files (a folder, a list of ids) sets ``reads_folders`` and ``fingerprint``,
+   and one whose files carry no class list takes ``classes`` (``accepts_classes``), as
+   :mod:`alod.data.voc` does. ``load_index`` checks
    image names again before it touches an image, so a reader that forgets cannot open files
    outside the image folder.
 2. One line in :data:`LABEL_FORMATS` below: ``"yolo": YOLO_FORMAT,``. ``data.format: yolo``,
@@ -34,6 +39,7 @@ from alod.data.bdd100k import BDD100K_2018_FORMAT, BDD100K_FORMAT
 from alod.data.coco import COCO_FORMAT
 from alod.data.common import LabelFormat, ParsedLabels
 from alod.data.problems import LabelFileError
+from alod.data.voc import VOC_FORMAT
 from alod.utils import AlodError
 
 __all__ = [
@@ -53,6 +59,7 @@ LABEL_FORMATS: dict[str, LabelFormat] = {
     "bdd100k": BDD100K_FORMAT,
     "bdd100k_2018": BDD100K_2018_FORMAT,
     "coco": COCO_FORMAT,
+    "voc": VOC_FORMAT,
 }
 
 #: What ``data.format`` / ``--format`` accept (for argparse choices). Code that must see formats
@@ -95,8 +102,13 @@ def detect_format(path: str | os.PathLike) -> str:
     :func:`alod.data.bdd100k.detect_bdd_layout`). Reads the first :data:`HEAD_BYTES` bytes only.
 
     Raises:
-        LabelFileError: no format recognises the file.
+        LabelFileError: no format recognises the file, or ``path`` is a folder.
     """
+    # Formats read from a folder or a list of ids have nothing to sniff: they must be named.
+    named_only = ", ".join(n for n, e in LABEL_FORMATS.items() if e.reads_folders)
+    if os.path.isdir(path):
+        raise LabelFileError(f"{os.fspath(path)} is a folder: 'auto' recognises a label file by its first bytes; "
+                             f"name the format of a folder of label files ({named_only}) in data.format")
     with open(path, "rb") as f:
         head = f.read(HEAD_BYTES)
     head = head.removeprefix(b"\xef\xbb\xbf").lstrip()
@@ -105,7 +117,8 @@ def detect_format(path: str | os.PathLike) -> str:
             return name
     raise LabelFileError(
         f"{os.fspath(path)}: cannot tell the label format: the file starts with "
-        f"{head[:20]!r}, not a JSON object (COCO) or list (BDD100K). Is it JSON at all?"
+        f"{head[:20]!r}, not a JSON object (COCO) or list (BDD100K). Is it JSON at all? "
+        f"(Formats 'auto' never picks, such as {named_only}, must be named in data.format.)"
     )
 
 

@@ -8,6 +8,13 @@
   ``labels/det_20/det_{split}.json``), or explicit ``{split}_labels`` / ``{split}_images``;
   ``data.format`` picks the label format, ``data.image_size`` the frame size.
 * ``coco``: explicit ``{split}_labels`` (instances JSON) and ``{split}_images``.
+* ``voc``: Pascal VOC XML (:mod:`alod.data.voc`): ``{split}_labels`` is an
+  ``ImageSets/Main/{split}.txt`` list (the default under ``root``) or a folder of XML files,
+  ``{split}_images`` the image folder (default ``root/JPEGImages``). VOC files carry no class
+  list, so the label ids come from ``data.classes`` when given (other names are
+  ``unknown_category`` problems), else from the sorted names of the *training* split, which the
+  val split is mapped onto (a val class the training split lacks is an error): label ``k`` means
+  the same class in both splits either way.
 * ``folder``: a new project's first day, images without labels. The training split is every image
   file under ``train_images`` (default ``root/images/train``), listed by
   :func:`list_image_folder`, with no boxes and the classes of ``data.classes``; the val split is a
@@ -45,7 +52,7 @@ from alod.data.problems import (
     confine_image_name,
     stat_image_file,
 )
-from alod.data.readers import format_choices
+from alod.data.readers import format_choices, get_label_format
 from alod.utils import AlodError, atomic_write_json
 
 if TYPE_CHECKING:
@@ -85,6 +92,9 @@ class DataKind:
             image folder's listing (:func:`list_image_folder`, no boxes, classes from
             ``data.classes``), only ``val`` has a label file, and what needs training labels
             (pretraining, the simulated oracle) refuses.
+        optional_classes: ``data.classes`` may be given and fixes the label order; without it the
+            training split's sorted class names are used for both splits (``voc``, whose files
+            carry no class list).
     """
 
     name: str
@@ -95,6 +105,7 @@ class DataKind:
     generated: bool = False
     missing_labels_hint: str = "check data.root / data.*_labels in the config"
     labeled: bool = True
+    optional_classes: bool = False
 
 
 #: ``data.kind`` -> its description. One line per kind.
@@ -107,6 +118,10 @@ DATA_KINDS: dict[str, DataKind] = {
     "folder": DataKind("folder", None, "images/{split}", None, _config_image_size, labeled=False,
                        missing_labels_hint="data.kind=folder evaluates on a labeled val split: set "
                                            "data.val_labels to its label file"),
+    "voc": DataKind("voc", "ImageSets/Main/{split}.txt", "JPEGImages", "voc", _config_image_size,
+                    optional_classes=True,
+                    missing_labels_hint="data.kind=voc reads data.train_labels / data.val_labels: an "
+                                        "ImageSets/Main list (default under data.root) or a folder of VOC XML files"),
 }
 
 #: The file name endings :func:`list_image_folder` takes for images (compared in lower case).
@@ -135,18 +150,28 @@ def check_data_config(cfg: DataConfig) -> None:
     if not (isinstance(cfg.format, str) and cfg.format in choices):
         raise AlodError(f"data.format must be one of {', '.join(choices)} (got {cfg.format!r})")
     _check_classes(cfg, kind)
+    fmt = kind.label_format or cfg.format
+    if fmt != "auto" and get_label_format(fmt).accepts_classes and kind.labeled and not kind.optional_classes:
+        # Such files carry no class list: read per split, train and val could number classes differently.
+        allowed = ", ".join(k.name for k in DATA_KINDS.values() if k.optional_classes)
+        raise AlodError(f"data.format={fmt} has no class list in its files; use data.kind={allowed}, which gives "
+                        f"train and val the same label ids (data.kind={kind.name} cannot)")
     for split in SPLITS:
         _split_paths(cfg, split, kind)
 
 
 def _check_classes(cfg: DataConfig, kind: DataKind) -> None:
     classes = cfg.classes
-    if kind.labeled:
+    if kind.labeled and not kind.optional_classes:
         if classes is not None:
-            raise AlodError(f"data.classes is only for data.kind=folder (images without labels); "
-                            f"data.kind={kind.name} takes its classes from the label file: remove data.classes")
+            allowed = " / ".join(k.name for k in DATA_KINDS.values() if not k.labeled or k.optional_classes)
+            raise AlodError(f"data.classes is only for data.kind={allowed} (images without labels, or label "
+                            f"files without a class list); data.kind={kind.name} takes its classes from the "
+                            "label file: remove data.classes")
         return
     if classes is None:
+        if kind.optional_classes:
+            return
         raise AlodError(f"data.kind={kind.name} needs data.classes, the list of class names to label "
                         "(the images have no label file to take them from), e.g. "
                         "data.classes: [car, pedestrian]; they must equal the val label file's classes")
@@ -234,25 +259,58 @@ def load_split(
     if labels is None:  # an unlabeled kind's training split
         return list_image_folder(images, classes=tuple(cfg.classes), strict=cfg.strict,
                                  problems_path=None if cfg.strict else problems_path, cache_dir=cache_dir, log=log)
-    if not labels.is_file():
+    if not labels.exists():
         raise AlodError(f"{split} labels {labels} not found; {kind.missing_labels_hint}")
+    fmt = kind.label_format or cfg.format
     index = load_index(
         labels=labels,
         image_root=images,
-        fmt=kind.label_format or cfg.format,
+        fmt=fmt,
         strict=cfg.strict,
         problems_path=None if cfg.strict else problems_path,
         cache_dir=cache_dir,
         image_size=kind.image_size(cfg),
         verify_images=cfg.verify_images,
         log=log,
+        classes=_reader_classes(cfg, fmt),
     )
+    if kind.optional_classes and cfg.classes is None and split == "val":
+        index = _on_training_classes(cfg, kind, index, labels, cache_dir=cache_dir)
     if not kind.labeled and tuple(index.classes) != tuple(cfg.classes):
         raise AlodError(f"the classes of the {split} labels {labels} ({list(index.classes)}) are not "
                         f"data.classes ({list(cfg.classes)}): data.classes must list the same names in the "
                         "same order (label k is data.classes[k - 1]), so that imported labels, training and "
                         "evaluation agree")
     return index
+
+
+def _reader_classes(cfg: DataConfig, fmt: str) -> tuple[str, ...] | None:
+    """``data.classes`` for a format whose reader takes a class list, else ``None``."""
+    if cfg.classes is None or fmt == "auto" or not get_label_format(fmt).accepts_classes:
+        return None
+    return tuple(cfg.classes)
+
+
+def _on_training_classes(cfg: DataConfig, kind: DataKind, val: DetectionIndex, val_labels: Path, *,
+                         cache_dir: Path | None) -> DetectionIndex:
+    """``val`` with its labels renumbered to the training split's classes (the sorted names of the
+    training files, as its own load numbers them), so that label ``k`` means one class in both.
+
+    Raises:
+        AlodError: a val class that no training file names (the model could never predict it).
+    """
+    train_labels, _ = _split_paths(cfg, "train", kind)
+    # Parse only (no image checks, nothing stops on a bad record): the training split's own load
+    # reports those. Its class list does not depend on them.
+    train = load_index(labels=train_labels, image_root=None, fmt=kind.label_format or cfg.format, strict=False,
+                       cache_dir=cache_dir, image_size=kind.image_size(cfg), log=lambda _line: None)
+    missing = [c for c in val.classes if c not in train.classes]
+    if missing:
+        raise AlodError(f"the val labels {val_labels} name classes that the training labels {train_labels} do not: "
+                        f"{missing} (training classes: {list(train.classes)}). Fix the names, or set data.classes "
+                        "to every class in label order")
+    lut = np.array([0] + [train.classes.index(c) + 1 for c in val.classes], dtype=np.int64)
+    return dataclasses.replace(val, labels=lut[val.labels], classes=tuple(train.classes))
 
 
 def training_split_labeled(cfg: DataConfig) -> bool:

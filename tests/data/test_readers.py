@@ -28,6 +28,7 @@ from alod.data.readers import (
     get_label_format,
     label_format_for,
 )
+from alod.data.voc import VOC_FORMAT
 from alod.utils import AlodError
 
 
@@ -36,15 +37,18 @@ def quiet(line):
 
 
 # ----------------------------------------------------------------------------- the registry
-def test_registry_lists_the_three_formats():
-    assert list(LABEL_FORMATS) == ["bdd100k", "bdd100k_2018", "coco"]
-    assert FORMAT_CHOICES == ("auto", "bdd100k", "bdd100k_2018", "coco") == format_choices()
+def test_registry_lists_the_four_formats():
+    assert list(LABEL_FORMATS) == ["bdd100k", "bdd100k_2018", "coco", "voc"]
+    assert FORMAT_CHOICES == ("auto", "bdd100k", "bdd100k_2018", "coco", "voc") == format_choices()
     assert LABEL_FORMATS["bdd100k"] is BDD100K_FORMAT and LABEL_FORMATS["bdd100k_2018"] is BDD100K_2018_FORMAT
-    assert LABEL_FORMATS["coco"] is COCO_FORMAT
+    assert LABEL_FORMATS["coco"] is COCO_FORMAT and LABEL_FORMATS["voc"] is VOC_FORMAT
     for name, entry in LABEL_FORMATS.items():
         assert entry.name == name and get_label_format(name) is entry
-    assert [e.family for e in LABEL_FORMATS.values()] == ["bdd100k", "bdd100k", "coco"]
-    assert [e.box_convention for e in LABEL_FORMATS.values()] == ["bdd100k", "bdd100k", "coco"]
+    assert [e.family for e in LABEL_FORMATS.values()] == ["bdd100k", "bdd100k", "coco", "voc"]
+    # VOC's devkit measures widths as xmax - xmin + 1, as BDD100K's evaluation does.
+    assert [e.box_convention for e in LABEL_FORMATS.values()] == ["bdd100k", "bdd100k", "coco", "bdd100k"]
+    # Only VOC reads a folder or a list of files, and takes a class list.
+    assert [n for n, e in LABEL_FORMATS.items() if e.reads_folders or e.accepts_classes or e.fingerprint] == ["voc"]
 
 
 def test_detection_on_real_files(shared_data):
@@ -63,9 +67,9 @@ def test_detection_skips_a_byte_order_mark_and_whitespace(tmp_path):
 
 
 def test_unknown_format_names_the_valid_ones(tmp_path):
-    with pytest.raises(AlodError, match=r"unknown label format 'yolo'; choose one of bdd100k, bdd100k_2018, coco$"):
+    with pytest.raises(AlodError, match=r"unknown label format 'yolo'; choose one of bdd100k, bdd100k_2018, coco, voc$"):
         get_label_format("yolo")
-    with pytest.raises(AlodError, match=r"choose one of auto, bdd100k, bdd100k_2018, coco$"):
+    with pytest.raises(AlodError, match=r"choose one of auto, bdd100k, bdd100k_2018, coco, voc$"):
         check_format_choice("yolo")
     check_format_choice("auto")
     with pytest.raises(AlodError, match="unknown label format"):
