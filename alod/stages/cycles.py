@@ -260,8 +260,10 @@ def _log_cycle(run: CycleRun, n: int, metrics: dict, dets: list[dict], result: d
     readable = [i for i, d in enumerate(dets) if "unreadable" not in d]
     vis_idx = readable[: run.ctx.cfg.cycles.num_vis_images]
     vis = DetectionDataset(run.val)
+    # Ground truth next to the predictions, so that misses show (a thin box with no thick one on it).
+    targets = [dict(zip(("boxes", "labels", "ignore"), run.val.annotations(i))) for i in vis_idx]
     logger.images_with_boxes("val_predictions", [vis.load_image(i) for i in vis_idx], [dets[i] for i in vis_idx],
-                             run.val.classes, step=n)
+                             run.val.classes, step=n, targets=targets)
     logger.flush()
     run.ctx.log(f"cycle {n}: val mAP50 {metrics['mAP50']:.3f}, mAP {metrics['mAP']:.3f} ({size} labeled)")
 
