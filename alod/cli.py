@@ -133,6 +133,9 @@ def _compare_parser(p: argparse.ArgumentParser) -> None:
                    help="seeds of the full-data line; empty string for none (default: compare.full_seeds)")
     p.add_argument("--no-full", action="store_true", help="skip the full-data line (same as --full-seeds '')")
     p.add_argument("--no-equal-boxes", action="store_true", help="skip the random runs at equal boxes")
+    p.add_argument("--variant", action="append", default=None, metavar="NAME=KEY=VALUE[;KEY=VALUE...]",
+                   help="an extra strategy <strategy>+NAME per strategy but random, with these config overrides, "
+                        "e.g. div=score.batch=kmeanspp; repeatable; replaces compare.variants")
     _add_config_args(p)
 
 
@@ -141,7 +144,8 @@ def _compare(args) -> None:
 
     cfg = resolve(_load(args), strategies=args.strategies, modes=args.modes, seeds=args.seeds,
                   full_seeds=[] if args.no_full else args.full_seeds,
-                  equal_boxes=False if args.no_equal_boxes else None)
+                  equal_boxes=False if args.no_equal_boxes else None,
+                  variants=args.variant)
     report = run_compare(cfg, progress=not args.no_progress)
     for entry in report["comparisons"]:
         print(entry["sentence"])

@@ -24,6 +24,13 @@ An orchestrator over the stages. The protocol (the ``compare:`` section of the c
   the cycles' recipe (batch, learning rate, schedule shape) and the same number of image passes as
   the whole warm-started cycle chain (``cycles.init: warm``) or as one cycle
   (``cycles.init: scratch``): the ceiling at equal compute (:func:`full_epochs`).
+* **Variants.** ``compare.variants: {NAME: {key: value}}`` (or ``--variant NAME=KEY=VALUE;...``) adds,
+  per strategy but ``random``, the "strategy" ``<strategy>+<NAME>``: the same runs with those config
+  overrides (e.g. ``score.batch: kmeanspp``), named ``<base>-<mode>-<strategy>+<NAME>-s<seed>``,
+  with the same seeds, cycle 1 and pairing with random, and their own equal-boxes runs. A variant
+  may not set what the comparison fixes (:data:`alod.config.VARIANT_FIXED`). A precomputed variant
+  shares the seed's scorer unless it overrides ``model``, ``train`` or ``pretrain`` settings; then
+  it trains its own, ``<base>-scorer+<NAME>-s<seed>``.
 * **Resume.** Every stage resumes where it stopped and a finished run is reused: rerunning the
   same command after a kill continues the comparison, and a finished one only rewrites the report.
 
@@ -71,6 +78,75 @@ def equal_boxes_name(base: str, *, mode: str, strategy: str, seed: int) -> str:
     return f"{base}-{mode}-random_boxes_{strategy}-s{seed}"
 
 
+def variant_label(strategy: str, variant: str) -> str:
+    """The report's strategy name of ``strategy`` under variant ``variant``: ``"entropy+div"``."""
+    return f"{strategy}+{variant}"
+
+
+def split_label(label: str) -> tuple[str, str | None]:
+    """``"entropy+div"`` -> ``("entropy", "div")``; a plain strategy -> ``(strategy, None)``."""
+    strategy, _, variant = label.partition("+")
+    return strategy, (variant or None)
+
+
+def run_labels(strategies, variants) -> list[str]:
+    """Every compared "strategy": ``strategies`` in order, then each non-baseline one under each variant."""
+    return list(strategies) + [variant_label(s, v) for s in strategies if s != BASELINE for v in variants]
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``"div=score.batch=kmeanspp;score.batch_pool=4"`` -> ``("div", {"score": {...}})`` (values as YAML)."""
+    from alod.config import parse_overrides
+
+    name, sep, rest = text.partition("=")
+    items = [x.strip() for x in rest.split(";") if x.strip()]
+    if not sep or not name.strip() or not items or any("=" not in x for x in items):
+        raise AlodError(f"--variant {text!r}: expected NAME=KEY=VALUE[;KEY=VALUE...], e.g. div=score.batch=kmeanspp")
+    return name.strip(), parse_overrides(items)
+
+
+def variant_config(cfg: Config, label: str, *, seed: int, name: str, mode: str, baseline: bool = False) -> Config:
+    """The config of run ``name`` for ``label`` (``"<strategy>"`` or ``"<strategy>+<variant>"``):
+    :func:`_seeded`, then the variant's overrides, validated as a loaded config would be. With
+    ``baseline`` (the equal-boxes random run of a variant) the strategy is random and the options
+    only a scored selection uses are left off: ``random_boxes`` ignores them."""
+    from alod.config import apply_overrides
+
+    strategy, variant = split_label(label)
+    seeded = _seeded(cfg, seed=seed, name=name, strategy=BASELINE if baseline else strategy, mode=mode)
+    if variant is None:
+        return seeded
+    if variant not in cfg.compare.variants:
+        raise AlodError(f"compare: unknown variant {variant!r} in {label!r}; compare.variants has "
+                        f"{', '.join(sorted(cfg.compare.variants)) or 'none'}")
+    table = dict(cfg.compare.variants[variant])
+    if baseline:
+        table["score.class_weights"] = "none"
+    # A run's config holds no variants: each was checked against the comparison's config already.
+    return apply_overrides(_with(seeded, compare={"variants": {}}), table, where=f"compare.variants.{variant}")
+
+
+def check_variants(cfg: Config) -> None:
+    """Build every variant run's config once, so a bad override fails before any training."""
+    c = cfg.compare
+    for label in run_labels(c.strategies, c.variants)[len(c.strategies):]:
+        for mode in c.modes:
+            variant_config(cfg, label, seed=c.seeds[0], name="check", mode=mode)
+            variant_config(cfg, label, seed=c.seeds[0], name="check", mode=mode, baseline=True)
+
+
+def _scorer_name(cfg: Config, label: str, seed: int) -> str:
+    """The precomputed scorer's run: the seed's shared one, or the variant's own when it changes
+    what the scorer is (its model, training or pretraining settings)."""
+    from alod.config import dotted_keys, nest_overrides
+
+    _, variant = split_label(label)
+    keys = dotted_keys(nest_overrides(cfg.compare.variants[variant])) if variant else []
+    if any(k.split(".")[0] in ("model", "train", "pretrain") for k in keys):
+        return f"{cfg.run.name}-scorer+{variant}-s{seed}"
+    return f"{cfg.run.name}-scorer-s{seed}"
+
+
 def plan(strategies, modes, seeds) -> list[tuple[int, str, str]]:
     """The ``(seed, mode, strategy)`` runs: every strategy, ``random`` included, in every mode."""
     return [(seed, mode, strategy) for seed in seeds for mode in modes for strategy in strategies]
@@ -114,10 +190,20 @@ class _Timings:
 
 def resolve(cfg: Config, **overrides) -> Config:
     """``cfg`` with the command line's ``compare`` overrides (``None`` = keep the config's)."""
+    variants = overrides.pop("variants", None)
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if v is not None}
     out = _with(cfg, compare=fields) if fields else cfg
+    if variants:  # --variant replaces compare.variants, as --strategies replaces compare.strategies
+        from alod.config import validate
+
+        parsed = dict(parse_variant(v) for v in variants)
+        if len(parsed) != len(variants):
+            raise AlodError(f"compare: repeated --variant names in {list(variants)}")
+        out = _with(out, compare={"variants": parsed})
+        validate(out)
     c = out.compare
     check_request(list(c.strategies), list(c.modes), list(c.seeds))
+    check_variants(out)
     return out
 
 
@@ -127,12 +213,14 @@ def run_compare(cfg: Config, *, progress: bool = True, log=print, command: str |
 
     c = cfg.compare
     check_request(list(c.strategies), list(c.modes), list(c.seeds))
+    check_variants(cfg)
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
     out_dir = RunLayout.from_config(cfg.run).compare_dir
     timings = _Timings(out_dir / "timings.json")
-    runs = plan(c.strategies, c.modes, c.seeds)
-    extra = sum(s != BASELINE for s in c.strategies) * len(c.modes) * len(c.seeds) if c.equal_boxes else 0
-    log(f"compare: {len(runs)} runs ({', '.join(c.strategies)} x {', '.join(c.modes)} x seeds {list(c.seeds)})"
+    labels = run_labels(c.strategies, c.variants)
+    runs = plan(labels, c.modes, c.seeds)
+    extra = sum(s != BASELINE for s in labels) * len(c.modes) * len(c.seeds) if c.equal_boxes else 0
+    log(f"compare: {len(runs)} runs ({', '.join(labels)} x {', '.join(c.modes)} x seeds {list(c.seeds)})"
         f" + {extra} random runs at equal boxes + {len(c.full_seeds)} full-data runs")
     records, cycle1 = [], {}
     for k, (seed, mode, strategy) in enumerate(runs, start=1):
@@ -160,20 +248,23 @@ def run_compare(cfg: Config, *, progress: bool = True, log=print, command: str |
 def _strategy_run(cfg, timings, *, seed, mode, strategy, progress, log) -> tuple[dict, list[str]]:
     """One strategy's cycles (its scorer first, for ``precomputed``); returns its record and cycle 1."""
     name = run_name(cfg.run.name, mode=mode, strategy=strategy, seed=seed)
-    rcfg = _seeded(cfg, seed=seed, name=name, strategy=strategy, mode=mode)
+    rcfg = variant_config(cfg, strategy, seed=seed, name=name, mode=mode)
+    base, scorer = split_label(strategy)[0], _scorer_name(cfg, strategy, seed)
     scorer_images = 0
     if mode == "precomputed":
         ckpt = None
-        if _needs_scorer(strategy):
-            scfg = _with(_seeded(cfg, seed=seed, name=f"{cfg.run.name}-scorer-s{seed}", strategy=strategy, mode=mode),
+        if _needs_scorer(base):
+            own = scorer != f"{cfg.run.name}-scorer-s{seed}"  # a variant changing the scorer trains its own
+            scfg = _with(variant_config(cfg, strategy if own else base, seed=seed, name=scorer, mode=mode),
                          pretrain={"images": "cycle1"})
             ckpt = timings.time(f"{scfg.run.name}/pretrain", lambda: run_pretrain(scfg, progress=progress, log=log))
             scorer_images = rcfg.schedule.query_size
         timings.time(f"{name}/scoring", lambda: run_scoring(rcfg, ckpt=ckpt, progress=progress, log=log))
     state = run_cycles(rcfg, progress=progress, log=log)
-    scoring = _scoring_seconds(timings, cfg.run.name, name, seed, mode, strategy)
+    scoring = _scoring_seconds(timings, cfg.run.name, name, seed, mode, base, scorer=scorer)
     record = _record(rcfg, state, seed=seed, mode=mode, strategy=strategy, scoring_seconds=scoring)
     record["scorer_images"] = scorer_images
+    _add_label_work(rcfg, state, record, log=log)
     return record, _cycle1(state)
 
 
@@ -182,12 +273,13 @@ def _equal_boxes_run(cfg, strategy_record: dict, *, seed, mode, strategy, progre
     name = equal_boxes_name(cfg.run.name, mode=mode, strategy=strategy, seed=seed)
     targets = tuple(int(c["boxes"]) for c in strategy_record["cycles"][1:])
     log(f"  {name}: random images up to {strategy}'s boxes {list(targets)}")
-    rcfg = _with(_seeded(cfg, seed=seed, name=name, strategy=BASELINE, mode=mode),
+    rcfg = _with(variant_config(cfg, strategy, seed=seed, name=name, mode=mode, baseline=True),
                  cycles={"selector": "random_boxes", "box_targets": targets or (0,),
                          "num_cycles": len(strategy_record["cycles"])})
     state = run_cycles(rcfg, progress=progress, log=log)
     record = _record(rcfg, state, seed=seed, mode=mode, strategy=BASELINE, scoring_seconds=0.0)
     record.update(equal_boxes_to=strategy, scorer_images=0)
+    _add_label_work(rcfg, state, record, log=log)
     return record, _cycle1(state)
 
 
@@ -223,16 +315,98 @@ def _full_run(cfg, timings, records, *, seed, progress, log) -> dict:
             "seconds": {"training": timings.get(f"{name}/pretrain")}}
 
 
+#: Images of the fixed probe on which consecutive cycles' models are compared (agreement).
+PROBE_IMAGES = 50
+LABEL_WORK_FORMAT = "alod.label-work/1"
+
+
+def _add_label_work(cfg: Config, state: dict, record: dict, *, log) -> None:
+    """Add each cycle's cumulative annotator ``actions`` and model ``agreement`` to ``record``, and its
+    ``stop_cycle`` (:mod:`alod.cycle.actions`), from the run's own checkpoints.
+
+    Cycle ``n``'s new images are pre-annotated by cycle ``n - 1``'s model (cycle 1: none, every box is
+    drawn). Agreement compares cycle ``n``'s and ``n - 1``'s models on a fixed probe: up to
+    :data:`PROBE_IMAGES` pool images, drawn with ``default_rng((schedule.seed, 5))`` from those the run
+    never labeled. Both are measured after the run (no retraining; about one inference pass over
+    the pool's new images and the probe per cycle) and cached in ``cycles/label_work.json``.
+    """
+    from alod.cycle.actions import ACCEPT, STOP_AGREEMENT, stop_cycle
+
+    path = RunLayout.from_config(cfg.run).label_work
+    cycles = [c["cycle"] for c in record["cycles"]]
+    cached = json.loads(path.read_text()) if path.is_file() else {}
+    key = {"format": LABEL_WORK_FORMAT, "cycles": cycles, "accept": ACCEPT, "probe": PROBE_IMAGES}
+    if {k: cached.get(k) for k in key} != key:
+        log(f"  {cfg.run.name}: annotator actions and model agreement per cycle")
+        cached = {**key, **_label_work(cfg, state, cycles)}
+        atomic_write_json(path, cached)
+    for c, actions, agreement in zip(record["cycles"], cached["actions"], cached["agreement"]):
+        c["actions"], c["agreement"] = actions, agreement
+    record["stop_cycle"] = stop_cycle(cached["agreement"], threshold=STOP_AGREEMENT)
+
+
+def _label_work(cfg: Config, state: dict, cycles: list[int]) -> dict:
+    from alod.cycle.actions import add_actions, annotator_actions, mean_agreement
+
+    train = _train_index(cfg)
+    pos = train.name_to_index()
+    pool = state["pool"]
+    labeled = set(pool["names"])
+    rest = np.array(sorted(i for i, n in enumerate(train.names) if str(n) not in labeled), dtype=np.int64)
+    rng = np.random.default_rng((cfg.schedule.seed, 5))
+    probe = sorted(rng.choice(rest, size=min(PROBE_IMAGES, len(rest)), replace=False).tolist()) if len(rest) else []
+    total, actions, agreement, before = [], [], [], None
+    for n in cycles:
+        added = [pos[x] for x, k in zip(pool["names"], pool["cycles"]) if k == n]
+        model = _cycle_model(cfg, n - 1, train.num_classes) if n > 1 else None
+        dets = _predict(cfg, model, train, added) if model is not None else [None] * len(added)
+        for i, d in zip(added, dets):
+            gt, gl, gi = train.annotations(i)
+            empty = np.zeros((0, 4))
+            total.append(annotator_actions(gt, gl, gi, d["boxes"] if d else empty, d["labels"] if d else [],
+                                           d["scores"] if d else []))
+        actions.append(add_actions(total)["actions"])
+        now = _predict(cfg, _cycle_model(cfg, n, train.num_classes), train, probe) if probe else None
+        agreement.append(mean_agreement(now, before) if (before is not None and probe) else None)
+        before = now
+    return {"actions": actions, "agreement": agreement, "probe_images": len(probe)}
+
+
+def _cycle_model(cfg: Config, cycle: int, num_classes: int):
+    from alod.engine import load_checkpoint
+    from alod.models import build_detector
+
+    model = build_detector(cfg.model, num_classes=num_classes)
+    model.load_state_dict(load_checkpoint(RunLayout.from_config(cfg.run).cycle_checkpoint(cycle))["model"])
+    return model
+
+
+def _predict(cfg: Config, model, index, positions: list[int]) -> list[dict]:
+    from alod.data.dataset import DetectionDataset
+    from alod.engine import iter_predictions
+
+    dataset = DetectionDataset(index, skip_unreadable=not cfg.data.strict)
+    return [d for _, d in iter_predictions(model, dataset, positions, batch_size=cfg.train.eval_batch_size)]
+
+
 def _protocol(cfg: Config, cycle1: dict[int, list[list[str]]], records: list[dict]) -> dict:
+    from alod.cycle.actions import ACCEPT, STOP_AGREEMENT
+
     shared = all(all(sorted(x) == sorted(firsts[0]) for x in firsts) for firsts in cycle1.values())
     c = cfg.compare
-    return {"seeds": list(c.seeds), "modes": list(c.modes), "strategies": list(c.strategies),
+    out = {"seeds": list(c.seeds), "modes": list(c.modes), "strategies": run_labels(c.strategies, c.variants),
             "cycle1_shared": bool(shared), "cycle1_images": cfg.schedule.query_size,
             "scorer": "precomputed: trained on cycle 1's images only (pretrain.images: cycle1); adaptive: none",
             "equal_boxes": bool(c.equal_boxes), "full_seeds": list(c.full_seeds),
+            "annotator_actions": f"pre-annotations by the previous cycle's model, accepted at score >= {ACCEPT}; "
+                                 "draw + fix + delete (alod.cycle.actions)",
+            "stop_agreement": STOP_AGREEMENT,
             "cycles": {"init": cfg.cycles.init, "epochs": cfg.cycles.epochs, "batch_size": cfg.train.batch_size,
                        "query_size": cfg.schedule.query_size, "arrival_batch": cfg.schedule.batch_size},
             "runs": len(records)}
+    if c.variants:  # recorded only when there are any, so a default comparison's report keeps its bytes
+        out["variants"] = {k: dict(v) for k, v in c.variants.items()}
+    return out
 
 
 def _cycle1(state: dict) -> list[str]:
@@ -254,10 +428,11 @@ def _seeded(cfg: Config, *, seed: int, name: str, strategy: str, mode: str) -> C
                  score={"strategy": strategy, "params": params}, cycles={"selector": mode})
 
 
-def _scoring_seconds(timings: _Timings, base: str, name: str, seed: int, mode: str, strategy: str) -> float:
+def _scoring_seconds(timings: _Timings, base: str, name: str, seed: int, mode: str, strategy: str,
+                     scorer: str | None = None) -> float:
     if mode != "precomputed":
         return 0.0
-    scorer = timings.get(f"{base}-scorer-s{seed}/pretrain") if _needs_scorer(strategy) else 0.0
+    scorer = timings.get(f"{scorer or f'{base}-scorer-s{seed}'}/pretrain") if _needs_scorer(strategy) else 0.0
     return scorer + timings.get(f"{name}/scoring")
 
 

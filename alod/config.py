@@ -88,6 +88,9 @@ class DataConfig:
     ``kind: voc`` reads Pascal VOC XML: ``*_labels`` an ``ImageSets/Main/<split>.txt`` list (default
     under ``root``) or a folder of XML files, ``*_images`` default ``root/JPEGImages``; ``classes``
     is optional there (label order; default: the training split's sorted names).
+    ``kind: yolo`` reads YOLO text labels: ``*_labels`` a folder of ``<image stem>.txt`` files
+    (default ``root/labels/<split>``), ``*_images`` the images (default ``root/images/<split>``);
+    ``classes`` optional (default: ``classes.txt`` / ``obj.names`` / ``data.yaml`` beside the labels).
     ``kind: folder`` (a new project: images, no labels) lists the training images under
     ``train_images`` (default ``root/images/train``), takes the class names from ``classes``
     (required there, and only there) and evaluates on ``val_labels`` / ``val_images``; checked by
@@ -100,11 +103,11 @@ class DataConfig:
     val_labels: str | None = None
     train_images: str | None = None
     val_images: str | None = None
-    format: str = "auto"  # label format: auto, bdd100k, bdd100k_2018, coco, voc (auto never picks voc)
+    format: str = "auto"  # label format: auto, bdd100k, bdd100k_2018, coco, voc, yolo (auto never picks voc or yolo)
     image_size: tuple[int, int] = (1280, 720)  # (width, height) for BDD100K label files
     strict: bool = True  # bad label records: fail (True) or skip and report (False)
     verify_images: bool = False
-    classes: tuple[str, ...] | None = None  # kind folder (required) and voc (optional): class names in label order
+    classes: tuple[str, ...] | None = None  # kind folder (required), voc and yolo (optional): class names in label order
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -159,6 +162,14 @@ class ScoreConfig:
     # a random draw, is not scored); cycle n takes the top of batch n's sample. The adaptive selector
     # scores the same fraction of the unlabeled images each cycle. 1.0: every image (the original).
     subset: float = 1.0
+    # Diversity within a cycle's batch (alod.batch_rules): topk (the original), kmeanspp (k-means++ seeding
+    # weighted by score) or coreset (greedy k-center from the best score), over the top batch_pool x
+    # query_size candidates, with the scorer's per-image embeddings.
+    batch: str = "topk"
+    batch_pool: int = 3
+    # Per-class weights on the per-box uncertainty: none, or difficulty (1 - AP50 of the current model
+    # on the validation split, clipped to [0.05, 1]; alod.strategies.difficulty_weights).
+    class_weights: str = "none"
 
     def strategy_params(self) -> dict:
         """The configured parameters of ``strategy`` (without its defaults): what the schedule records."""
@@ -171,6 +182,11 @@ class ScheduleConfig:
     query_size: int = 1000  # images labeled per cycle
     num_batches: int | None = None  # None: as many full batches as the pool allows
     seed: int = 0  # draws cycle 1's random images
+    # What a cycle spends: images (query_size each) or boxes (images in rank order until the model's
+    # predicted boxes, those with score >= box_threshold, reach box_budget; at least one image).
+    budget: str = "images"
+    box_budget: int | None = None
+    box_threshold: float = 0.5  # as box_count's default score_threshold
 
 
 @dataclass(frozen=True)
@@ -203,6 +219,9 @@ class CompareConfig:
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     equal_boxes: bool = True  # per strategy run, a random run at the strategy's box count per cycle
     full_seeds: tuple[int, ...] = (0, 1, 2)  # the full-data line, trained with the cycles' recipe
+    # Extra "strategies": {NAME: {dotted.key: value}} config overrides applied to every strategy but
+    # random, run as "<strategy>+<NAME>" with the same seeds and pairing (alod.compare).
+    variants: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -409,6 +428,11 @@ _RANGES = (
     ("score.shard_size", _positive, "> 0"),
     ("score.pool", lambda v: v in ("all", "unseen"), "all or unseen"),
     ("score.subset", lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
+    ("score.batch_pool", _positive, ">= 1"),
+    ("score.class_weights", lambda v: v in ("none", "difficulty"), "none or difficulty"),
+    ("schedule.budget", lambda v: v in ("images", "boxes"), "images or boxes"),
+    ("schedule.box_budget", lambda v: v is None or v > 0, "null or > 0 boxes per cycle"),
+    ("schedule.box_threshold", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
     ("schedule.batch_size", _positive, "> 0"),
     ("schedule.query_size", _positive, "> 0"),
     ("schedule.num_batches", lambda v: v is None or v > 0, "null (every batch) or > 0"),
@@ -482,6 +506,78 @@ def validate(cfg: Config) -> None:
          f"cycles.selector: unknown selector {cfg.cycles.selector!r}; choose one of {', '.join(sorted(SELECTORS))}")
     need(cfg.cycles.oracle in ORACLES,
          f"cycles.oracle: unknown oracle {cfg.cycles.oracle!r}; choose one of {', '.join(sorted(ORACLES))}")
+    _validate_selection_options(cfg, need)
+    _validate_variants(cfg, need)
+
+
+def _validate_selection_options(cfg: Config, need) -> None:
+    """``score.batch``, ``score.class_weights`` and ``schedule.budget`` (alod.batch_rules)."""
+    from alod.batch_rules import BATCH_RULES
+    from alod.strategies import STRATEGIES
+
+    need(cfg.score.batch in BATCH_RULES,
+         f"score.batch: unknown batch rule {cfg.score.batch!r}; choose one of {', '.join(sorted(BATCH_RULES))}")
+    need(cfg.schedule.budget != "boxes" or cfg.schedule.box_budget is not None,
+         "schedule.budget: boxes needs schedule.box_budget (predicted boxes per cycle)")
+    weighted = sorted(n for n, s in STRATEGIES.items() if s.weighted)
+    need(cfg.score.class_weights == "none" or STRATEGIES[cfg.score.strategy].weighted,
+         f"score.class_weights: {cfg.score.class_weights} weights per-box uncertainty, and strategy "
+         f"{cfg.score.strategy!r} has none; use one of {', '.join(weighted)} or class_weights: none")
+
+
+#: What a comparison fixes for every run of a seed (names, seeds, pairing, the data): a variant may
+#: not override these.
+VARIANT_FIXED = ("run", "compare", "data", "score.strategy", "cycles.selector", "cycles.box_targets",
+                 "schedule.seed", "schedule.batch_size", "schedule.query_size", "schedule.num_batches",
+                 "pretrain.seed", "pretrain.images")
+
+
+def nest_overrides(overrides: dict) -> dict:
+    """``{"score.batch": "kmeanspp"}`` (dotted keys, nested mappings, or both) as a nested dict."""
+    out: dict = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            value = nest_overrides(value)
+        for part in reversed(str(key).split(".")[1:]):
+            value = {part: value}
+        out = _deep_merge(out, {str(key).split(".")[0]: value})
+    return out
+
+
+def dotted_keys(nested: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in nested.items():
+        out += dotted_keys(v, f"{prefix}{k}.") if isinstance(v, dict) and v else [prefix + k]
+    return out
+
+
+def apply_overrides(cfg: Config, overrides: dict, *, where: str = "overrides") -> Config:
+    """``cfg`` with ``overrides`` (dotted or nested keys, typed values) applied, converted and
+    validated as :func:`load_config` does; errors are prefixed with ``where``."""
+    data = _deep_merge(cfg.to_dict(), nest_overrides(overrides))
+    try:
+        out = _from_dict(Config, data)
+        validate(out)
+    except AlodError as e:
+        raise AlodError(f"{where}: {e}") from None
+    return out
+
+
+def _validate_variants(cfg: Config, need) -> None:
+    """``compare.variants``: ``{NAME: {key: value}}``, names usable in run names, keys not fixed by
+    the comparison, values that load (each variant applied to this config is validated)."""
+    import re
+
+    for name, table in cfg.compare.variants.items():
+        at = f"compare.variants.{name}"
+        need(isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_-]+", name) is not None,
+             f"{at}: a variant name is letters, digits, '_' or '-' (it goes into run names)")
+        need(isinstance(table, dict) and len(table) > 0, f"{at}: expected a non-empty mapping of key: value")
+        for key in dotted_keys(nest_overrides(table)):
+            need(not any(key == f or key.startswith(f + ".") for f in VARIANT_FIXED),
+                 f"{at}: {key} is fixed by the comparison (same for every run of a seed); a variant may not set it")
+        base = dataclasses.replace(cfg, compare=dataclasses.replace(cfg.compare, variants={}))
+        apply_overrides(base, table, where=at)
 
 
 def dump_config(cfg: Config) -> str:

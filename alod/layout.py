@@ -15,10 +15,14 @@ the scorer checkpoint here, not in the pretraining stage. It imports neither tor
       scores/     config.yaml <key>/{manifest.json, shard_NNNNN.npz}
       schedule.json
       cycles/     config.yaml state.json metrics.jsonl cycle_NN/{checkpoint_last.pt, metrics.json}
+                  cycle_NN/selection.json     predicted and labeled boxes, class weights (selection options)
                   annotate_config.yaml        the config of the last alod export / alod import
                   cycle_NN/export_<format>/   a cycle's images for annotators (alod export)
                   cycle_NN/export_<format>.json   what that export held (images, checkpoint, threshold)
                   cycle_NN/{labels.npz, labels.json, import_problems.jsonl}   alod import (human oracle)
+                  cycle_NN/import_problems.refused-NNN.jsonl   the problems of a refused alod import
+                  labelstudio_serve.json      alod serve: the Label Studio project, tasks created
+                  cycle_NN/labelstudio_{answers,tasks}.json   alod serve: annotations taken, tasks sent
       compare/    report.json report.md curves.png runs.json timings.json (alod compare)
     tensor_logs/<run>/            per-cycle scalars and images; pretrain/ and cycle_NN/ sub-runs
 
@@ -130,6 +134,11 @@ class RunLayout:
     def cycles_log(self) -> Path:
         return self.cycles_dir / "metrics.jsonl"
 
+    @property
+    def label_work(self) -> Path:
+        """``alod compare``'s per-cycle annotator actions and model agreement (a cache)."""
+        return self.cycles_dir / "label_work.json"
+
     def cycle_dir(self, cycle: int) -> Path:
         return self.cycles_dir / f"cycle_{cycle:02d}"
 
@@ -138,6 +147,18 @@ class RunLayout:
 
     def cycle_metrics(self, cycle: int) -> Path:
         return self.cycle_dir(cycle) / "metrics.json"
+
+    def cycle_selection(self, cycle: int) -> Path:
+        """What the selection options decided for the cycle (predicted and labeled boxes, class
+        weights): written by the selector when ``score.batch``, ``score.class_weights`` or
+        ``schedule.budget`` is not the default."""
+        return self.cycle_dir(cycle) / "selection.json"
+
+    @staticmethod
+    def metrics_beside(checkpoint: Path) -> Path:
+        """The ``metrics.json`` the stage that wrote ``checkpoint`` wrote beside it (``pretrain/`` and
+        ``cycles/cycle_NN/`` both do): the scorer's validation metrics for ``score.class_weights``."""
+        return Path(checkpoint).parent / "metrics.json"
 
     def cycle_epoch_metrics(self, cycle: int, epoch: int) -> Path:
         """Validation metrics after epoch ``epoch`` (1-based) of cycle ``cycle`` (``cycles.stop: plateau``)."""
@@ -164,6 +185,27 @@ class RunLayout:
     def cycle_import_problems(self, cycle: int) -> Path:
         """Every problem of the last ``alod import`` of the cycle, one JSON object a line."""
         return self.cycle_dir(cycle) / "import_problems.jsonl"
+
+    def cycle_refused_import_problems(self, cycle: int, attempt: int) -> Path:
+        """The problems of refused import attempt ``attempt`` (1, 2, ...) of the cycle: a refused
+        import changes no stored file, so its problems go beside, under the attempt's own name."""
+        return self.cycle_dir(cycle) / f"import_problems.refused-{attempt:03d}.jsonl"
+
+    # ------------------------------------------------------------- Label Studio backend (alod serve)
+    @property
+    def serve_record(self) -> Path:
+        """``alod serve``'s record: the Label Studio project it serves and the cycles whose tasks it
+        created there."""
+        return self.cycles_dir / "labelstudio_serve.json"
+
+    def cycle_serve_answers(self, cycle: int) -> Path:
+        """The annotations ``alod serve`` accepted for the cycle, as a Label Studio JSON export (what
+        ``alod import --format labelstudio`` reads)."""
+        return self.cycle_dir(cycle) / "labelstudio_answers.json"
+
+    def cycle_serve_tasks(self, cycle: int) -> Path:
+        """The tasks (with their predictions) ``alod serve`` created in Label Studio for the cycle."""
+        return self.cycle_dir(cycle) / "labelstudio_tasks.json"
 
     @property
     def cycles_tb(self) -> Path:

@@ -18,18 +18,32 @@ Input (plain dicts, e.g. straight from JSON)::
                    "scorer_charged": 0,         # optional, default 0: how many of them are NOT in the run's
                                                 # labeled pool; added to every cycle's images
                    "scorer_boxes_charged": 0,   # optional, default 0: their boxes; added to every cycle's boxes
+                   "stop_cycle": 3,             # optional: int | None, the first cycle whose "agreement" >=
+                        # protocol["stop_agreement"] (None: never). Absent: derived from the cycles'
+                        # agreements when the protocol has stop_agreement and some agreement is recorded;
+                        # given together with them, the two must agree.
                    "cycles": [CycleRecord, ...]}          # any order; sorted by "cycle" here
     CycleRecord = {"cycle": 1,                            # int, unique within a record
                    "images": 60, "boxes": 420,            # labeled pool after this cycle
                    "mAP50": 0.05,                         # validation mAP50 of this cycle's model, finite
                    "mAP": 0.02,                           # optional; None / NaN = not measured
                    "per_class": {"car": 0.1, "bus": None},   # optional AP50 per class; None / NaN = no AP
-                   "seconds": {"scoring": 1.0, "training": 30.0}}   # optional; a missing key is 0
+                   "seconds": {"scoring": 1.0, "training": 30.0},   # optional; a missing key is 0
+                   "actions": 380,       # optional (None = not recorded): cumulative annotator actions to
+                        # label the pool up to this cycle when the previous cycle's model pre-annotates
+                        # (alod.cycle.actions: draw + fix + delete); cycle 1 has no model, so its boxes
+                        # are all drawn (actions == boxes). Never decreases from cycle to cycle.
+                   "agreement": 0.93}    # optional, None at cycle 1: class-aware F1 in [0, 1] between this
+                        # cycle's and the previous cycle's models on a fixed probe of unlabeled images
     FullRecord  = {"seed": 0, "mAP50": 0.3, "images": 600, "boxes": 4000,   # one per seed
                    "mAP": 0.15, "recipe": {...}, "seconds": {"training": 100.0}}   # optional keys
     full        = list of FullRecord, possibly empty, or None
     protocol    = dict copied into report.json["protocol"]; must hold "seeds" (list of int, every
-                  record's seed among them), "cycle1_shared" (bool) and "scorer" (str).
+                  record's seed among them), "cycle1_shared" (bool) and "scorer" (str); optional
+                  "stop_agreement" (number in [0, 1]: the agreement at which a run stops).
+
+Every new key is optional: records without ``actions``, ``agreement`` and ``stop_cycle`` give the
+report they gave before those keys existed (the new report keys are then ``None`` / ``False``).
 
 Runs with strategy ``random`` and no ``equal_boxes_to`` are the *baseline at equal images*, per mode.
 
@@ -37,7 +51,12 @@ Definitions (``n`` = number of paired seeds; every interval and test is over per
 
 * **Axes.** A run's images axis is its pool's images plus ``scorer_charged``; its boxes axis its
   pool's boxes plus ``scorer_boxes_charged``: labels a scorer used are spent even if the pool
-  never holds them.
+  never holds them. Its **actions axis** (only when *every* record has ``actions`` on every cycle:
+  ``actions_recorded``; otherwise the report says "annotator actions: not recorded" and has no
+  actions numbers) is its pool's actions plus ``scorer_boxes_charged``: the scorer's images were
+  labeled without a model's help, every box drawn. Wherever the boxes axis appears below, the
+  actions axis appears beside it: ``aulc_actions``, ``final_actions``, savings per target in actions,
+  and at equal boxes the final actions difference.
 * **Pairing.** Strategy (mode m, seed s) is compared with random (mode m, seed s); a missing random
   seed, or paired runs with different cycle numbers, is an :class:`AlodError`.
 * **AULC** (:func:`aulc`): trapezoid area under mAP50 over the images axis with ``(0, 0)``
@@ -51,10 +70,12 @@ Definitions (``n`` = number of paired seeds; every interval and test is over per
   ``sd`` the ``ddof=1`` standard deviation of the differences; two-sided paired t-test p-value.
   With ``sd == 0`` the p-value is 1 for a zero mean and 0 otherwise. With ``n = 1``: ``ci95`` and
   ``p`` are ``None`` (no spread to judge against), and the sentences say so.
-* **Holm** (:func:`holm`): Holm-Bonferroni adjusted p-values (``p_holm``) in three families: the
+* **Holm** (:func:`holm`): Holm-Bonferroni adjusted p-values (``p_holm``) in four families: the
   headline AULC differences at equal images over every (strategy x mode); the equal-boxes tests
-  (final mAP50 and AULC-on-boxes differences of every strategy x mode); and the image savings
-  (log interpolation) over every (strategy x mode x target). Tests with ``p = None`` are not in a family.
+  (final mAP50, AULC-on-boxes and, with actions recorded, final actions differences of every
+  strategy x mode); the image savings (log interpolation) over every (strategy x mode x target);
+  and, with actions recorded, the action savings (log) likewise. Tests with ``p = None`` are not in
+  a family.
 * **Measurable**: the ci95 excludes 0 *and* ``p_holm < 0.05``; otherwise "no measurable gain".
 * **Targets.** For each of random's cycles ``k`` and each seed ``s``: ``target_k(s)`` is random_s's
   mAP50 at cycle k. *Needed* labels to reach it (:func:`needed_log`, primary): on the running
@@ -72,20 +93,34 @@ Definitions (``n`` = number of paired seeds; every interval and test is over per
   interpolations: its maximum is below the target). Its needed value is its final images (boxes),
   i.e. censored at the budget: the seed stays in the mean (a lower bound on what it would need),
   and ``censored`` counts such seeds per target.
+* **Actions per box** (``actions_per_box``, per comparison and at equal boxes): the mean over
+  seeds of the pool's actions / the pool's boxes at the final cycle (no scorer charge), for the
+  strategy and for random: 1 means pre-annotation saved nothing, 0.6 that it saved 40% of the
+  drawing.
 * **Equal boxes.** For each strategy with equal-box random runs (same mode, every seed): per seed,
-  strategy minus equal-box random of the final mAP50 and of ``aulc_boxes``, with ci95, p, p_holm.
+  strategy minus equal-box random of the final mAP50, of ``aulc_boxes`` and (with actions
+  recorded) of ``final_actions``, with ci95, p, p_holm.
   Per cycle, the mean pool boxes and images of both; ``final_box_mismatch`` = mean over seeds of
   ``|strategy pool boxes - random pool boxes|`` at the final cycle (pool boxes: what was matched).
 * **Full data**: mean and ci95 of mAP50 over the full records' seeds. ``random_final_over_full``
   (per mode) = random's mean final mAP50 / the full mean; ``off_noise_floor`` is ``ratio >= 0.5``:
   below half of the full-data detector the cycles' detectors sit near the noise floor, and
   differences between strategies say little.
+* **Stopping** (``curves[i].stopping``, per run group; ``None`` when no run of the group records
+  a stop signal): a run stops at its ``stop_cycle``. ``n`` runs record the signal, ``stopped`` of
+  them stop; over the stopped seeds: the mean stop cycle, the mean mAP50 at the stop cycle and at
+  the final cycle (the same seeds), ``mAP50_lost`` = final minus at stop (mean, ci95), and
+  ``saved`` = final minus at stop of the images, boxes and (when the group's runs have them)
+  actions axes: the labels that stopping would not have spent. Runs that never stop save nothing
+  and are not in these means.
 * **Sentences**, one per (strategy, mode): the AULC verdict at equal images ("a measurable gain",
   "measurably worse than random" or "no measurable gain"), the labels it needed for random's final
-  mAP50, the equal-boxes verdict on ``aulc_boxes`` with the final mAP50 difference beside it (or that
-  equal boxes were not tested, with the boxes each labeled), and, stated outright, "better at equal
-  images but not at equal boxes" when that is the case; then charged scorer labels, censored
-  targets, and fewer than 5 seeds.
+  mAP50 (with actions recorded: also in annotator actions, with the saving's verdict), the
+  equal-boxes verdict on ``aulc_boxes`` with the final mAP50 (and actions) difference beside it (or
+  that equal boxes were not tested, with the boxes and actions each spent), and, stated outright,
+  "better at equal images but not at equal boxes" when that is the case (likewise when it needs
+  measurably more actions); then actions per box, charged scorer labels, censored targets, and
+  fewer than 5 seeds.
 * **Per-class AP50** at the final cycle: per run group, the mean over the seeds with an AP for
   that class (``n`` says how many), so rare classes show.
 """
@@ -300,6 +335,9 @@ def _check_protocol(protocol: Any) -> dict[str, Any]:
         raise AlodError(f"protocol: 'cycle1_shared' must be true or false, got {protocol['cycle1_shared']!r}")
     if not isinstance(protocol["scorer"], str):
         raise AlodError(f"protocol: 'scorer' must be a string, got {protocol['scorer']!r}")
+    stop = protocol.get("stop_agreement")
+    if stop is not None and not 0.0 <= _number(stop, "protocol", "stop_agreement") <= 1.0:
+        raise AlodError(f"protocol: 'stop_agreement' must lie in [0, 1] (an F1 between two models), got {stop!r}")
     return {**protocol, "seeds": [int(s) for s in seeds]}
 
 
@@ -317,7 +355,36 @@ def _check_cycle(c: Any, where: str) -> dict[str, Any]:
             "mAP50": _number(c["mAP50"], cw, "mAP50"),
             "mAP": _number(c.get("mAP"), cw, "mAP", allow_none=True),
             "per_class": {str(k): _number(v, cw, f"per_class/{k}", allow_none=True) for k, v in per_class.items()},
-            "seconds": {k: _number(sec.get(k, 0.0), cw, f"seconds/{k}") for k in ("scoring", "training")}}
+            "seconds": {k: _number(sec.get(k, 0.0), cw, f"seconds/{k}") for k in ("scoring", "training")},
+            "actions": None if c.get("actions") is None else _count(c["actions"], cw, "actions"),
+            "agreement": _agreement(c.get("agreement"), cw)}
+
+
+def _agreement(value: Any, where: str) -> float | None:
+    """An F1 in [0, 1], or ``None`` (not measured: cycle 1 has no previous model)."""
+    v = _number(value, where, "agreement", allow_none=True)
+    if v is not None and not 0.0 <= v <= 1.0:
+        raise AlodError(f"{where}: 'agreement' must lie in [0, 1] (an F1 between two models), got {value!r}")
+    return v
+
+
+def _stop(rec: Mapping[str, Any], cycles: list[dict], where: str, threshold: float | None) -> dict[str, Any]:
+    """``{"stop_recorded", "stop_cycle"}`` of one run: given, or derived from its agreements (module docstring)."""
+    numbers = [c["cycle"] for c in cycles]
+    derivable = threshold is not None and any(c["agreement"] is not None for c in cycles)
+    derived = next((c["cycle"] for c in cycles if c["agreement"] is not None and c["agreement"] >= threshold),
+                   None) if derivable else None
+    if "stop_cycle" not in rec:
+        return {"stop_recorded": derivable, "stop_cycle": derived}
+    given = rec["stop_cycle"]
+    if given is not None:
+        given = _count(given, where, "stop_cycle")
+        if given not in numbers:
+            raise AlodError(f"{where}: stop_cycle {given} is not one of its cycles {numbers}")
+    if derivable and given != derived:
+        raise AlodError(f"{where}: stop_cycle {given} disagrees with its cycles' agreements, which first reach "
+                        f"stop_agreement {threshold} at cycle {derived}; recompute one of them")
+    return {"stop_recorded": True, "stop_cycle": given}
 
 
 def _record_head(rec: Any, i: int) -> tuple[GroupKey, int, str]:
@@ -340,8 +407,8 @@ def _record_head(rec: Any, i: int) -> tuple[GroupKey, int, str]:
     return key, int(rec["seed"]), where
 
 
-def _check_record(rec: Any, i: int) -> dict[str, Any]:
-    """A validated copy of one curve record; errors name it."""
+def _check_record(rec: Any, i: int, threshold: float | None = None) -> dict[str, Any]:
+    """A validated copy of one curve record; errors name it. ``threshold``: protocol stop_agreement."""
     key, seed, where = _record_head(rec, i)
     if not rec["cycles"]:
         raise AlodError(f"{where}: no cycles; leave out runs that have not finished a cycle")
@@ -354,6 +421,10 @@ def _check_record(rec: Any, i: int) -> dict[str, Any]:
         if any(b < a for a, b in pairwise(vals)):
             raise AlodError(f"{where}: labeled {axis} shrink from one cycle to the next ({vals}); "
                             "the pool only grows, so the record is mixed up")
+    acts = [c["actions"] for c in cycles]
+    if None not in acts and any(b < a for a, b in pairwise(acts)):
+        raise AlodError(f"{where}: annotator actions shrink from one cycle to the next ({acts}); "
+                        "they are cumulative, so the record is mixed up")
     scorer = {k: _count(rec.get(k, 0), where, k) for k in ("scorer_images", "scorer_charged", "scorer_boxes_charged")}
     if scorer["scorer_charged"] > scorer["scorer_images"]:
         raise AlodError(f"{where}: scorer_charged ({scorer['scorer_charged']}) exceeds scorer_images "
@@ -363,7 +434,7 @@ def _check_record(rec: Any, i: int) -> dict[str, Any]:
     if cycles[-1]["images"] + scorer["scorer_charged"] == 0:
         raise AlodError(f"{where}: no labeled images at the final cycle; there is no curve to compare")
     return {"strategy": key[0], "mode": key[1], "equal_boxes_to": key[2], "seed": seed, "where": where,
-            "cycles": cycles, **scorer}
+            "cycles": cycles, **scorer, "has_actions": None not in acts, **_stop(rec, cycles, where, threshold)}
 
 
 def _check_records(records: Any, protocol: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -371,7 +442,7 @@ def _check_records(records: Any, protocol: Mapping[str, Any]) -> list[dict[str, 
         raise AlodError(f"records must be a list of curve records, got {type(records).__name__}")
     out, seen = [], {}
     for i, rec in enumerate(records):
-        r = _check_record(rec, i)
+        r = _check_record(rec, i, protocol.get("stop_agreement"))
         key = (r["strategy"], r["mode"], r["equal_boxes_to"], r["seed"])
         if key in seen:
             raise AlodError(f"{r['where']}: the same strategy, mode, seed and equal_boxes_to as curve record "
@@ -431,12 +502,15 @@ def _group(records: list[dict]) -> dict[GroupKey, dict[int, dict]]:
     return {k: dict(sorted(groups[k].items())) for k in sorted(groups, key=_order)}
 
 
-def _axes(run: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """A run's charged images and boxes axes and its mAP50 (each ``float[n_cycles]``)."""
+def _axes(run: Mapping[str, Any]) -> dict[str, np.ndarray | None]:
+    """A run's charged images, boxes and actions axes and its mAP50 (each ``float[n_cycles]``;
+    ``actions`` is ``None`` when the run does not record them)."""
     cyc = run["cycles"]
+    actions = (np.array([c["actions"] + run["scorer_boxes_charged"] for c in cyc], dtype=np.float64)
+               if run["has_actions"] else None)
     return {"images": np.array([c["images"] + run["scorer_charged"] for c in cyc], dtype=np.float64),
             "boxes": np.array([c["boxes"] + run["scorer_boxes_charged"] for c in cyc], dtype=np.float64),
-            "mAP50": np.array([c["mAP50"] for c in cyc], dtype=np.float64)}
+            "actions": actions, "mAP50": np.array([c["mAP50"] for c in cyc], dtype=np.float64)}
 
 
 def _pairs(groups: Mapping[GroupKey, dict[int, dict]], key: GroupKey,
@@ -506,8 +580,10 @@ def _needed_row(x: np.ndarray, y: np.ndarray, xr: np.ndarray, yr: np.ndarray, ta
     return row
 
 
-def _target(pairs: Sequence[tuple[int, dict, dict]], k: int) -> dict[str, Any]:
-    """Savings at random's cycle-``k`` mAP50, seed by seed (targets differ per seed)."""
+def _target(pairs: Sequence[tuple[int, dict, dict]], k: int, *, actions: bool = False) -> dict[str, Any]:
+    """Savings at random's cycle-``k`` mAP50, seed by seed (targets differ per seed); on the actions
+    axis too when ``actions`` (else its keys are ``None``)."""
+    axes = ("images", "boxes", "actions") if actions else ("images", "boxes")
     per_seed = []
     for seed, run, ref in pairs:
         a, r = _axes(run), _axes(ref)
@@ -515,15 +591,19 @@ def _target(pairs: Sequence[tuple[int, dict, dict]], k: int) -> dict[str, Any]:
         goal = float(r["mAP50"][j])
         row = {"seed": seed, "target_mAP50": goal, "censored": bool(a["mAP50"].max() < goal),
                "random_images": float(r["images"][j]), "random_boxes": float(r["boxes"][j])}
-        for axis in ("images", "boxes"):
+        if actions:
+            row["random_actions"] = float(r["actions"][j])
+        for axis in axes:
             row[axis] = _needed_row(a[axis], a["mAP50"], r[axis], r["mAP50"], goal)
         per_seed.append(row)
     out = {"cycle": k, "n": len(per_seed), "target_mAP50": _mean([r["target_mAP50"] for r in per_seed]),
            "censored": sum(r["censored"] for r in per_seed),
            "censored_seeds": [r["seed"] for r in per_seed if r["censored"]],
            "random_images": _mean([r["random_images"] for r in per_seed]),
-           "random_boxes": _mean([r["random_boxes"] for r in per_seed]), "per_seed": per_seed}
-    for axis in ("images", "boxes"):
+           "random_boxes": _mean([r["random_boxes"] for r in per_seed]),
+           "random_actions": _mean([r["random_actions"] for r in per_seed]) if actions else None,
+           "actions": None, "per_seed": per_seed}
+    for axis in axes:
         out[axis] = {}
         for name in ("log", "linear"):
             cells = [r[axis][name] for r in per_seed]
@@ -535,7 +615,19 @@ def _target(pairs: Sequence[tuple[int, dict, dict]], k: int) -> dict[str, Any]:
     return out
 
 
-def _equal_boxes(groups: Mapping[GroupKey, dict[int, dict]], key: GroupKey) -> dict[str, Any] | None:
+def _actions_per_box(run: Mapping[str, Any]) -> float | None:
+    """The pool's actions over its boxes at the final cycle (no scorer charge); ``None`` without boxes."""
+    last = run["cycles"][-1]
+    return last["actions"] / last["boxes"] if last["boxes"] and last["actions"] is not None else None
+
+
+def _apb(pairs: Sequence[tuple[int, dict, dict]]) -> dict[str, float | None]:
+    return {"strategy": _mean([_actions_per_box(run) for _, run, _ in pairs]),
+            "random": _mean([_actions_per_box(ref) for _, _, ref in pairs])}
+
+
+def _equal_boxes(groups: Mapping[GroupKey, dict[int, dict]], key: GroupKey, *,
+                 actions: bool = False) -> dict[str, Any] | None:
     """Strategy ``key`` against its equal-box random runs, or ``None`` when there are none."""
     eq_key = (BASELINE, key[1], key[0])
     if eq_key not in groups:
@@ -547,15 +639,18 @@ def _equal_boxes(groups: Mapping[GroupKey, dict[int, dict]], key: GroupKey) -> d
     for j, c in enumerate(pairs[0][1]["cycles"]):
         cycles.append({"cycle": c["cycle"], **{f"{who}_{axis}": _mean([p[i]["cycles"][j][axis] for p in pairs])
                                                for who, i in (("strategy", 1), ("random", 2))
-                                               for axis in ("boxes", "images")}})
+                                               for axis in ("boxes", "images", *(("actions",) if actions else ()))}})
     return {"seeds": [s for s, _, _ in pairs], "final_mAP50": _difference(pairs, _final_of("mAP50")),
-            "aulc_boxes": _difference(pairs, _aulc_of("boxes")), "cycles": cycles,
+            "aulc_boxes": _difference(pairs, _aulc_of("boxes")),
+            "final_actions": _difference(pairs, _final_of("actions")) if actions else None,
+            "actions_per_box": _apb(pairs) if actions else None, "cycles": cycles,
             "final_box_mismatch": _mean(mismatch),
             "final_box_mismatch_pct": 100.0 * _mean(mismatch) / strategy_boxes if strategy_boxes else None}
 
 
-def _comparison(groups: Mapping[GroupKey, dict[int, dict]], key: GroupKey) -> dict[str, Any]:
-    """Everything measured for one (strategy, mode) against random of its mode; no Holm, no sentence yet."""
+def _comparison(groups: Mapping[GroupKey, dict[int, dict]], key: GroupKey, *, actions: bool = False) -> dict[str, Any]:
+    """Everything measured for one (strategy, mode) against random of its mode; no Holm, no sentence yet.
+    ``actions``: every record has annotator actions (else the actions keys are ``None``)."""
     base = (BASELINE, key[1], None)
     if base not in groups:
         raise AlodError(f"no {BASELINE} ({key[1]}) runs: {_label(key)} is measured against random of its own "
@@ -571,23 +666,28 @@ def _comparison(groups: Mapping[GroupKey, dict[int, dict]], key: GroupKey) -> di
             "final_mAP50": _difference(pairs, _final_of("mAP50")),
             "final_images": _difference(pairs, _final_of("images")),
             "final_boxes": _difference(pairs, _final_of("boxes")),
-            "targets": [_target(pairs, k) for k in cycles],
-            "equal_boxes": _equal_boxes(groups, key),
+            "aulc_actions": _difference(pairs, _aulc_of("actions")) if actions else None,
+            "final_actions": _difference(pairs, _final_of("actions")) if actions else None,
+            "actions_per_box": _apb(pairs) if actions else None,
+            "targets": [_target(pairs, k, actions=actions) for k in cycles],
+            "equal_boxes": _equal_boxes(groups, key, actions=actions),
             "scorer_images": _mean([r["scorer_images"] for r in runs]),
             "scorer_charged": _mean([r["scorer_charged"] for r in runs]),
             "scorer_boxes_charged": _mean([r["scorer_boxes_charged"] for r in runs])}
 
 
 def _apply_holm(comparisons: list[dict[str, Any]]) -> None:
-    """Fill ``p_holm`` in the three families (see the module docstring), in place."""
+    """Fill ``p_holm`` in the four families (see the module docstring), in place."""
     for c, p in zip(comparisons, holm([c["p"] for c in comparisons])):
         c["p_holm"] = p
-    eq_tests = [c["equal_boxes"][k] for c in comparisons if c["equal_boxes"] for k in ("final_mAP50", "aulc_boxes")]
+    eq_tests = [c["equal_boxes"][k] for c in comparisons if c["equal_boxes"]
+                for k in ("final_mAP50", "aulc_boxes", "final_actions") if c["equal_boxes"][k] is not None]
     for t, p in zip(eq_tests, holm([t["p"] for t in eq_tests])):
         t["p_holm"] = p
-    savings = [t["images"]["log"] for c in comparisons for t in c["targets"]]
-    for t, p in zip(savings, holm([t["p"] for t in savings])):
-        t["p_holm"] = p
+    for axis in ("images", "actions"):
+        savings = [t[axis]["log"] for c in comparisons for t in c["targets"] if t[axis] is not None]
+        for t, p in zip(savings, holm([t["p"] for t in savings])):
+            t["p_holm"] = p
 
 
 # --------------------------------------------------------------------------- sentences
@@ -619,20 +719,59 @@ def _p(p: float | None) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _fewer_actions(test: Mapping[str, Any], *, fewer_is: str) -> tuple[str, bool | None]:
+    """Words for a paired difference in annotator actions, and whether it is a measurable gain.
+
+    ``fewer_is``: ``"gain"`` when a negative difference means fewer actions (strategy minus random),
+    ``"loss"`` when a positive one does (a saving: random minus strategy).
+    """
+    d = test.get("difference", test.get("saved"))
+    if d is None:
+        return "not measurable", None
+    ok = measurable(test)
+    if ok is None:
+        return f"{d:+,.0f} from one seed, with no interval or p-value: no claim", None
+    num = f"{d:+,.0f}, {_ci(test['ci95'], '{:+,.0f}')}, Holm p {_p(test['p_holm'])}"
+    gain = d < 0 if fewer_is == "gain" else d > 0
+    if ok and gain:
+        return f"a measurable gain: fewer actions ({num})", True
+    if ok:
+        return f"measurably more actions than random ({num})", False
+    return f"no measurable gain ({num})", False
+
+
 def _boxes_clause(c: Mapping[str, Any]) -> tuple[str, bool | None]:
     eq = c["equal_boxes"]
     if eq is None:
-        fb = c["final_boxes"]
+        fb, fa = c["final_boxes"], c["final_actions"]
         pct = 100.0 * (fb["strategy"] - fb["random"]) / fb["random"] if fb["random"] else None
         more = "" if pct is None else f" ({pct:+.0f}% against random)"
+        acts = "" if fa is None else (f", and spent {fa['strategy']:,.0f} annotator actions to random's "
+                                      f"{fa['random']:,.0f}")
         return (f"at equal boxes it was not tested (no random run matched to its boxes); it labeled "
-                f"{fb['strategy']:,.0f} boxes to random's {fb['random']:,.0f}{more}"), None
+                f"{fb['strategy']:,.0f} boxes to random's {fb['random']:,.0f}{more}{acts}"), None
     words, ok = _verdict(eq["aulc_boxes"])
     f = eq["final_mAP50"]
     seen = {True: "measurable", False: "not measurable", None: "not judged"}[measurable(f)]
-    return (f"at equal boxes (matched to within {eq['final_box_mismatch']:,.0f} boxes at the final cycle), "
+    text = (f"at equal boxes (matched to within {eq['final_box_mismatch']:,.0f} boxes at the final cycle), "
             f"AULC on boxes: {words}, and the final mAP50 differs by {f['difference']:+.3f} ({_ci(f['ci95'])}, "
-            f"Holm p {_p(f['p_holm'])}: {seen})"), ok
+            f"Holm p {_p(f['p_holm'])}: {seen})")
+    if eq["final_actions"] is not None:
+        fa = eq["final_actions"]
+        text += (f"; at those equal boxes it spent {fa['strategy']:,.0f} annotator actions to random's "
+                 f"{fa['random']:,.0f}: {_fewer_actions(fa, fewer_is='gain')[0]}")
+    return text, ok
+
+
+def _actions_clause(c: Mapping[str, Any]) -> tuple[str, bool | None]:
+    """In annotator actions: what it needed for random's final mAP50, and the saving's verdict."""
+    last = c["targets"][-1] if c["targets"] else None
+    if last is None or last["actions"] is None:
+        return "", None
+    a = last["actions"]["log"]
+    words, ok = _fewer_actions(a, fewer_is="loss")
+    return (f"; in annotator actions it needed {a['needed']:,.0f} to random's {a['reference']:,.0f} to reach "
+            f"random's final mAP50 (saving: {words})"), ok
 
 
 def _censor_clause(c: Mapping[str, Any]) -> str:
@@ -655,7 +794,8 @@ def sentence(c: Mapping[str, Any]) -> str:
         i, b = last["images"]["log"], last["boxes"]["log"]
         text += (f"; to reach random's final mAP50 it needed {i['needed']:,.0f} images to random's "
                  f"{i['reference']:,.0f} and {b['needed']:,.0f} boxes to random's {b['reference']:,.0f}")
-    text += f"; {box_words}."
+    act_words, act_ok = _actions_clause(c)
+    text += f"{act_words}; {box_words}."
     fb = c["final_boxes"]
     if img_ok and box_ok is False:
         text += (" So it is better at equal images but not at equal boxes: the gain does not survive equal "
@@ -663,6 +803,13 @@ def sentence(c: Mapping[str, Any]) -> str:
     elif img_ok and box_ok is None and fb["strategy"] > fb["random"]:
         text += (" So it is better at equal images, untested at equal boxes, and it labeled more boxes: part or "
                  "all of the gain may come from labeling more boxes per image.")
+    if img_ok and act_ok is False and measurable(c["targets"][-1]["actions"]["log"]):
+        text += (" It is better at equal images but needs measurably more annotator actions than random to "
+                 "reach random's final mAP50.")
+    apb = c["actions_per_box"]
+    if apb is not None and apb["strategy"] is not None and apb["random"] is not None:
+        text += (f" Pre-annotation by the previous model cost it {apb['strategy']:.2f} actions per box "
+                 f"(random: {apb['random']:.2f}).")
     if c["scorer_charged"]:
         text += f" Its scorer's {c['scorer_charged']:,.0f} extra labeled images are charged on the images axis."
     text += _censor_clause(c)
@@ -674,21 +821,60 @@ def sentence(c: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- summaries
 
 
-def _curve_summary(key: GroupKey, runs: Mapping[int, dict]) -> dict[str, Any]:
-    """Per cycle number: mean charged images and boxes, mAP50 mean and 95% t interval over seeds."""
+def _stopping(runs: Mapping[int, dict], threshold: float | None) -> dict[str, Any] | None:
+    """The stop signal of one run group (module docstring, **Stopping**); ``None`` when no run records it."""
+    per_seed = []
+    for seed, run in runs.items():
+        if not run["stop_recorded"]:
+            continue
+        k = run["stop_cycle"]
+        if k is None:
+            per_seed.append({"seed": seed, "stop_cycle": None})
+            continue
+        ax, j = _axes(run), [c["cycle"] for c in run["cycles"]].index(k)
+        at = {axis: (None if ax[axis] is None else float(ax[axis][j])) for axis in ("images", "boxes", "actions")}
+        per_seed.append({"seed": seed, "stop_cycle": k, "mAP50_at_stop": float(ax["mAP50"][j]),
+                         "mAP50_final": float(ax["mAP50"][-1]), "at_stop": at,
+                         "saved": {axis: (None if v is None else float(ax[axis][-1]) - v) for axis, v in at.items()}})
+    if not per_seed:
+        return None
+    stopped = [r for r in per_seed if r["stop_cycle"] is not None]
+
+    def mean_all(values):  # None as soon as one stopped seed lacks the value (actions not recorded)
+        return None if not values or any(v is None for v in values) else _mean(values)
+
+    return {"threshold": threshold, "n": len(per_seed), "stopped": len(stopped),
+            "stopped_seeds": [r["seed"] for r in stopped],
+            "unrecorded_seeds": [s for s, run in runs.items() if not run["stop_recorded"]],
+            "stop_cycle": _mean([r["stop_cycle"] for r in stopped]),
+            "mAP50_at_stop": _mean([r["mAP50_at_stop"] for r in stopped]),
+            "mAP50_final": _mean([r["mAP50_final"] for r in stopped]),
+            "mAP50_lost": _mean_ci([r["mAP50_final"] - r["mAP50_at_stop"] for r in stopped]),
+            "at_stop": {a: mean_all([r["at_stop"][a] for r in stopped]) for a in ("images", "boxes", "actions")},
+            "saved": {a: mean_all([r["saved"][a] for r in stopped]) for a in ("images", "boxes", "actions")},
+            "per_seed": per_seed}
+
+
+def _curve_summary(key: GroupKey, runs: Mapping[int, dict], *, threshold: float | None = None) -> dict[str, Any]:
+    """Per cycle number: mean charged images, boxes and actions (``None`` unless every run of the
+    group records them), mAP50 mean and 95% t interval over seeds, mean agreement over the seeds
+    that measured one; and the group's ``stopping`` (:func:`_stopping`)."""
     by_cycle: dict[int, list[dict[str, float]]] = {}
     for run in runs.values():
         ax = _axes(run)
         for j, c in enumerate(run["cycles"]):
             by_cycle.setdefault(c["cycle"], []).append(
-                {"images": ax["images"][j], "boxes": ax["boxes"][j], "mAP50": c["mAP50"]})
+                {"images": ax["images"][j], "boxes": ax["boxes"][j], "mAP50": c["mAP50"],
+                 "actions": None if ax["actions"] is None else ax["actions"][j], "agreement": c["agreement"]})
     cycles = [{"cycle": k, "n": len(pts), "images": _mean([p["images"] for p in pts]),
-               "boxes": _mean([p["boxes"] for p in pts]), "mAP50": _mean_ci([p["mAP50"] for p in pts])}
+               "boxes": _mean([p["boxes"] for p in pts]), "mAP50": _mean_ci([p["mAP50"] for p in pts]),
+               "actions": None if any(p["actions"] is None for p in pts) else _mean([p["actions"] for p in pts]),
+               "agreement": _mean([p["agreement"] for p in pts])}
               for k, pts in sorted(by_cycle.items())]
     seconds = {k: _mean([sum(c["seconds"][k] for c in run["cycles"]) for run in runs.values()])
                for k in ("scoring", "training")}
     return {"strategy": key[0], "mode": key[1], "equal_boxes_to": key[2], "label": _label(key),
-            "seeds": list(runs), "cycles": cycles, "seconds": seconds}
+            "seeds": list(runs), "cycles": cycles, "seconds": seconds, "stopping": _stopping(runs, threshold)}
 
 
 def _per_class(groups: Mapping[GroupKey, dict[int, dict]]) -> dict[str, Any]:
@@ -746,8 +932,12 @@ def build_report(records: Sequence[Mapping[str, Any]], full: Sequence[Mapping[st
     (``seeds``, ``mAP50`` {mean, ci95, n}, ``images``, ``boxes``, ``recipe``, ``runs``),
     ``random_final_over_full`` and ``off_noise_floor`` (per mode), ``curves`` (per run group),
     ``comparisons`` (per strategy and mode: ``aulc``, ``ci95``, ``p``, ``p_holm``, ``aulc_boxes``,
-    ``final_mAP50``, ``final_images``, ``final_boxes``, ``targets``, ``equal_boxes``,
-    ``scorer_images``, ``sentence``, ...), ``per_class`` and ``notes``. Definitions: module docstring.
+    ``final_mAP50``, ``final_images``, ``final_boxes``, ``aulc_actions``, ``final_actions``,
+    ``actions_per_box``, ``targets`` (``images``, ``boxes``, ``actions``), ``equal_boxes`` (with
+    ``final_actions``, ``actions_per_box``), ``scorer_images``, ``sentence``, ...), ``per_class``,
+    ``notes``, ``actions_recorded`` (every record has actions: else every actions key is ``None``),
+    ``actions_partly_recorded`` and ``stopping_recorded``; each curve has ``stopping`` and per cycle
+    ``actions`` and ``agreement``. Definitions: module docstring.
 
     Raises:
         AlodError: malformed input (naming the record), or a comparison without its paired runs.
@@ -757,8 +947,9 @@ def build_report(records: Sequence[Mapping[str, Any]], full: Sequence[Mapping[st
     fulls = _check_full(full)
     groups = _group(checked)
     _check_equal_box_runs(groups)
+    actions = all(r["has_actions"] for r in checked)
     keys = [k for k in groups if k[0] != BASELINE and k[2] is None]
-    comparisons = [_comparison(groups, k) for k in keys]
+    comparisons = [_comparison(groups, k, actions=actions) for k in keys]
     _apply_holm(comparisons)
     for c in comparisons:
         c["sentence"] = sentence(c)
@@ -766,10 +957,19 @@ def build_report(records: Sequence[Mapping[str, Any]], full: Sequence[Mapping[st
              for k, runs in groups.items() if set(runs) != set(proto["seeds"])]
     if any(c["n"] < 2 for c in comparisons):
         notes.append("comparisons with one seed have no interval and no p-value (ci95 and p are null)")
+    threshold = proto.get("stop_agreement")
+    threshold = None if threshold is None else float(threshold)
+    curves = [_curve_summary(k, r, threshold=threshold) for k, r in groups.items()]
+    partly = [c["label"] for c in curves if c["stopping"] and c["stopping"]["unrecorded_seeds"]]
+    if partly:
+        notes.append(f"the stop signal is missing for some seeds of {'; '.join(partly)} (see curves[].stopping)")
     report = {"format": REPORT_FORMAT, "protocol": proto, "seeds": sorted({r["seed"] for r in checked}),
               "modes": [m for m in MODES if any(r["mode"] == m for r in checked)],
-              **_full_summary(fulls, groups), "curves": [_curve_summary(k, r) for k, r in groups.items()],
-              "comparisons": comparisons, "per_class": _per_class(groups), "notes": notes}
+              **_full_summary(fulls, groups), "curves": curves,
+              "comparisons": comparisons, "per_class": _per_class(groups), "notes": notes,
+              "actions_recorded": actions,
+              "actions_partly_recorded": not actions and any(r["has_actions"] for r in checked),
+              "stopping_recorded": any(c["stopping"] is not None for c in curves)}
     return _no_nan(report)
 
 
@@ -815,6 +1015,14 @@ def _md_header(report: Mapping[str, Any]) -> list[str]:
                   f"- Random's final mAP50 / full data (>= {NOISE_FLOOR_RATIO} is off the noise floor): {ratio}."]
     else:
         lines.append("- Full data: not run, so nobody can tell whether the detectors are off the noise floor.")
+    if report["actions_recorded"]:
+        lines.append("- Annotator actions: recorded (the previous cycle's model pre-annotates; cycle 1's boxes are "
+                     "all drawn; scorer-charged boxes count as drawn).")
+    else:
+        partly = " for every run (only some runs have them), so" if report["actions_partly_recorded"] else ";"
+        lines.append(f"- Annotator actions: not recorded{partly} labeling cost is counted in images and boxes only.")
+    if not report["stopping_recorded"]:
+        lines.append("- Stopping signal: not recorded.")
     lines += ["", "Definitions are in `alod/report.py`; `report.json` has full precision. Intervals: 95% t "
               "over per-seed paired differences (n-1 degrees of freedom). Holm: Holm-Bonferroni within each "
               "table's family. Measurable: the interval excludes 0 and Holm p < 0.05."]
@@ -822,11 +1030,14 @@ def _md_header(report: Mapping[str, Any]) -> list[str]:
 
 
 def _md_runs(report: Mapping[str, Any]) -> list[str]:
+    acts = report["actions_recorded"]
     lines = ["", "## Runs (final cycle, mean over seeds)", "",
-             *_table(["run", "seeds", "images", "boxes", "mAP50", "95% CI", "scoring s", "training s"])]
+             *_table(["run", "seeds", "images", "boxes", *(("actions",) if acts else ()), "mAP50", "95% CI",
+                      "scoring s", "training s"])]
     for g in report["curves"]:
         last, sec = g["cycles"][-1], g["seconds"]
         lines.append(_row([g["label"], len(g["seeds"]), f"{last['images']:,.0f}", f"{last['boxes']:,.0f}",
+                           *((_f(last["actions"], "{:,.0f}"),) if acts else ()),
                            _f(last["mAP50"]["mean"]), _ci_cell(last["mAP50"]["ci95"], "{:.3f}"),
                            _f(sec["scoring"], "{:,.0f}"), _f(sec["training"], "{:,.0f}")]))
     return lines
@@ -844,20 +1055,80 @@ def _md_headline(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _md_actions(report: Mapping[str, Any]) -> list[str]:
+    if not report["actions_recorded"] or not report["comparisons"]:
+        return []
+    n0 = "{:+,.0f}"
+    lines = ["", "## Annotator actions at equal images (the previous cycle's model pre-annotates)", "",
+             "Final actions: strategy minus random, paired by seed (no Holm: a cost beside the headline). Actions "
+             "per box: the pool's actions over its boxes at the final cycle (1 = pre-annotation saved nothing).", "",
+             *_table(["strategy", "mode", "seeds", "final actions (strategy / random)", "difference", "95% CI", "p",
+                      "actions per box (strategy / random)", "AULC on actions (strategy / random)"])]
+    for c in report["comparisons"]:
+        fa, apb, aa = c["final_actions"], c["actions_per_box"], c["aulc_actions"]
+        lines.append(_row([c["strategy"], c["mode"], c["n"], f"{fa['strategy']:,.0f} / {fa['random']:,.0f}",
+                           _f(fa["difference"], n0), _ci_cell(fa["ci95"], n0), _p(fa["p"]),
+                           f"{_f(apb['strategy'], '{:.2f}')} / {_f(apb['random'], '{:.2f}')}",
+                           f"{_f(aa['strategy'])} / {_f(aa['random'])}"]))
+    lines += ["", "Annotator actions to reach random's mAP50 at each of its cycles (saving = random's own need "
+              "minus the strategy's; censored as for images; Holm p: over every strategy, mode and target, log).", "",
+              *_table(["strategy", "mode", "cycle", "target mAP50", "censored", "random's actions",
+                       "actions saved (log)", "%", "95% CI", "Holm p", "actions saved (linear)"])]
+    for c in report["comparisons"]:
+        for t in c["targets"]:
+            al = t["actions"]["log"]
+            lines.append(_row([c["strategy"], c["mode"], t["cycle"], _f(t["target_mAP50"]), f"{t['censored']}/{t['n']}",
+                               _f(t["random_actions"], "{:,.0f}"), _f(al["saved"], n0), _f(al["saved_pct"], "{:+.0f}"),
+                               _ci_cell(al["ci95"], n0), _p(al["p_holm"]), _f(t["actions"]["linear"]["saved"], n0)]))
+    return lines
+
+
+def _md_stopping(report: Mapping[str, Any]) -> list[str]:
+    rows = [g for g in report["curves"] if g["stopping"]]
+    if not rows:
+        return []
+    th = report["protocol"].get("stop_agreement")
+    rule = f"agreement >= {th}" if th is not None else "the recorded stop_cycle"
+    lines = ["", f"## Stopping signal ({rule} between consecutive cycles' models)", "",
+             "Over the seeds that stopped: mAP50 at the stop cycle and at the final cycle (same seeds), and the labels "
+             "stopping would not have spent (final minus at stop). Seeds that never stop save nothing.", "",
+             *_table(["run", "seeds with the signal", "stopped", "mean stop cycle", "mAP50 at stop", "mAP50 final",
+                      "lost (95% CI)", "images saved", "boxes saved", "actions saved"])]
+    n0 = "{:,.0f}"
+    for g in rows:
+        st = g["stopping"]
+        lost = st["mAP50_lost"]
+        lines.append(_row([g["label"], st["n"], st["stopped"], _f(st["stop_cycle"], "{:.1f}"),
+                           _f(st["mAP50_at_stop"]), _f(st["mAP50_final"]),
+                           f"{_f(lost['mean'], '{:+.3f}')} {_ci_cell(lost['ci95'])}" if lost["ci95"] else
+                           _f(lost["mean"], "{:+.3f}"),
+                           _f(st["saved"]["images"], n0), _f(st["saved"]["boxes"], n0),
+                           _f(st["saved"]["actions"], n0)]))
+    return lines
+
+
 def _md_equal_boxes(report: Mapping[str, Any]) -> list[str]:
     rows = [c for c in report["comparisons"] if c["equal_boxes"]]
     lines = ["", "## At equal boxes (strategy minus random that took random images up to the same box count)", ""]
     if not rows:
         return lines + ["No equal-box random runs: nothing here says whether a gain survives at equal annotation cost."]
+    acts = report["actions_recorded"]
     lines += _table(["strategy", "mode", "seeds", "final mAP50 diff", "95% CI", "Holm p", "AULC boxes diff",
-                     "95% CI", "Holm p", "final boxes (strategy / random)", "mean box mismatch"])
+                     "95% CI", "Holm p", "final boxes (strategy / random)", "mean box mismatch",
+                     *(("final actions diff", "95% CI", "Holm p", "actions per box (strategy / random)")
+                       if acts else ())])
     for c in rows:
         e = c["equal_boxes"]
         f, a, last = e["final_mAP50"], e["aulc_boxes"], e["cycles"][-1]
+        extra = []
+        if acts:
+            fa, apb = e["final_actions"], e["actions_per_box"]
+            extra = [_f(fa["difference"], "{:+,.0f}"), _ci_cell(fa["ci95"], "{:+,.0f}"), _p(fa["p_holm"]),
+                     f"{_f(apb['strategy'], '{:.2f}')} / {_f(apb['random'], '{:.2f}')}"]
         lines.append(_row([c["strategy"], c["mode"], len(e["seeds"]), _f(f["difference"], "{:+.3f}"),
                            _ci_cell(f["ci95"]), _p(f["p_holm"]), _f(a["difference"], "{:+.3f}"), _ci_cell(a["ci95"]),
                            _p(a["p_holm"]), f"{last['strategy_boxes']:,.0f} / {last['random_boxes']:,.0f}",
-                           f"{e['final_box_mismatch']:,.0f} ({_f(e['final_box_mismatch_pct'], '{:.1f}')}%)"]))
+                           f"{e['final_box_mismatch']:,.0f} ({_f(e['final_box_mismatch_pct'], '{:.1f}')}%)", *extra]))
     return lines
 
 
@@ -892,9 +1163,11 @@ def _md_per_class(report: Mapping[str, Any]) -> list[str]:
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
-    """``report.md``: protocol header, runs, headline, equal boxes, targets, per class, sentences (rounded)."""
-    lines = [*_md_header(report), *_md_runs(report), *_md_headline(report), *_md_equal_boxes(report),
-             *_md_targets(report), *_md_per_class(report), "", "## In words", ""]
+    """``report.md``: protocol header, runs, headline, annotator actions, equal boxes, targets, stopping,
+    per class, sentences (rounded). Sections on actions and stopping appear only when recorded."""
+    lines = [*_md_header(report), *_md_runs(report), *_md_headline(report), *_md_actions(report),
+             *_md_equal_boxes(report), *_md_targets(report), *_md_stopping(report), *_md_per_class(report),
+             "", "## In words", ""]
     lines += [f"- {c['sentence']}" for c in report["comparisons"]] or ["- No strategy besides random was run."]
     lines += [f"- Note: {n}." for n in report["notes"]]
     return "\n".join(lines) + "\n"
@@ -956,21 +1229,35 @@ def _symlog_y(ax) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
-def plot_curves(report: Mapping[str, Any], *, dpi: int = 120) -> bytes:
-    """``curves.png`` as PNG bytes: mAP50 against labeled images (left) and labeled boxes (right).
+def _plot_stops(ax, report: Mapping[str, Any], colours: Mapping[str, str]) -> None:
+    """A hollow marker per run group (not the equal-box runs) at the mean images and mean mAP50 of
+    its stopped seeds' stop cycles."""
+    drawn = False
+    for g in report["curves"]:
+        st = g["stopping"]
+        if g["equal_boxes_to"] or not st or not st["stopped"]:
+            continue
+        ax.plot([st["at_stop"]["images"]], [st["mAP50_at_stop"]], linestyle="none", marker="o", markersize=11,
+                markerfacecolor="none", markeredgewidth=1.6, color=colours[g["strategy"]])
+        drawn = True
+    if drawn:
+        th = report["protocol"].get("stop_agreement")
+        rule = f"agreement >= {th}" if th is not None else "recorded stop cycle"
+        ax.plot([], [], linestyle="none", marker="o", markersize=8, markerfacecolor="none", color="0.3",
+                label=f"stops ({rule}): mean over stopped seeds")
 
-    Lines are means over seeds; bands the 95% t interval over seeds; y on a symlog axis (linear
-    below 0.01) so early cycles stay readable; the full-data mean dashed. The right panel holds
-    the equal-box random runs. Uses matplotlib's Agg canvas through ``Figure`` (no pyplot state);
-    no timestamp or software tag in the metadata, so the same report gives the same bytes.
-    """
+
+def curves_figure(report: Mapping[str, Any], *, dpi: int = 120):
+    """The ``matplotlib.figure.Figure`` of :func:`plot_curves`: one axes per panel (2, or 3 with
+    annotator actions recorded)."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    fig = Figure(figsize=(13, 5.2), dpi=dpi, layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True)
+    panels = ("images", "boxes", "actions") if report["actions_recorded"] else ("images", "boxes")
+    fig = Figure(figsize=(6.5 * len(panels), 5.2), dpi=dpi, layout="constrained")
+    axes = fig.subplots(1, len(panels), sharey=True)
     colours = _styles(report)
-    for ax, axis in zip(axes, ("images", "boxes")):
+    for ax, axis in zip(axes, panels):
         for g in report["curves"]:
             if axis == "images" and g["equal_boxes_to"]:
                 continue  # equal-box runs belong to the boxes panel, where their matching shows
@@ -978,17 +1265,35 @@ def plot_curves(report: Mapping[str, Any], *, dpi: int = 120) -> bytes:
         if report["full"]["seeds"]:
             ax.axhline(report["full"]["mAP50"]["mean"], color="0.3", linestyle="--", linewidth=1.2,
                        label=f"full data, mean of {len(report['full']['seeds'])} seed(s)")
-        ax.set_xlabel(f"labeled {axis} (scorer labels charged; mean over seeds)")
+        what = "annotator actions" if axis == "actions" else f"labeled {axis}"
+        ax.set_xlabel(f"{what} (scorer labels charged; mean over seeds)")
         ax.grid(True, alpha=0.3)
     _plot_targets(axes[0], report, colours)
-    _symlog_y(axes[0])  # after every line is drawn: the shared y limits cover both panels
+    _plot_stops(axes[0], report, colours)
+    _symlog_y(axes[0])  # after every line is drawn: the shared y limits cover every panel
     axes[0].set_ylabel("validation mAP50 (symlog)")
     axes[0].set_title("mAP50 vs labeled images (band: 95% CI over seeds)")
     axes[1].set_title("mAP50 vs labeled boxes, with equal-box random runs")
+    if len(axes) > 2:
+        axes[2].set_title("mAP50 vs annotator actions (previous model pre-annotates)")
     for ax in axes:
         handles, labels = ax.get_legend_handles_labels()
         handles.append(Patch(color="0.5", alpha=0.15))
         ax.legend(handles, [*labels, "95% CI over seeds"], fontsize=7, loc="lower right")
+    return fig
+
+
+def plot_curves(report: Mapping[str, Any], *, dpi: int = 120) -> bytes:
+    """``curves.png`` as PNG bytes: mAP50 against labeled images (left), labeled boxes (middle) and,
+    when recorded, annotator actions (right).
+
+    Lines are means over seeds; bands the 95% t interval over seeds; y on a symlog axis (linear
+    below 0.01) so early cycles stay readable; the full-data mean dashed. The boxes panel holds
+    the equal-box random runs; the images panel marks each group's mean stop cycle (hollow circle).
+    Uses matplotlib's Agg canvas through ``Figure`` (no pyplot state); no timestamp or software
+    tag in the metadata, so the same report gives the same bytes.
+    """
+    fig = curves_figure(report, dpi=dpi)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
     return buf.getvalue()

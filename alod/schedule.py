@@ -33,6 +33,15 @@ With ``subset: 1.0`` none of these keys is written and the file is byte-identica
 format stays ``alod.schedule/1``: both keys are optional, as ``pool`` is, and readers that look
 scores up by name (``alod export``'s priorities) find none for an unscored image.
 
+Selection options (``score.batch``, ``score.class_weights``, ``schedule.budget``;
+:class:`alod.batch_rules.SelectOptions`): cycle ``n > 1`` is then chosen from batch ``n``'s scored
+images by :func:`alod.batch_rules.choose` (a diverse pick among the top ``batch_pool x query_size``
+with the scorer's embeddings, the rule's draws from ``default_rng((seed, 4, n))``; or images in
+rank order up to ``box_budget`` predicted boxes), its ``rule`` says which (``kmeanspp``, ``coreset``,
+``top to boxes``, ...) and it records ``predicted_boxes``; the file records the options under
+``selection``. Class weights act on the scores before they reach the schedule. Without options none
+of this is written and the bytes are as before.
+
 The file is JSON with sorted keys, scores rounded to 7 significant digits (so that float noise in
 the last bits, e.g. from different inference batch sizes, cannot change the bytes), and no
 timestamps: the same inputs and seed give a byte-identical file.
@@ -119,6 +128,8 @@ SUBSET_STREAM_BATCH = 1
 SUBSET_STREAM_ADAPTIVE = 2
 #: The random order in which the ``random_boxes`` selector adds images before cycle ``n``.
 STREAM_RANDOM_BOXES = 3
+#: The draws of a batch rule (``score.batch: kmeanspp``) before cycle ``n``, in both selectors.
+STREAM_BATCH_RULE = 4
 
 
 def subset_count(subset: float, n: int) -> int:
@@ -181,6 +192,9 @@ def build_schedule(
     strategy: dict,
     pool: str = "all",
     subset: float = 1.0,
+    selection: dict | None = None,
+    embeddings: np.ndarray | None = None,
+    predicted_boxes: np.ndarray | None = None,
 ) -> dict:
     """Build the schedule dict.
 
@@ -200,6 +214,10 @@ def build_schedule(
         subset: fraction in (0, 1] of each arrival batch that was scored (module docstring). Below 1,
             only ``scores`` at the positions :func:`scoring_sample` returns are read (the others may
             be NaN); recorded, with ``unscored``, only then.
+        selection: the selection options in effect (:meth:`alod.batch_rules.SelectOptions.identity`),
+            or ``None``: cycles ``n > 1`` take the top of their batch (module docstring).
+        embeddings: ``float16[n, d]`` per image (a rule that reads embeddings), aligned with ``names``.
+        predicted_boxes: ``int[n]`` predicted boxes per image (``budget: boxes``), aligned with ``names``.
     """
     if query_size <= 0 or batch_size < query_size:
         raise AlodError(f"need 0 < query_size <= batch_size, got query_size={query_size}, batch_size={batch_size}")
@@ -235,7 +253,12 @@ def build_schedule(
         else:
             chosen = batch[:query_size]
             rule = "top"
-        cycles.append({"cycle": n, "batch": n, "rule": rule, "images": [names[i] for i in chosen]})
+        entry = {"cycle": n, "batch": n, "rule": rule, "images": [names[i] for i in chosen]}
+        if selection and n > 1:
+            entry.update(_cycle_with_options(batch, ranks, names=names, scores=scores, selection=selection,
+                                             embeddings=embeddings, predicted=predicted_boxes, query_size=query_size,
+                                             seed=seed, cycle=n))
+        cycles.append(entry)
     out = {
         "format": SCHEDULE_FORMAT,
         "dataset": dict(dataset),
@@ -253,10 +276,30 @@ def build_schedule(
     }
     if pool != "all":
         out["pool"] = pool
+    if selection:
+        out["selection"] = dict(selection)
     if subset < 1.0:
         out["subset"] = float(subset)
         out["unscored"] = sorted(names[i] for i in np.setdiff1d(np.arange(len(names)), scored))
     return out
+
+
+def _cycle_with_options(batch: list[int], ranks: np.ndarray, *, names: list[str], scores: np.ndarray,
+                        selection: dict, embeddings, predicted, query_size: int, seed: int, cycle: int) -> dict:
+    """Cycle ``cycle``'s ``{"rule", "images", "predicted_boxes"}`` from ``batch`` (pool positions, scored
+    ones first by rank) under the ``selection`` options (:func:`alod.batch_rules.choose`)."""
+    import dataclasses
+
+    from alod.batch_rules import SelectOptions, choose
+
+    fields = {f.name for f in dataclasses.fields(SelectOptions)}
+    opts = SelectOptions(**{k: v for k, v in selection.items() if k in fields})
+    cands = np.asarray([i for i in batch if ranks[i] >= 0], dtype=np.int64)  # unscored images are never chosen
+    emb = np.asarray(embeddings)[cands] if opts.needs_embeddings else None
+    pred = np.asarray(predicted, dtype=np.int64)[cands] if predicted is not None else None
+    picked, info = choose(opts, names=[names[i] for i in cands], scores=scores[cands], k=query_size, emb=emb,
+                          predicted=pred, rng=np.random.default_rng((int(seed), STREAM_BATCH_RULE, int(cycle))))
+    return {"rule": opts.rule(), "images": [names[i] for i in cands[picked]], **info}
 
 
 def dumps_schedule(schedule: dict) -> str:

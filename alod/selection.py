@@ -15,11 +15,18 @@ Built: ``precomputed`` (the schedule written by ``make_batches.py``), ``adaptive
 unlabeled images with the previous cycle's model) and ``random_boxes`` (random images up to a box
 count: the baseline at equal annotation cost). All three start cycle 1 from the same seeded draw
 (:func:`alod.schedule.cycle1_draw`).
+
+Selection options (:class:`alod.batch_rules.SelectOptions`, all off by default): a batch rule for
+diversity (``score.batch``), class weights from the current model's validation AP
+(``score.class_weights``) and a budget in predicted boxes (``schedule.budget: boxes``). The adaptive
+selector applies them in its per-cycle scoring; the precomputed schedule applies them when it is
+built (:mod:`alod.schedule`). Either way, when one is on, ``cycle_NN/selection.json`` records the
+cycle's predicted boxes, its labeled boxes (simulated oracle: the dataset's) and the class weights.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -33,6 +40,7 @@ class Selection:
 
     images: list[str]
     rule: str
+    info: dict = field(default_factory=dict)  # what the selection options decided (selection.json)
 
 
 class Selector(Protocol):
@@ -75,6 +83,7 @@ class PrecomputedSelector:
         self._known = set(train.name_to_index())
         self._by_cycle = {int(c["cycle"]): c for c in self.schedule["cycles"]}
         self._unscored = set(self.schedule.get("unscored") or ())  # score.subset < 1: never scored
+        self._ctx, self._train = ctx, train
 
     def identity(self) -> dict:
         return {"name": "precomputed", "schedule": str(self.path), "schedule_sha256": self.sha256}
@@ -94,6 +103,13 @@ class PrecomputedSelector:
             if unscored:
                 raise AlodError(f"schedule {self.path} cycle {cycle} takes the top of its batch but names images it "
                                 f"lists as unscored: {unscored[:3]}; rerun make_batches.py")
+        if self.schedule.get("selection") and cycle > 1:  # built with selection options (alod.schedule)
+            info = {"options": self.schedule["selection"]}
+            if "predicted_boxes" in entry:
+                info["predicted_boxes"] = int(entry["predicted_boxes"])
+            info = record_selection(self._ctx, self._train, cycle, entry["images"], rule=str(entry["rule"]),
+                                    info=info)
+            return Selection(images=list(entry["images"]), rule=str(entry["rule"]), info=info)
         return Selection(images=list(entry["images"]), rule=str(entry["rule"]))
 
 
@@ -119,6 +135,11 @@ class AdaptiveSelector:
     depends only on the seed, the cycle and the labeled pool, which ``state.json`` restores, so a
     resumed cycle scores the same sample and selects the same images. The identity records
     ``subset`` only when it is below 1, so states written before the option existed still resume.
+
+    Selection options (module docstring) run :meth:`_select_with_options` instead of the top
+    ``query_size``: the same candidates scored in one pass that also yields each image's embedding
+    and predicted box count, with ``score.class_weights: difficulty`` weights from cycle ``n - 1``'s
+    validation ``metrics.json``. The identity records the options in effect only.
     """
 
     def __init__(self, *, ctx, train, schedule_file: str | Path | None = None):
@@ -137,6 +158,9 @@ class AdaptiveSelector:
         self.strategy, self.params = cfg.score.strategy, cfg.score.strategy_params()
         self.subset, self.seed = cfg.score.subset, s.seed
         self._fingerprint = train.fingerprint()
+        from alod.batch_rules import SelectOptions
+
+        self.options = SelectOptions.from_config(cfg)
 
     def identity(self) -> dict:
         s = self.ctx.cfg.schedule
@@ -145,6 +169,7 @@ class AdaptiveSelector:
                "dataset": self._fingerprint}
         if self.subset < 1.0:
             out["subset"] = self.subset
+        out.update(self.options.identity())
         return out
 
     def num_cycles(self) -> int:
@@ -170,6 +195,8 @@ class AdaptiveSelector:
             self.ctx.log(f"cycle {cycle} select: score.subset={self.subset:g}: scoring a sample of "
                          f"{len(candidates)} of the {arrived} unlabeled images")
         ckpt = self.ctx.layout.cycle_checkpoint(cycle - 1)
+        if self.options.active:
+            return self._select_with_options(cycle, candidates, ckpt)
         t0 = time.perf_counter()
         scores = score_with_checkpoint(self.ctx, self.train, candidates, ckpt=ckpt, strategy=self.strategy,
                                        params=self.params, desc=f"cycle {cycle} select")
@@ -179,6 +206,35 @@ class AdaptiveSelector:
         order = np.lexsort((np.array([str(names[i]) for i in candidates]), -scores))
         chosen = [str(names[candidates[k]]) for k in order[: self.query_size]]
         return Selection(images=chosen, rule="adaptive top")
+
+    def _select_with_options(self, cycle: int, candidates: list[int], ckpt: Path) -> Selection:
+        """Cycle ``cycle``'s images from ``candidates`` (pool positions) under :attr:`options`."""
+        import numpy as np
+
+        from alod.batch_rules import choose
+        from alod.schedule import STREAM_BATCH_RULE
+
+        opts, names = self.options, self.train.names
+        weights = None
+        if opts.class_weights == "difficulty":
+            weights = class_weights_from(self.ctx.layout.cycle_metrics(cycle - 1), self.train.classes)
+        t0 = time.perf_counter()
+        out = score_details_with_checkpoint(self.ctx, self.train, candidates, ckpt=ckpt, strategy=self.strategy,
+                                            params=self.params, class_weights=weights, embed=opts.needs_embeddings,
+                                            box_threshold=opts.box_threshold, desc=f"cycle {cycle} select")
+        seconds = time.perf_counter() - t0
+        self.ctx.log(f"cycle {cycle} select: scored {len(candidates)} images in {seconds:.1f} s "
+                     f"({len(candidates) / max(seconds, 1e-9):.1f} images/s); options {opts.identity()}")
+        cand_names = [str(names[i]) for i in candidates]
+        picked, info = choose(opts, names=cand_names, scores=out["scores"], k=self.query_size,
+                              emb=out["embeddings"], predicted=out["predicted"],
+                              rng=np.random.default_rng((self.seed, STREAM_BATCH_RULE, cycle)))
+        chosen = [cand_names[k] for k in picked.tolist()]
+        if weights is not None:
+            info["class_weights"] = [float(w) for w in weights]
+        rule = "adaptive " + opts.rule()
+        info = record_selection(self.ctx, self.train, cycle, chosen, rule=rule, info=info)
+        return Selection(images=chosen, rule=rule, info=info)
 
 
 def score_with_checkpoint(ctx, index, positions: list[int], *, ckpt: Path, strategy: str, params: dict,
@@ -205,6 +261,64 @@ def score_with_checkpoint(ctx, index, positions: list[int], *, ckpt: Path, strat
                            batch_size=cfg.score.batch_size, num_workers=cfg.score.num_workers,
                            device=ctx.accelerator.device, amp=cfg.score.amp, desc=desc,
                            progress=ctx.progress and ctx.is_main)
+
+
+def score_details_with_checkpoint(ctx, index, positions: list[int], *, ckpt: Path, strategy: str, params: dict,
+                                  class_weights=None, embed: bool = False, box_threshold: float | None = None,
+                                  desc: str) -> dict:
+    """:func:`score_with_checkpoint` plus embeddings and predicted box counts from the same pass
+    (:func:`alod.scorer.score_positions_details`): ``{"scores", "embeddings", "predicted"}``. The
+    detector runs even for a strategy that needs no inference: the options need its predictions."""
+    from alod.engine import load_checkpoint
+    from alod.models import build_detector
+    from alod.scorer import score_positions_details
+    from alod.strategies import check_params
+
+    resolved = check_params(strategy, params)
+    state = load_checkpoint(ckpt)
+    model = build_detector(ctx.cfg.model, num_classes=index.num_classes)
+    model.load_state_dict(state["model"])
+    model.to(ctx.accelerator.device)
+    cfg = ctx.cfg
+    return score_positions_details(model, ctx.dataset(index), positions, strategy=strategy, params=resolved,
+                                   batch_size=cfg.score.batch_size, num_workers=cfg.score.num_workers,
+                                   device=ctx.accelerator.device, amp=cfg.score.amp, class_weights=class_weights,
+                                   embed=embed, box_threshold=box_threshold, desc=desc,
+                                   progress=ctx.progress and ctx.is_main)
+
+
+def class_weights_from(metrics_path: Path, classes) -> "np.ndarray":
+    """``score.class_weights: difficulty`` weights ``float64[C + 1]`` from a ``metrics.json``
+    (:func:`alod.strategies.difficulty_weights`); an error naming the file when it is missing."""
+    import json
+
+    import numpy as np
+
+    from alod.strategies import difficulty_weights
+
+    path = Path(metrics_path)
+    if not path.is_file():
+        raise AlodError(f"score.class_weights: difficulty needs the current model's validation metrics {path}; "
+                        "evaluate that model first (or set score.class_weights: none)")
+    # Rounded so that what is recorded (state, schedule, shard key) is exactly what was used.
+    return np.round(difficulty_weights(json.loads(path.read_text()), classes), 6)
+
+
+def record_selection(ctx, train, cycle: int, images: list[str], *, rule: str, info: dict) -> dict:
+    """Write ``cycle_NN/selection.json`` (main process) and return what it holds: ``info`` plus the
+    images, the rule and, with the simulated oracle, ``labeled_boxes`` (the dataset's boxes of the
+    images: what annotators will draw, against the model's ``predicted_boxes``)."""
+    from alod.utils import atomic_write_json
+
+    out = {"cycle": int(cycle), "rule": rule, "images": len(images), **info}
+    if ctx.cfg.cycles.oracle == "simulated":
+        counts, pos = box_counts(train), train.name_to_index()
+        out["labeled_boxes"] = int(sum(int(counts[pos[x]]) for x in images))
+    if ctx.is_main:
+        path = ctx.layout.cycle_selection(cycle)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, out)
+    return out
 
 
 def box_counts(index) -> "np.ndarray":
@@ -246,6 +360,8 @@ class RandomBoxesSelector(AdaptiveSelector):
         out = super().identity()
         out.update(name="random_boxes", box_targets=self.targets)
         out.pop("strategy"), out.pop("params")
+        for key in self.options.identity():  # options of a scored selection: random_boxes ignores them
+            out.pop(key)
         return out
 
     def num_cycles(self) -> int:

@@ -24,6 +24,15 @@ Every strategy declares (:class:`StrategySpec`):
   dropout). A stochastic strategy declares the parameters ``passes`` (int), ``dropout`` (float)
   and ``seed`` (int); scoring reads them through :meth:`StrategySpec.sampling`.
 
+Class weights (``score.class_weights: difficulty``): strategies that declare a keyword-only
+``class_weights=None`` accept ``class_weights float[C + 1]`` (index 0, background, unused; see
+:func:`difficulty_weights`). Each box's uncertainty is multiplied by the weight of its most likely
+foreground class (``1 + argmax probs[1:]``) before the image reduction; ``box_count`` sums the weights
+of its confident boxes. It is an input computed from the current model's validation AP, not a YAML
+parameter: it is not among :attr:`StrategySpec.params` (``score.params`` cannot set it), and
+:attr:`StrategySpec.weighted` says whether a strategy takes it. ``None`` (the default) computes
+exactly what the strategy computed before the option existed.
+
 Adding a strategy: one function decorated with ``@register_strategy("name", inference=...)``, one
 test with an exact expected ranking, one line of YAML (``score.strategy: name``).
 """
@@ -52,6 +61,7 @@ class StrategySpec:
     params: Mapping[str, Any]
     inference: str
     choices: Mapping[str, tuple] = field(default_factory=dict)  # allowed values of enumerated params
+    weighted: bool = False  # takes class_weights (an input, not a parameter: see the module docstring)
 
     @property
     def doc(self) -> str:
@@ -67,6 +77,8 @@ class StrategySpec:
 
 
 STRATEGIES: dict[str, StrategySpec] = {}
+#: The keyword a strategy declares to accept per-class weights (``float[C + 1]`` or ``None``).
+CLASS_WEIGHTS = "class_weights"
 
 # What a stochastic strategy's parameters must include, and the values each may take.
 _SAMPLING_PARAMS = {
@@ -80,15 +92,17 @@ def register_strategy(name: str, *, inference: str = "single", choices: Mapping[
     """Register ``fn(dets, *, p1=default1, ...)`` under ``name``.
 
     Parameters are read from the function's keyword-only arguments, each of which must have a
-    default (so every strategy runs without any ``params``).
+    default (so every strategy runs without any ``params``); ``class_weights`` is not a parameter
+    but marks the strategy as :attr:`StrategySpec.weighted`.
     """
     if inference not in INFERENCE:
         raise ValueError(f"inference must be one of {INFERENCE}, got {inference!r}")
 
     def deco(fn: Strategy) -> Strategy:
         params = {}
-        for p in inspect.signature(fn).parameters.values():
-            if p.kind is p.KEYWORD_ONLY:
+        sig = inspect.signature(fn).parameters
+        for p in sig.values():
+            if p.kind is p.KEYWORD_ONLY and p.name != CLASS_WEIGHTS:
                 if p.default is p.empty:
                     raise TypeError(f"strategy {name!r}: parameter {p.name!r} needs a default")
                 params[p.name] = p.default
@@ -97,7 +111,7 @@ def register_strategy(name: str, *, inference: str = "single", choices: Mapping[
             raise TypeError(f"strategy {name!r}: a stochastic strategy declares {', '.join(_SAMPLING_PARAMS)}; "
                             f"missing {', '.join(missing)}")
         STRATEGIES[name] = StrategySpec(name=name, fn=fn, params=params, inference=inference,
-                                        choices=dict(choices or {}))
+                                        choices=dict(choices or {}), weighted=CLASS_WEIGHTS in sig)
         return fn
 
     return deco
@@ -164,19 +178,24 @@ def _probs(det: dict, i: int) -> np.ndarray:
 def _per_box_strategy(kind: str):
     measure = BOX_UNCERTAINTY[kind]
 
-    def score(dets: list[dict], *, aggregate: str = "sum", min_score: float = 0.0) -> np.ndarray:
+    def score(dets: list[dict], *, aggregate: str = "sum", min_score: float = 0.0,
+              class_weights: np.ndarray | None = None) -> np.ndarray:
         reduce = _reduction(aggregate)
         out = np.zeros(len(dets), dtype=np.float64)
         for i, det in enumerate(dets):
             probs = _probs(det, i)
             keep = np.asarray(det["scores"]) >= min_score
-            out[i] = reduce(measure(probs[keep]))
+            values = measure(probs[keep])
+            if class_weights is not None:
+                values = values * box_class_weights(probs[keep], class_weights)
+            out[i] = reduce(values)
         return out
 
     score.__name__ = kind
     score.__doc__ = (
         f"Per-box {kind} of the class distribution (boxes with score >= ``min_score``), reduced per "
-        "image by ``aggregate`` (sum, mean or max)."
+        "image by ``aggregate`` (sum, mean or max); with ``class_weights``, each box's value is weighted "
+        "by its most likely class's weight first."
     )
     return score
 
@@ -188,9 +207,19 @@ margin = register_strategy("margin", choices=_AGGREGATES)(_per_box_strategy("mar
 
 
 @register_strategy("box_count")
-def box_count(dets: list[dict], *, score_threshold: float = 0.5) -> np.ndarray:
-    """Number of predicted boxes with ``score >= score_threshold`` (the original project's measure)."""
+def box_count(dets: list[dict], *, score_threshold: float = 0.5, class_weights: np.ndarray | None = None) -> np.ndarray:
+    """Number of predicted boxes with ``score >= score_threshold`` (the original project's measure);
+    with ``class_weights``, the sum of those boxes' class weights (by ``probs``, else by ``labels``)."""
+    if class_weights is not None:
+        return np.array([_weighted_count(d, score_threshold, class_weights) for d in dets], dtype=np.float64)
     return np.array([float((np.asarray(d["scores"]) >= score_threshold).sum()) for d in dets], dtype=np.float64)
+
+
+def _weighted_count(det: dict, threshold: float, class_weights: np.ndarray) -> float:
+    keep = np.asarray(det["scores"]) >= threshold
+    if "probs" in det:
+        return float(box_class_weights(np.asarray(det["probs"])[keep], class_weights).sum())
+    return float(np.asarray(class_weights, dtype=np.float64)[np.asarray(det["labels"])[keep]].sum())
 
 
 @register_strategy("random", inference="none")
@@ -217,7 +246,7 @@ def box_mutual_information(mc_probs: np.ndarray) -> np.ndarray:
 
 @register_strategy("mc_dropout", inference="stochastic", choices=_AGGREGATES)
 def mc_dropout(dets: list[dict], *, passes: int = 10, dropout: float = 0.5, seed: int = 0, aggregate: str = "sum",
-               min_score: float = 0.0) -> np.ndarray:
+               min_score: float = 0.0, class_weights: np.ndarray | None = None) -> np.ndarray:
     """BALD (mutual information) from Monte Carlo dropout, per box, reduced per image.
 
     For a box with ``T = passes`` sampled class distributions ``p_1..p_T`` over background + C
@@ -240,7 +269,8 @@ def mc_dropout(dets: list[dict], *, passes: int = 10, dropout: float = 0.5, seed
     The presets' box heads are trained without dropout (torchvision's ``TwoMLPHead`` has none),
     so the passes sample a perturbed head rather than a dropout network's approximate posterior;
     ``dropout`` sets the strength of the perturbation. ``passes``, ``dropout`` and ``seed`` drive
-    the inference; here ``passes`` is checked against the ``T`` of ``mc_probs``.
+    the inference; here ``passes`` is checked against the ``T`` of ``mc_probs``. ``class_weights``
+    weights each box's BALD by its most likely class (of the mean ``probs``), module docstring.
     """
     reduce = _reduction(aggregate)
     out = np.zeros(len(dets), dtype=np.float64)
@@ -257,7 +287,11 @@ def mc_dropout(dets: list[dict], *, passes: int = 10, dropout: float = 0.5, seed
         if mc.ndim != 3 or mc.shape[0] != len(scores) or mc.shape[1] != passes:
             raise AlodError(f"image {i}: mc_probs has shape {mc.shape}, expected [{len(scores)}, {passes}, C + 1] "
                             f"({len(scores)} boxes, passes={passes})")
-        out[i] = reduce(box_mutual_information(mc[scores >= min_score]))
+        keep = scores >= min_score
+        values = box_mutual_information(mc[keep])
+        if class_weights is not None:
+            values = values * box_class_weights(mc[keep].mean(axis=1), class_weights)
+        out[i] = reduce(values)
     return out
 
 
@@ -300,7 +334,54 @@ def check_params(name: str, params: Mapping[str, Any] | None, *, where: str = "s
     return {**spec.params, **params}
 
 
-def score_images(dets: list[dict], *, strategy: str, params: Mapping[str, Any] | None = None) -> np.ndarray:
-    """Scores of ``dets`` under ``strategy`` with ``params`` (checked, completed with defaults)."""
+def score_images(dets: list[dict], *, strategy: str, params: Mapping[str, Any] | None = None,
+                 class_weights: np.ndarray | None = None) -> np.ndarray:
+    """Scores of ``dets`` under ``strategy`` with ``params`` (checked, completed with defaults) and,
+    for a weighted strategy, ``class_weights float[C + 1]``."""
     spec = get_strategy(strategy)
-    return spec.fn(dets, **check_params(strategy, params))
+    return spec.fn(dets, **check_params(strategy, params), **weights_kwargs(spec, class_weights))
+
+
+def weights_kwargs(spec: StrategySpec, class_weights) -> dict:
+    """``{"class_weights": w}`` to pass to ``spec.fn``, ``{}`` without weights; refuses a strategy
+    that takes none (weights would silently change nothing)."""
+    if class_weights is None:
+        return {}
+    if not spec.weighted:
+        raise AlodError(f"score.class_weights: strategy {spec.name!r} takes no class weights; use one of "
+                        f"{', '.join(sorted(n for n, s in STRATEGIES.items() if s.weighted))} or class_weights: none")
+    return {CLASS_WEIGHTS: np.asarray(class_weights, dtype=np.float64)}
+
+
+def box_class_weights(probs: np.ndarray, class_weights: np.ndarray) -> np.ndarray:
+    """Weight ``float64[N]`` of each box's most likely foreground class: ``class_weights[1 + argmax
+    probs[:, 1:]]`` for ``probs [N, C + 1]`` (background first) and ``class_weights float[C + 1]``.
+
+    The foreground argmax, not the full one: a box is a detection of an object, and a background
+    probability says how sure the model is, not which class to weight. Ties go to the lower class.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    w = np.asarray(class_weights, dtype=np.float64)
+    if len(p) == 0:
+        return np.zeros(0)
+    if p.ndim != 2 or p.shape[1] != len(w):
+        raise AlodError(f"class_weights has {len(w)} entries but the boxes' distributions have shape {p.shape}; "
+                        "expected C + 1 (background first)")
+    return w[1 + np.argmax(p[:, 1:], axis=1)]
+
+
+def difficulty_weights(metrics: Mapping[str, Any], classes, *, floor: float = 0.05) -> np.ndarray:
+    """Per-class weights ``float64[C + 1]`` from validation metrics: ``w_c = 1 - AP50_c``.
+
+    ``metrics`` holds ``AP50/<name>`` per class (an :func:`alod.evaluation` ``metrics.json``);
+    ``classes`` the names in label order (``classes[c - 1]`` is label ``c``). A class with no AP
+    (missing, ``None`` or NaN: no validation boxes) gets 1, as unknown difficulty should not hide it;
+    weights are clipped to ``[floor, 1]`` so a solved class still counts a little. Index 0
+    (background) is 1 and unused.
+    """
+    out = np.ones(len(classes) + 1, dtype=np.float64)
+    for c, name in enumerate(classes, start=1):
+        ap = metrics.get(f"AP50/{name}")
+        if ap is not None and np.isfinite(float(ap)):
+            out[c] = 1.0 - float(ap)
+    return np.clip(out, floor, 1.0)

@@ -338,3 +338,212 @@ def test_bad_protocol_and_full_records():
         build_report(recs, [FULL[0], FULL[0]], protocol=PROTOCOL)
     with pytest.raises(AlodError, match=r"full record 0 \(seed 0\): 'mAP50' must be a finite number"):
         build_report(recs, [{**FULL[0], "mAP50": float("inf")}], protocol=PROTOCOL)
+
+
+# --------------------------------------------------------------------------- annotator actions and stopping
+#
+# Random's pools cost 500/800/1,100/1,400 annotator actions (cycle 1: every box drawn, actions == boxes;
+# later cycles pre-annotated). The "entropy" runs below share random's mAP50 curve seed by seed and
+# cost 500/700/900/1,000 + 100 s actions, so every action saving is a difference of pool sizes.
+
+RANDOM_ACTIONS = [500, 800, 1100, 1400]
+
+
+def strategy_actions(seed):
+    return [500, 700, 900, 1000 + 100 * seed]
+
+
+def with_actions(rec, actions, agreement=None, **extra):
+    for c, a in zip(rec["cycles"], actions):
+        c["actions"] = a
+    for c, g in zip(rec["cycles"], agreement or []):
+        c["agreement"] = g
+    rec.update(extra)
+    return rec
+
+
+def action_records(eq=False):
+    recs = [with_actions(r, RANDOM_ACTIONS) for r in random_runs()]
+    recs += [with_actions(run("entropy", s, RANDOM[s]), strategy_actions(s)) for s in RANDOM]
+    if eq:  # equal-box random runs: same curve and boxes, more images, 1,700 - 100 s actions at the end
+        recs += [with_actions(run("random", s, RANDOM[s], images=[120, 240, 360, 480], eq="entropy"),
+                              [500, 900, 1300, 1700 - 100 * s]) for s in RANDOM]
+    return recs
+
+
+def t_p(mean, sd, n):
+    return 2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1)
+
+
+def test_action_savings_per_target_and_final_actions_by_hand():
+    rep = build_report(action_records(), None, protocol=PROTOCOL)
+    assert rep["actions_recorded"] is True
+    c = only(rep, "entropy")
+    half = stats.t.ppf(0.975, 2) * 100 / math.sqrt(3)
+    last = c["targets"][-1]
+    # Seed s reaches random's final at cycle 4 with 1,000 + 100 s actions; random with 1,400.
+    assert [r["actions"]["log"]["saved"] for r in last["per_seed"]] == [400.0, 300.0, 200.0]
+    a = last["actions"]["log"]
+    assert a["saved"] == 300.0 and a["needed"] == 1100.0 and a["reference"] == 1400.0
+    assert a["saved_pct"] == pytest.approx(100 * 300 / 1400)
+    assert a["ci95"] == pytest.approx([300 - half, 300 + half]) and a["p"] == pytest.approx(t_p(300, 100, 3))
+    assert last["actions"]["linear"]["saved"] == 300.0 and last["random_actions"] == 1400.0
+    # Cycle 1: the same 500 actions (saved 0, p 1); cycle 2: 100 each (p 0); cycle 3: random seed 1
+    # reached its 0.25 at cycle 2 already, so [200, 100, 200]. Holm over the four action savings.
+    assert [t["actions"]["log"]["saved"] for t in c["targets"]] == pytest.approx([0, 100, 500 / 3, 300])
+    p3, p4 = t_p(500 / 3, 100 / math.sqrt(3), 3), t_p(300, 100, 3)
+    assert c["targets"][2]["actions"]["log"]["p"] == pytest.approx(p3)
+    assert [t["actions"]["log"]["p_holm"] for t in c["targets"]] == pytest.approx(
+        [1.0, 0.0, max(3 * p4, 2 * p3), 3 * p4])
+    # The image savings keep their own family, untouched by the actions.
+    assert [t["images"]["log"]["saved"] for t in c["targets"]] == [0, 0, 0, 0]
+    fa = c["final_actions"]
+    assert fa["strategy"] == 1100.0 and fa["random"] == 1400.0 and fa["difference"] == -300.0
+    assert fa["ci95"] == pytest.approx([-300 - half, -300 + half]) and fa["p"] == pytest.approx(t_p(300, 100, 3))
+    assert c["actions_per_box"] == pytest.approx({"strategy": 0.55, "random": 0.7})
+    assert c["aulc_actions"]["random"] == pytest.approx(np.mean([aulc(RANDOM_ACTIONS, RANDOM[s]) for s in RANDOM]))
+    assert ("in annotator actions it needed 1,100 to random's 1,400 to reach random's final mAP50 "
+            "(saving: no measurable gain (+300") in c["sentence"]   # 3 p4 = 0.10: not measurable
+    assert "0.55 actions per box (random: 0.70)" in c["sentence"]
+    assert rep["curves"][0]["cycles"][-1]["actions"] == 1400.0
+
+
+def test_equal_boxes_compares_final_actions_in_its_holm_family():
+    c = only(build_report(action_records(eq=True), None, protocol=PROTOCOL), "entropy")
+    e = c["equal_boxes"]
+    # Strategy minus equal-box random: (1,000 + 100 s) - (1,700 - 100 s) = -700, -500, -300.
+    fa = e["final_actions"]
+    assert fa["difference"] == -500.0 and fa["p"] == pytest.approx(t_p(500, 200, 3))
+    # Same curve and boxes: final mAP50 and AULC on boxes differ by 0 (p 1), so Holm multiplies by 3.
+    assert e["final_mAP50"]["p"] == 1.0 and e["aulc_boxes"]["p"] == 1.0
+    assert fa["p_holm"] == pytest.approx(3 * fa["p"]) and e["final_mAP50"]["p_holm"] == 1.0
+    assert e["actions_per_box"] == pytest.approx({"strategy": 0.55, "random": 0.8})
+    assert e["cycles"][-1]["strategy_actions"] == 1100.0 and e["cycles"][-1]["random_actions"] == 1600.0
+    assert ("at those equal boxes it spent 1,100 annotator actions to random's 1,600: no measurable gain"
+            in c["sentence"])
+
+
+def test_more_actions_for_a_gain_at_equal_images_is_said_plainly():
+    seeds = [0, 1, 2, 3, 4]
+    recs = [with_actions(run("random", s, [0.1, 0.2, 0.3, 0.4 + 0.003 * s]), RANDOM_ACTIONS) for s in seeds]
+    recs += [with_actions(run("crowd", s, [0.1625, 0.2625, 0.3625, 0.4625 + 0.004 * s]),
+                          [1500, 3000, 4500, 6000 + 10 * s]) for s in seeds]
+    c = only(build_report(recs, None, protocol={**PROTOCOL, "seeds": seeds}), "crowd")
+    assert "a measurable gain" in c["sentence"] and c["targets"][-1]["actions"]["log"]["ci95"][1] < 0
+    assert "measurably more actions than random" in c["sentence"]
+    assert "better at equal images but needs measurably more annotator actions" in c["sentence"]
+    assert "at equal boxes it was not tested" in c["sentence"] and "and spent 6,020 annotator actions" in c["sentence"]
+
+
+def _strip_new(report):
+    """The report without the keys that annotator actions and stopping added."""
+    rep = {k: v for k, v in report.items()
+           if k not in ("actions_recorded", "actions_partly_recorded", "stopping_recorded")}
+    rep["curves"] = [{**{k: v for k, v in g.items() if k != "stopping"},
+                      "cycles": [{k: v for k, v in c.items() if k not in ("actions", "agreement")}
+                                 for c in g["cycles"]]}
+                     for g in rep["curves"]]
+    comps = []
+    for c in rep["comparisons"]:
+        c = {k: v for k, v in c.items() if k not in ("aulc_actions", "final_actions", "actions_per_box", "sentence")}
+        c["targets"] = [{**{k: v for k, v in t.items() if k not in ("actions", "random_actions", "per_seed")},
+                         "per_seed": [{k: v for k, v in r.items() if k not in ("actions", "random_actions")}
+                                      for r in t["per_seed"]]} for t in c["targets"]]
+        comps.append(c)
+    rep["comparisons"] = comps
+    return rep
+
+
+def test_actions_leave_every_existing_number_alone_and_without_them_the_report_says_so():
+    with_ = build_report(action_records(), FULL, protocol=PROTOCOL)
+    plain = build_report(random_runs() + [run("entropy", s, RANDOM[s]) for s in RANDOM], FULL, protocol=PROTOCOL)
+    assert _strip_new(with_) == _strip_new(plain)
+    assert plain["actions_recorded"] is False and plain["actions_partly_recorded"] is False
+    c = only(plain, "entropy")
+    assert c["final_actions"] is None and c["actions_per_box"] is None and c["targets"][-1]["actions"] is None
+    assert "annotator actions" not in c["sentence"] and plain["curves"][0]["stopping"] is None
+    md = render_markdown(plain)
+    assert "Annotator actions: not recorded" in md and "Stopping signal: not recorded" in md
+    assert "## Annotator actions" not in md and "## Stopping" not in md
+    # One record without actions: none are used, and the report says why.
+    partial = action_records()
+    for cyc in partial[4]["cycles"]:
+        del cyc["actions"]
+    rep = build_report(partial, FULL, protocol=PROTOCOL)
+    assert _strip_new(rep) == _strip_new(plain) and rep["actions_partly_recorded"] is True
+    assert "Annotator actions: not recorded for every run" in render_markdown(rep)
+
+
+AGREEMENT = {0: [None, 0.5, 0.92, 0.95], 1: [None, 0.5, 0.6, 0.7], 2: [None, 0.9, 0.95, 0.99]}
+
+
+def stopping_records():
+    recs = [with_actions(r, RANDOM_ACTIONS) for r in random_runs()]
+    recs[0]["stop_cycle"] = 4   # given without agreements: taken as recorded; seeds 1 and 2 have no signal
+    recs += [with_actions(run("entropy", s, RANDOM[s]), strategy_actions(s), AGREEMENT[s]) for s in RANDOM]
+    return recs
+
+
+def test_stopping_summary_by_hand():
+    rep = build_report(stopping_records(), None, protocol={**PROTOCOL, "stop_agreement": 0.9})
+    assert rep["stopping_recorded"] is True
+    st = [g for g in rep["curves"] if g["strategy"] == "entropy"][0]["stopping"]
+    # Seed 0 first reaches 0.9 at cycle 3, seed 2 at cycle 2 (>= counts), seed 1 never.
+    assert [r["stop_cycle"] for r in st["per_seed"]] == [3, None, 2]
+    assert st["threshold"] == 0.9 and st["n"] == 3 and st["stopped"] == 2 and st["stopped_seeds"] == [0, 2]
+    assert st["stop_cycle"] == 2.5 and st["at_stop"] == {"images": 250.0, "boxes": 1250.0, "actions": 800.0}
+    assert st["mAP50_at_stop"] == 0.3125 and st["mAP50_final"] == 0.46875   # (0.375 + 0.25) / 2, (0.5 + 0.4375) / 2
+    assert st["mAP50_lost"]["mean"] == 0.15625 and st["mAP50_lost"]["n"] == 2
+    # Saved: images 100 and 200, boxes 500 and 1,000, actions 1,000 - 900 and 1,200 - 700.
+    assert st["saved"] == {"images": 150.0, "boxes": 750.0, "actions": 300.0}
+    rnd = rep["curves"][0]["stopping"]
+    assert rnd["n"] == 1 and rnd["stopped"] == 1 and rnd["unrecorded_seeds"] == [1, 2]
+    assert rnd["saved"] == {"images": 0.0, "boxes": 0.0, "actions": 0.0}
+    assert any("stop signal is missing for some seeds of random (precomputed)" in n for n in rep["notes"])
+    assert [c["agreement"] for c in rep["curves"][1]["cycles"]] == pytest.approx([None, 1.9 / 3, 2.47 / 3, 2.64 / 3])
+    md = render_markdown(rep)
+    assert "## Stopping signal (agreement >= 0.9 between consecutive cycles' models)" in md
+    assert "| entropy (precomputed) | 3 | 2 | 2.5 | 0.312 | 0.469 |" in md
+    # Without stop_agreement the agreements give no stop cycle, and random's given one stands alone.
+    rep = build_report(stopping_records(), None, protocol=PROTOCOL)
+    assert rep["curves"][1]["stopping"] is None and rep["curves"][0]["stopping"]["threshold"] is None
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda r: r[3].update(stop_cycle=4), "stop_cycle 4 disagrees with its cycles' agreements, which first reach "
+                                          "stop_agreement 0.9 at cycle 3"),
+    (lambda r: r[0].update(stop_cycle=9), "stop_cycle 9 is not one of its cycles [1, 2, 3, 4]"),
+    (lambda r: r[4]["cycles"][2].update(agreement=1.5), "cycle 3: 'agreement' must lie in [0, 1]"),
+    (lambda r: r[4]["cycles"][2].update(actions=600), "annotator actions shrink from one cycle to the next"),
+    (lambda r: r[4]["cycles"][2].update(actions=-1), "'actions' must be a non-negative whole number"),
+])
+def test_bad_actions_and_stop_records_name_the_record(mutate, message):
+    recs = stopping_records()
+    mutate(recs)
+    with pytest.raises(AlodError) as err:
+        build_report(recs, None, protocol={**PROTOCOL, "stop_agreement": 0.9})
+    assert message in str(err.value)
+    with pytest.raises(AlodError, match="'stop_agreement' must lie in"):
+        build_report(random_runs(), None, protocol={**PROTOCOL, "stop_agreement": 2})
+
+
+def test_write_report_with_actions_and_stopping(tmp_path):
+    from alod.report import curves_figure, plot_curves
+
+    recs = stopping_records() + action_records(eq=True)[6:]
+    report = write_report(recs, FULL, tmp_path, protocol={**PROTOCOL, "stop_agreement": 0.9})
+    on_disk = json.loads((tmp_path / "report.json").read_text(),
+                         parse_constant=lambda c: pytest.fail(f"{c} in report.json"))
+    assert on_disk == json.loads(json.dumps(report)) and on_disk["actions_recorded"] is True
+    assert all("stopping" in g for g in on_disk["curves"])
+    md = (tmp_path / "report.md").read_text()
+    for heading in ("## Annotator actions at equal images", "## Stopping signal", "final actions diff",
+                    "Annotator actions: recorded"):
+        assert heading in md
+    assert only(report, "entropy")["sentence"] in md
+    png = (tmp_path / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and plot_curves(report) == png
+    fig = curves_figure(report)
+    assert len(fig.axes) == 3 and "annotator actions" in fig.axes[2].get_title()
+    assert any("stops (agreement >= 0.9)" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    assert len(curves_figure(build_report(random_runs(), None, protocol=PROTOCOL)).axes) == 2

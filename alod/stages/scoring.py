@@ -31,6 +31,16 @@ changing any of them starts a fresh set instead of mixing results.
   ``schedule.query_size``, ``schedule.num_batches`` and the subset only, so shards and processes
   change nothing. An image keeps its pool position, so its score equals its score in a full run.
   The schedule records the images not scored (:mod:`alod.schedule`).
+* Selection options (:class:`alod.batch_rules.SelectOptions`): a batch rule that reads embeddings
+  (``score.batch: kmeanspp | coreset``) makes every shard also hold ``embeddings float16[n, d]``
+  (the mean-pooled last FPN level of each image, captured in the same forward pass:
+  :class:`alod.scorer.EmbeddingHook`); ``score.class_weights: difficulty`` weights the boxes by
+  ``1 - AP50`` of the scorer's own validation ``metrics.json`` (beside the checkpoint); a budget in
+  boxes counts the predicted boxes from the shards' per-box scores. The options in effect (and the
+  weights) join the shard key, so default keys and shards keep their bytes. A strategy that needs no
+  inference (``random``) runs no model here, so it has neither embeddings nor predicted boxes nor
+  per-box uncertainty: with an option on it raises ``NotImplementedError`` (the adaptive selector
+  runs the detector for them).
 * Throughput: every run that scored something logs the images it scored, the seconds and images/s
   (all processes together) and appends them to ``timings`` in the shard folder's ``manifest.json``
   (``{"images", "seconds", "images_per_s", "processes", "shards"}``; ``shards`` = shards scored by
@@ -56,7 +66,7 @@ SHARD_FORMAT = "alod.scores/1"
 
 def _shard_key(*, ckpt_sha: str, strategy: str, params: dict, fingerprint: dict, shard_size: int,
                positions_sha256: str | None = None, numerics: dict | None = None,
-               model: dict | None = None) -> str:
+               model: dict | None = None, selection: dict | None = None) -> str:
     key = {"ckpt": ckpt_sha, "strategy": strategy, "params": params, "dataset": fingerprint, "shard": shard_size}
     if positions_sha256 is not None:  # score.subset < 1 only: full-pool keys (and their shards) stay as they were
         key["positions"] = positions_sha256
@@ -64,6 +74,8 @@ def _shard_key(*, ckpt_sha: str, strategy: str, params: dict, fingerprint: dict,
         key["numerics"] = numerics
     if model:  # non-default model settings only: keys of an all-default model stay as they were
         key["model"] = model
+    if selection:  # selection options only: keys without them (and their shards) stay as they were
+        key["selection"] = selection
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -124,7 +136,7 @@ def _box_stats(det: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _write_shard(path: Path, *, positions: np.ndarray, scores: np.ndarray, box_stats: list,
-                 unreadable: list[int] = ()) -> None:
+                 unreadable: list[int] = (), embeddings: np.ndarray | None = None) -> None:
     counts = np.array([len(s[0]) for s in box_stats], dtype=np.int64)
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
@@ -134,8 +146,10 @@ def _write_shard(path: Path, *, positions: np.ndarray, scores: np.ndarray, box_s
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
 
     buf = io.BytesIO()
+    extra = {"embeddings": np.asarray(embeddings, dtype=np.float16)} if embeddings is not None else {}
     np.savez(
         buf,
+        **extra,
         format=np.array(SHARD_FORMAT),
         positions=positions.astype(np.int64),
         scores=scores.astype(np.float64),
@@ -169,6 +183,34 @@ def load_shards(shard_dir: Path, n_shards: int, positions: np.ndarray | None = N
     return scores
 
 
+def _stacked(embeddings: list):
+    from alod.scorer import stack_embeddings
+
+    return stack_embeddings(embeddings)
+
+
+def load_shard_arrays(shard_dir: Path, n_shards: int, *, embeddings: bool = False,
+                      box_threshold: float | None = None) -> dict:
+    """What the selection options read from the shards, in shard (pool) order: ``embeddings
+    float16[n, d]`` (with ``embeddings``) and ``predicted int64[n]``, the boxes with a score
+    (float16, as stored) ``>= box_threshold`` (with a threshold). An error names a shard made
+    without embeddings (delete the folder and rerun)."""
+    from alod.batch_rules import predicted_counts
+
+    embs, counts = [], []
+    for k in range(n_shards):
+        path = shard_dir / f"shard_{k:05d}.npz"
+        with np.load(path, allow_pickle=False) as z:
+            if embeddings and "embeddings" not in z.files:
+                raise AlodError(f"score shard {path} holds no embeddings; delete {shard_dir} and rerun make_batches.py")
+            if embeddings:
+                embs.append(z["embeddings"])
+            if box_threshold is not None:
+                counts.append(predicted_counts(z["box_scores"], z["box_offsets"], box_threshold))
+    return {"embeddings": np.concatenate(embs) if embs else None,
+            "predicted": np.concatenate(counts) if counts else None}
+
+
 def unreadable_positions(shard_dir: Path, n_shards: int) -> list[int]:
     """Pool positions whose image failed to decode while scoring (``data.strict: false``; scored 0)."""
     out: list[int] = []
@@ -194,13 +236,14 @@ def score_pool(
     progress: bool = True,
     log=print,
     positions: np.ndarray | None = None,
+    class_weights: np.ndarray | None = None, embed: bool = False,
 ) -> np.ndarray:
     """Score the images of ``dataset`` (resumable shards, split over processes); return ``float64[n]``.
 
     ``positions``: ascending dataset positions ``int[n]`` to score (``score.subset < 1``); ``None``:
     all of them. The scores are aligned with them. A strategy whose inference is ``stochastic`` gets
     Monte Carlo dropout detections (with ``mc_probs``) from its own ``passes``, ``dropout`` and
-    ``seed``.
+    ``seed``. ``class_weights float[C + 1]`` and ``embed`` (shards hold embeddings): module docstring.
     """
     from tqdm import tqdm
 
@@ -223,18 +266,19 @@ def score_pool(
     t0, done = time.perf_counter(), 0
     for k in todo:
         shard = _shard_positions(pool, k, shard_size)
-        shard_scores, stats, unreadable = [], [], []
+        shard_scores, stats, unreadable, embs = [], [], [], []
         for batch_pos, scores, dets in iter_scored(model, dataset, shard, strategy=strategy, params=params,
                                                    batch_size=batch_size, num_workers=num_workers, device=device,
-                                                   amp=amp):
+                                                   amp=amp, class_weights=class_weights, embed=embed):
             shard_scores.append(scores)
+            embs += [d.get("embedding") for d in dets] if embed else []
             stats.extend(_box_stats(d) for d in dets)
             unreadable += [p for p, d in zip(batch_pos, dets) if "unreadable" in d]
             bar.update(len(dets))
             done += len(dets)
         bar.set_postfix(img_s=f"{done * world / max(1e-9, time.perf_counter() - t0):.1f}")
         _write_shard(shard_dir / f"shard_{k:05d}.npz", positions=shard, scores=np.concatenate(shard_scores),
-                     box_stats=stats, unreadable=unreadable)
+                     box_stats=stats, unreadable=unreadable, embeddings=_stacked(embs) if embed else None)
     bar.close()
     if accelerator is not None:
         accelerator.wait_for_everyone()
@@ -292,6 +336,7 @@ def _score_and_schedule(ctx, *, spec, params: dict, ckpt, ckpt_path: Path | None
     from alod.strategies import check_params
 
     cfg, strategy, progress = ctx.cfg, spec.name, ctx.progress
+    opts, extras = _selection_options(cfg, spec), {}
     train = ctx.load_split("train")
     fingerprint = train.fingerprint()  # of the whole training split: the cycles check it
     if cfg.score.pool == "unseen":
@@ -319,9 +364,10 @@ def _score_and_schedule(ctx, *, spec, params: dict, ckpt, ckpt_path: Path | None
         shard_size = cfg.score.shard_size
         numerics = scoring_numerics(cfg, ctx.accelerator.device.type)
         model_settings = scoring_model_settings(cfg)
+        weights, selection = _selection_of(opts, ckpt_path, train)
         key = _shard_key(ckpt_sha=ckpt_sha, strategy=strategy, params=params, fingerprint=train.fingerprint(),
                          shard_size=shard_size, positions_sha256=positions_sha, numerics=numerics,
-                         model=model_settings)
+                         model=model_settings, selection=_shard_selection(opts, selection))
         shard_dir = ctx.layout.score_shards(key)
         n_scored = len(train) if sample is None else len(sample)
         manifest = shard_dir / "manifest.json"
@@ -338,6 +384,8 @@ def _score_and_schedule(ctx, *, spec, params: dict, ckpt, ckpt_path: Path | None
                 doc["numerics"] = numerics
             if model_settings:
                 doc["model"] = model_settings
+            if selection:
+                doc["selection"] = selection
             doc["timings"] = _previous_timings(manifest)
             atomic_write_json(manifest, doc)
             # Counted before any process starts (they all wait below): what this run will score.
@@ -348,6 +396,7 @@ def _score_and_schedule(ctx, *, spec, params: dict, ckpt, ckpt_path: Path | None
             model, ctx.dataset(train), strategy=strategy, params=params, shard_dir=shard_dir,
             shard_size=shard_size, batch_size=cfg.score.batch_size, num_workers=cfg.score.num_workers,
             accelerator=ctx.accelerator, amp=cfg.score.amp, progress=progress, log=ctx.log, positions=sample,
+            class_weights=weights, embed=bool(selection) and opts.needs_embeddings,
         )
         seconds = time.perf_counter() - t0  # score_pool ends after every process is done
         if sample is not None:
@@ -365,6 +414,7 @@ def _score_and_schedule(ctx, *, spec, params: dict, ckpt, ckpt_path: Path | None
         elif ctx.is_main:
             ctx.log(f"scoring: all {n_scored} images were already scored ({shard_dir})")
         n_shards = (n_scored + shard_size - 1) // shard_size
+        extras = _selection_extras(opts, selection, shard_dir, n_shards, sample=sample, n=len(train))
         ctx.report_unreadable({str(train.names[p]): "failed to decode while scoring; scored 0 (ranked as certain)"
                                for p in unreadable_positions(shard_dir, n_shards)}, stage="scoring")
     out = ctx.layout.schedule
@@ -381,12 +431,72 @@ def _score_and_schedule(ctx, *, spec, params: dict, ckpt, ckpt_path: Path | None
             strategy={"name": strategy, "params": params},
             pool=cfg.score.pool,
             subset=subset,
+            **extras,
         )
         save_schedule(schedule, out)
         log(f"schedule: {len(schedule['cycles'])} cycles of {cfg.schedule.query_size} images "
             f"from batches of {cfg.schedule.batch_size} -> {out}")
     ctx.wait()
     return out
+
+
+def _selection_options(cfg: Config, spec):
+    """The selection options (:class:`alod.batch_rules.SelectOptions`); ``NotImplementedError`` for a
+    strategy that runs no model here, which leaves the options nothing to work from."""
+    from alod.batch_rules import SelectOptions
+
+    opts = SelectOptions.from_config(cfg)
+    if opts.active and spec.inference == "none":
+        raise NotImplementedError(
+            f"score.strategy={spec.name!r} runs no model in the scoring stage, so the precomputed schedule has no "
+            f"embeddings, predicted boxes or per-box uncertainty for the selection options {opts.identity()}; "
+            "use cycles.selector: adaptive (it runs the detector for them) or a strategy with inference")
+    return opts
+
+
+def _selection_of(opts, ckpt_path: Path, train) -> tuple[np.ndarray | None, dict]:
+    """``(class weights float64[C + 1] or None, the schedule's selection record)`` for ``opts``; the
+    weights come from the scorer's validation metrics beside its checkpoint."""
+    if not opts.active:
+        return None, {}
+    weights = None
+    if opts.class_weights == "difficulty":
+        from alod.selection import class_weights_from
+
+        weights = class_weights_from(RunLayout.metrics_beside(ckpt_path), train.classes)
+    selection = dict(opts.identity())
+    if weights is not None:
+        selection["class_weight_values"] = [float(w) for w in weights]
+    return weights, selection
+
+
+def _shard_selection(opts, selection: dict) -> dict | None:
+    """What of the options changes the shards: the weights (they change scores) and embeddings."""
+    if not selection:
+        return None
+    out = {k: v for k, v in selection.items() if k == "class_weight_values"}
+    if opts.needs_embeddings:
+        out["embeddings"] = "fpn_last_mean/float16"
+    return out or None
+
+
+def _selection_extras(opts, selection: dict, shard_dir: Path, n_shards: int, *, sample, n: int) -> dict:
+    """``build_schedule``'s ``selection``, ``embeddings`` and ``predicted_boxes`` (aligned with the
+    pool; zeros where a subset did not score) from the shards; ``{}`` without options."""
+    if not selection:
+        return {}
+    arrays = load_shard_arrays(shard_dir, n_shards, embeddings=opts.needs_embeddings,
+                               box_threshold=opts.box_threshold)
+
+    def full(a):
+        if a is None or sample is None:
+            return a
+        out = np.zeros((n,) + a.shape[1:], dtype=a.dtype)
+        out[sample] = a
+        return out
+
+    return {"selection": selection, "embeddings": full(arrays["embeddings"]),
+            "predicted_boxes": full(arrays["predicted"])}
 
 
 def _unseen_by_scorer(ctx, train):

@@ -1,0 +1,1 @@
+"""The active-learning cycle's parts (as baal keeps them under ``baal/active/``)."""
