@@ -8,6 +8,7 @@
     alod evaluate --gt ... --pred ... --out metrics.json
     alod export --cycle N --format labelme [--preannotate]    a cycle's images for annotators
     alod import --cycle N PATH                                 their labels back (cycles.oracle: human)
+    alod serve [--port 9090] | --continue [--allow-partial]   Label Studio ML backend over the waiting cycle
 
 Each subcommand is a ``(configure_parser, run)`` pair in :data:`COMMANDS`; a stage script is the
 same pair under the script's own name (:func:`script_main`).
@@ -234,6 +235,49 @@ def _import(args) -> None:
     print(f"next: python main_sample.py --config {shlex.quote(args.config)}{overrides}")
 
 
+# --------------------------------------------------------------------------------------- serve
+def _serve_parser(p: argparse.ArgumentParser) -> None:
+    p.description = ("Serve the run's cycle waiting for labels (cycles.oracle: human) as a Label Studio 1.x ML backend: "
+                     "connect it as the project's model; it creates the cycle's tasks with pre-annotations, takes "
+                     "the annotations through the webhook, and continues the cycle once every image is labeled. "
+                     "Creating tasks needs LABEL_STUDIO_API_KEY (and LABEL_STUDIO_URL or --label-studio-url). "
+                     "With --continue: import the accepted annotations now, continue the cycle, and exit.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=9090, help="port to listen on (default: %(default)s)")
+    p.add_argument("--public-url", default=None,
+                   help="the URL Label Studio and the annotators' browsers reach this server at "
+                        "(default: http://HOST:PORT)")
+    p.add_argument("--project", type=int, default=None,
+                   help="the Label Studio project id to serve (default: the first that calls /setup)")
+    p.add_argument("--label-studio-url", default=None,
+                   help="Label Studio's URL (default: $LABEL_STUDIO_URL, else the one it sends to /setup)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="lowest detection score shown as a pre-annotation (default: %(default)s)")
+    p.add_argument("--no-publish", action="store_true",
+                   help="do not create tasks in the project (import alod export --format labelstudio's yourself)")
+    p.add_argument("--continue", dest="continue_", action="store_true",
+                   help="do not serve: import the annotations accepted so far, continue the cycle, create the next "
+                        "cycle's tasks, exit")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="with --continue: images without an annotation go back to the unlabeled pool "
+                        "(as alod import --allow-partial)")
+    _add_config_args(p)
+
+
+def _serve(args) -> None:
+    from alod.serve import run_continue, run_serve
+
+    if args.allow_partial and not args.continue_:
+        raise AlodError("--allow-partial goes with --continue (the server continues once every image is labeled)")
+    if args.continue_:
+        nxt = run_continue(_load(args), allow_partial=args.allow_partial, label_studio_url=args.label_studio_url,
+                           public_url=args.public_url, threshold=args.threshold, publish=not args.no_publish)
+        print(f"cycle waiting for labels: {nxt}" if nxt is not None else "no cycle waits for labels")
+        return
+    run_serve(_load(args), host=args.host, port=args.port, public_url=args.public_url, project=args.project,
+              label_studio_url=args.label_studio_url, threshold=args.threshold, publish=not args.no_publish)
+
+
 #: name -> (help, configure_parser, run)
 COMMANDS = {
     "demo": ("run all three stages on the built-in dataset", _demo_parser, _demo),
@@ -244,6 +288,7 @@ COMMANDS = {
     "evaluate": ("mAP of predictions against ground truth (BDD100K or COCO files)", _evaluate_parser, _evaluate),
     "export": ("a cycle's images for annotators (LabelMe, CVAT, COCO, Label Studio)", _export_parser, _export),
     "import": ("annotators' labels of a cycle back (cycles.oracle: human)", _import_parser, _import),
+    "serve": ("a Label Studio ML backend over the cycle waiting for labels", _serve_parser, _serve),
 }
 
 

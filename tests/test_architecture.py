@@ -12,7 +12,7 @@ from pathlib import Path
 
 ALOD = Path(__file__).resolve().parent.parent / "alod"
 STAGES = sorted(p.stem for p in (ALOD / "stages").glob("*.py") if p.stem != "__init__")
-ORCHESTRATORS = ("alod.demo", "alod.compare", "alod.cli", "alod.commands")
+ORCHESTRATORS = ("alod.demo", "alod.compare", "alod.serve", "alod.cli", "alod.commands")
 
 
 def _imports(path: Path) -> set[str]:

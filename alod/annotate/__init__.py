@@ -2,6 +2,6 @@
 
 ``core.py`` holds what every format shares (the export task, the import result, problems, the
 registry); one module per tool format (``labelme.py``, ``cvat.py``, ``coco.py``,
-``labelstudio.py``) registers an :class:`~alod.annotate.core.AnnotationFormat`. The cycles stage
+``labelstudio.py``, ``voc.py``, ``yolo.py``) registers an :class:`~alod.annotate.core.AnnotationFormat`. The cycles stage
 and the ``alod export`` / ``alod import`` commands use only :mod:`alod.annotate.core`.
 """

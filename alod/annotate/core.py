@@ -3,7 +3,9 @@
 Coordinates everywhere here are pixels of the original image, ``x1, y1, x2, y2`` (``float64``);
 labels are ``1..C`` indexing ``classes[label - 1]`` (the dataset's class names, in order). Each
 format converts to and from its own convention (Label Studio: percent of the image size; COCO:
-``[x, y, w, h]``; CVAT and LabelMe: corner points).
+``[x, y, w, h]``; CVAT, LabelMe and VOC: corner points; YOLO: centre and size divided by the
+image's size). Every box then goes through :class:`ImportBuilder`, so the checks (category,
+bounds, degenerate, duplicate and sub-pixel boxes) and their problem kinds are the same for all.
 
 Adding a format: one module that defines an :class:`AnnotationFormat` (``name``, ``export``,
 ``read``, ``sniff``) and one line in :data:`ANNOTATION_FORMATS` (see :func:`_load_formats`), plus a
@@ -86,7 +88,13 @@ PROBLEM_KINDS = (
     "image_missing",        # an exported image that has no entry in the answer
     "duplicate_image",      # the same image answered twice (several annotators): the first is kept
     "unsafe_image_name",    # a name that leaves the image folder (absolute, '..')
+    "duplicate_box",        # the same class and coordinates twice in one image: one is kept
+    "tiny_box",             # under one pixel wide or high (more than zero): kept, noted
+    "rejected_annotation",  # a Label Studio annotation a reviewer rejected: not a label
 )
+
+#: A box narrower or lower than this (pixels, after clipping) but not empty is ``tiny_box``.
+TINY_BOX_PX = 1.0
 
 
 @dataclass
@@ -118,8 +126,9 @@ class ImportBuilder:
 
     ``image(name, where)`` opens an image (refusing names that were not exported, unsafe names and
     repeats), ``box(...)`` adds one axis-aligned box in pixels (checking category, degeneracy and
-    bounds; clipping within tolerance), ``problem(...)`` records anything else, ``finish()`` adds an
-    ``image_missing`` problem for every exported image the file did not answer.
+    bounds; clipping within tolerance; exact duplicates and sub-pixel boxes, see :meth:`box`),
+    ``problem(...)`` records anything else, ``finish()`` adds an ``image_missing`` problem for
+    every exported image the file did not answer.
     """
 
     def __init__(self, task: ExportTask, file: str | Path, fmt: str):
@@ -129,6 +138,7 @@ class ImportBuilder:
         self._sizes = {im.name: (im.width, im.height) for im in task.images}
         self._label_of = {c: k + 1 for k, c in enumerate(task.classes)}
         self._rows: dict[str, list] = {}
+        self._seen: dict[str, set] = {}  # name -> the (x1, y1, x2, y2, label) already added
 
     def problem(self, where: str, kind: str, detail: str) -> None:
         assert kind in PROBLEM_KINDS, kind
@@ -152,7 +162,12 @@ class ImportBuilder:
         return True
 
     def box(self, name: str, where: str, category: str, x1: float, y1: float, x2: float, y2: float) -> None:
-        """Add a box of image ``name`` (opened with :meth:`image`); corners in any order."""
+        """Add a box of image ``name`` (opened with :meth:`image`); corners in any order, pixels.
+
+        After clipping: no area is ``degenerate_box`` (skipped); the same class and coordinates as
+        a box already added to the image is ``duplicate_box`` (skipped: one is kept); narrower or
+        lower than :data:`TINY_BOX_PX` is ``tiny_box`` (kept, see :meth:`_add`).
+        """
         import math
 
         label = self._label_of.get(category)
@@ -182,7 +197,31 @@ class ImportBuilder:
         if x2 - x1 <= 0 or y2 - y1 <= 0:
             self.problem(where, "degenerate_box", f"box {[x1, y1, x2, y2]} has no area; skipped")
             return
-        self._rows[name].append((x1, y1, x2, y2, label))
+        self._add(name, where, (x1, y1, x2, y2, label))
+
+    def _add(self, name: str, where: str, row: tuple) -> None:
+        """Store ``row`` ``(x1, y1, x2, y2, label)`` unless the image has it already.
+
+        Exact duplicates come from tools that save a box twice (a double click on "add", a copy
+        pasted in place): two identical targets only double one object's weight, so one is kept.
+        A box under one pixel (0.11 px high was seen in a real export) is kept by the rule the
+        label readers apply to zero-area boxes (:mod:`alod.data.problems`: kept and noted, never
+        dropped silently): what the annotator drew is stored as drawn, and the note says so.
+        """
+        seen = self._seen.setdefault(name, set())
+        x1, y1, x2, y2, label = row
+        if row in seen:
+            self.problem(where, "duplicate_box", f"{self.task.classes[label - 1]!r} box {[x1, y1, x2, y2]} is "
+                         "already in this image with the same class and coordinates; one is kept")
+            return
+        seen.add(row)
+        if x2 - x1 < TINY_BOX_PX or y2 - y1 < TINY_BOX_PX:
+            self.problem(where, "tiny_box", f"box {[x1, y1, x2, y2]} is {x2 - x1:.3g} x {y2 - y1:.3g} px, under one "
+                         "pixel; kept, by the label readers' rule for zero-area boxes: kept and noted, never dropped "
+                         "silently (evaluation keeps such boxes; training drops only targets without positive width "
+                         "and height, so this one is trained on). If it is a slip of the mouse, delete it in the "
+                         "tool and import again")
+        self._rows[name].append(row)
 
     def finish(self) -> ImportResult:
         for im in self.task.images:
@@ -207,6 +246,8 @@ class AnnotationFormat:
             against ``task`` (its image names and sizes, its classes).
         sniff: ``(path) -> bool``: whether ``path`` looks like this format (for ``--format auto``).
         version: the format version written and read, named in the docs (e.g. "CVAT for images 1.1").
+        suffixes: the endings of the files ``read`` takes from a folder: what ``alod import``
+            hashes to know a folder again (images never count).
     """
 
     name: str
@@ -214,14 +255,18 @@ class AnnotationFormat:
     read: Callable
     sniff: Callable[[Path], bool]
     version: str
+    suffixes: tuple[str, ...] = (".json", ".xml")
 
 
-#: name -> module that defines ``FORMAT`` (an AnnotationFormat); one line per format.
+#: name -> module that defines ``FORMAT`` (an AnnotationFormat); one line per format. The order
+#: is the order ``detect_format`` tries them in.
 _FORMAT_MODULES = {
     "labelme": "alod.annotate.labelme",
     "cvat": "alod.annotate.cvat",
     "coco": "alod.annotate.coco",
     "labelstudio": "alod.annotate.labelstudio",
+    "voc": "alod.annotate.voc",
+    "yolo": "alod.annotate.yolo",
 }
 
 

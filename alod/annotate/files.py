@@ -1,4 +1,4 @@
-"""What the four annotation formats share beyond :mod:`alod.annotate.core` (one module for all).
+"""What the annotation formats share beyond :mod:`alod.annotate.core` (one module for all).
 
 * **Reading**: a JSON file with an error that names the file and what was expected
   (:func:`read_json`); JSON values as numbers, ids and coordinates (:func:`is_number`,
@@ -16,6 +16,9 @@
     :func:`open_image`, :func:`check_export_names`, :func:`check_export_labels`.
 * **Placing images** into an export folder under their dataset names, as copies or symlinks
   (:func:`place_image`, :func:`place_images`).
+* **Reading a folder, a zip or one file** of annotation files (VOC, YOLO): :func:`read_members`
+  (hidden entries and symbolic links skipped, zip member names that leave the zip reported,
+  sizes bounded, nothing extracted).
 
 None of this reads an image: imports only ever open the annotation file they are given.
 """
@@ -378,3 +381,104 @@ def place_images(task: ExportTask, out_dir: Path, *, copy_images: bool) -> Path:
     for im in task.images:
         place_image(Path(im.path), root / im.name, copy=copy_images)
     return root
+
+
+# ------------------------------------------------------------------------------------- folders and zips
+@dataclass(frozen=True)
+class Member:
+    """One annotation file read from a folder, a zip or a single path (VOC, YOLO).
+
+    ``name`` is ``/``-separated and relative to the folder or zip (the file's own name for a single
+    file), ``file`` how problems name it, ``data`` its bytes, or ``None`` with ``why`` (in words)
+    when it was not read: a symbolic link, a member name that leaves the zip (``unsafe`` then),
+    a file larger than the limit, or an I/O error.
+    """
+
+    name: str
+    file: str
+    data: bytes | None
+    why: str | None = None
+    unsafe: bool = False
+
+
+def read_members(path: Path, *, suffixes: tuple[str, ...], max_bytes: int, max_files: int = 200_000) -> list[Member]:
+    """Every file ending in one of ``suffixes`` (any case) under ``path``: a folder (walked,
+    sorted, hidden entries skipped, symbolic links reported and not followed), a ``.zip`` (members
+    with a name that is absolute or has ``..`` reported as ``unsafe``; nothing is extracted), or
+    one file. Each is read whole, up to ``max_bytes`` (the uncompressed size for a zip member).
+
+    Raises:
+        AlodError: ``path`` does not exist, the zip cannot be read, or more than ``max_files``
+            files match.
+    """
+    import zipfile
+
+    path = Path(path)
+    if path.is_dir():
+        out = _folder_members(path, suffixes, max_bytes)
+    elif path.is_file() and zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                out = _zip_members(zf, str(path), suffixes, max_bytes, max_files)
+        except (OSError, zipfile.BadZipFile, RuntimeError) as e:  # RuntimeError: an encrypted member
+            raise AlodError(f"{path} cannot be read as a zip ({type(e).__name__}: {e})") from None
+    elif path.is_file():
+        out = [_file_member(path, path.name, str(path), max_bytes)]
+    else:
+        raise AlodError(f"{path} does not exist; give the folder, zip or file the annotation tool wrote")
+    if len(out) > max_files:
+        raise AlodError(f"{path}: more than {max_files} annotation files; refusing to read them")
+    return out
+
+
+def _file_member(p: Path, name: str, file: str, max_bytes: int) -> Member:
+    try:
+        if p.stat().st_size > max_bytes:
+            return Member(name, file, None, f"larger than {max_bytes >> 20} MiB; not read")
+        return Member(name, file, p.read_bytes())
+    except OSError as e:
+        return Member(name, file, None, f"cannot be read ({e.strerror or e})")
+
+
+def _folder_members(root: Path, suffixes, max_bytes: int) -> list[Member]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if f.startswith(".") or not f.lower().endswith(suffixes):
+                continue
+            p = Path(dirpath) / f
+            name = p.relative_to(root).as_posix()
+            if p.is_symlink():
+                out.append(Member(name, str(p), None, "a symbolic link; alod does not follow links out of the folder"))
+            else:
+                out.append(_file_member(p, name, str(p), max_bytes))
+    return sorted(out, key=lambda m: m.name)
+
+
+def _zip_members(zf, file: str, suffixes, max_bytes: int, max_files: int) -> list[Member]:
+    import zipfile
+    import zlib
+
+    out = []
+    infos = [i for i in zf.infolist() if not i.is_dir() and i.filename.lower().endswith(suffixes)]
+    if len(infos) > max_files:
+        raise AlodError(f"{file}: more than {max_files} annotation files; refusing to read them")
+    for info in infos:
+        raw = info.filename
+        where = f"{file}:{raw}"
+        norm = normalise_name(raw)
+        if is_unsafe_name(norm) or _DRIVE.match(raw):
+            out.append(Member(raw, where, None, f"member name {raw!r} is absolute or leaves the zip; skipped",
+                              unsafe=True))
+        elif posixpath.basename(norm).startswith("."):
+            continue  # hidden files, e.g. macOS __MACOSX/._x resource forks
+        elif info.file_size > max_bytes:
+            out.append(Member(norm, where, None, f"larger than {max_bytes >> 20} MiB uncompressed; not read"))
+        else:
+            try:
+                out.append(Member(norm, where, zf.read(info)))
+            except (OSError, EOFError, RuntimeError, NotImplementedError, zlib.error, zipfile.BadZipFile) as e:
+                # a damaged or encrypted member, or a compression method Python lacks
+                out.append(Member(norm, where, None, f"cannot be unpacked ({type(e).__name__}: {e})"))
+    return sorted(out, key=lambda m: m.name)

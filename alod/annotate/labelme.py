@@ -47,7 +47,7 @@ folder imported); ``where`` is ``imagePath '...'``, ``shapes[i] 'label'`` or the
 
 The name and image-placement helpers (:func:`~alod.annotate.files.check_export_names`,
 :func:`~alod.annotate.files.place_image`, :class:`~alod.annotate.files.NameMatcher`,
-:func:`~alod.annotate.files.open_image`) live in :mod:`alod.annotate.files`, shared by all four formats.
+:func:`~alod.annotate.files.open_image`) live in :mod:`alod.annotate.files`, shared by the formats.
 
 **Checked against labelme's reader without installing it.** labelme (6.3.1 on PyPI) pulls in PyQt5,
 onnxruntime, scikit-image and more, so the tests check the exported JSON against the rules of its

@@ -57,6 +57,11 @@ Import (``read``): a Label Studio JSON export, a list of tasks, each with ``anno
 * **Not labeled.** Cancelled ("skipped") annotations are ignored. A task with predictions only, a
   draft only, or only cancelled annotations is not labeled: its image is ``image_missing`` (a human
   must submit it). A submitted annotation with no regions means "annotated, and empty".
+* **Rejected in review.** An annotation a reviewer rejected (``last_action: "rejected"``, or its
+  last ``reviews`` entry ``accepted: false`` and no later ``accepted`` / ``fixed_and_accepted``
+  action) is not a label: it is skipped as ``rejected_annotation`` naming the task. Another
+  annotation of the task that was not rejected (the fixed and accepted one) is taken as usual; with
+  none, the image is ``image_missing``.
 * **Region types.** ``rectanglelabels`` regions are boxes; so is a ``rectangle`` region labelled by a
   ``labels`` result with the same id. Anything else (polygons, keypoints, brushes, ellipses,
   choices, text) is ``not_a_box``. A region needs exactly one label (``unknown_category`` otherwise;
@@ -64,6 +69,10 @@ Import (``read``): a Label Studio JSON export, a list of tasks, each with ``anno
 * A file that is not a JSON list of tasks (objects with a ``data`` object) raises
   :class:`~alod.utils.AlodError` naming the file; a malformed task or region inside one is reported
   and skipped.
+
+``tasks`` builds the task list (``alod serve`` creates the same tasks in a project and answers
+``/predict`` with their predictions), and ``read_tasks`` reads parsed tasks (``alod serve`` checks
+each webhook's annotation with it, ``missing=False``).
 
 Validation against the real tool: the export passes Label Studio's own checks
 (``label_studio_sdk.label_interface.LabelInterface``: the labeling config, and every prediction
@@ -114,17 +123,32 @@ def export(task: ExportTask, out_dir: str | Path, *, copy_images: bool = True,
     Returns ``[tasks.json, label_config.xml]`` (the files to give Label Studio).
     """
     out_dir = Path(out_dir)
+    doc = tasks(task, image_url_prefix=image_url_prefix)  # checks every name before anything is written
+    place_images(task, out_dir, copy_images=copy_images)
+    files = [out_dir / TASKS_FILE, out_dir / CONFIG_FILE]
+    atomic_write_bytes(files[0], json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False).encode("utf-8"))
+    atomic_write_bytes(files[1], label_config(task.classes).encode("utf-8"))
+    atomic_write_bytes(out_dir / README_FILE, _readme(task, out_dir.resolve(), image_url_prefix).encode("utf-8"))
+    return files
+
+
+def tasks(task: ExportTask, *, image_url_prefix: str = DEFAULT_IMAGE_URL_PREFIX, from_name: str = FROM_NAME,
+          to_name: str = TO_NAME, image_key: str = "image") -> list[dict]:
+    """The Label Studio tasks of ``task``, in its order: what ``tasks.json`` holds (the module
+    docstring has the shape), and what ``alod serve`` creates in a project and answers to
+    ``/predict``. ``from_name``, ``to_name`` and ``image_key`` name the project's
+    ``<RectangleLabels>``, ``<Image>`` and the image's data key (``$image``)."""
     rows = export_rows(task)
     priorities = [float(r.image.priority) for r in rows if r.image.priority is not None]
     lo, hi = (min(priorities), max(priorities)) if priorities else (0.0, 0.0)
-    tasks = []
+    out = []
     for row in rows:
         im = row.image
         W, H = int(im.width), int(im.height)
         result = []
         for j, ((x1, y1, x2, y2), label) in enumerate(zip(row.boxes.tolist(), row.labels.tolist(), strict=True)):
             region = {
-                "id": f"alod{j}", "type": "rectanglelabels", "from_name": FROM_NAME, "to_name": TO_NAME,
+                "id": f"alod{j}", "type": "rectanglelabels", "from_name": from_name, "to_name": to_name,
                 "original_width": W, "original_height": H, "image_rotation": 0,
                 "value": {"x": 100.0 * x1 / W, "y": 100.0 * y1 / H, "width": 100.0 * (x2 - x1) / W,
                           "height": 100.0 * (y2 - y1) / H, "rotation": 0,
@@ -137,18 +161,13 @@ def export(task: ExportTask, out_dir: str | Path, *, copy_images: bool = True,
         priority = None if im.priority is None else float(im.priority)
         if priority is not None:
             prediction["score"] = (priority - lo) / (hi - lo) if hi > lo else 1.0
-        tasks.append({
-            "data": {"image": image_url_prefix + quote(im.name), "alod_name": im.name, "alod_priority": priority},
+        out.append({
+            "data": {image_key: image_url_prefix + quote(im.name), "alod_name": im.name, "alod_priority": priority},
             "meta": {"alod_name": im.name, "run": task.run, "cycle": task.cycle, "priority": priority,
                      "width": W, "height": H},
             "predictions": [prediction],
         })
-    place_images(task, out_dir, copy_images=copy_images)
-    files = [out_dir / TASKS_FILE, out_dir / CONFIG_FILE]
-    atomic_write_bytes(files[0], json.dumps(tasks, indent=1, ensure_ascii=False, allow_nan=False).encode("utf-8"))
-    atomic_write_bytes(files[1], label_config(task.classes).encode("utf-8"))
-    atomic_write_bytes(out_dir / README_FILE, _readme(task, out_dir.resolve(), image_url_prefix).encode("utf-8"))
-    return files
+    return out
 
 
 def _readme(task: ExportTask, out_dir: Path, prefix: str) -> str:
@@ -176,18 +195,44 @@ def read(path: str | Path, task: ExportTask) -> ImportResult:
         raise AlodError(f"{path}: a JSON {type(doc).__name__}, not a list; expected {_EXPECTED}")
     if doc and not any(_is_task(t) for t in doc):
         raise AlodError(f"{path}: none of its {len(doc)} entries is a task with a 'data' object; expected {_EXPECTED}")
-    reader = _Reader(ImportBuilder(task, path, NAME), task)
+    return read_tasks(doc, task, file=path)
+
+
+def read_tasks(doc: list, task: ExportTask, *, file: str | Path, missing: bool = True) -> ImportResult:
+    """Read Label Studio tasks (a parsed export: a list of task objects) against ``task``.
+
+    ``file`` names the source in the problems. ``missing=False`` reads a few tasks on their own
+    (``alod serve`` checks one annotation at a time): only the images those tasks name can be
+    ``image_missing``, not every other image of ``task``.
+    """
+    reader = _Reader(ImportBuilder(task, file, NAME), task)
     for i, t in enumerate(doc):
         reader.task(i, t)
     result = reader.b.finish()
-    result.problems = [dataclasses.replace(p, detail=reader.why_missing[p.where])
-                       if p.kind == "image_missing" and p.where in reader.why_missing else p
-                       for p in result.problems]
+    why = reader.why_missing
+    result.problems = [dataclasses.replace(p, detail=why[p.where]) if p.kind == "image_missing" and p.where in why
+                       else p for p in result.problems
+                       if missing or p.kind != "image_missing" or p.where in why]
     return result
 
 
 def _is_task(t) -> bool:
     return isinstance(t, dict) and isinstance(t.get("data"), dict)
+
+
+def _rejected(a: dict) -> bool:
+    """Whether a reviewer rejected annotation ``a`` (Label Studio's review step): ``last_action``
+    is ``"rejected"``, or (unless ``last_action`` is ``"accepted"`` / ``"fixed_and_accepted"``) the
+    last entry of ``reviews`` with a boolean ``accepted`` says ``false``."""
+    action = a.get("last_action")
+    if action == "rejected":
+        return True
+    if action in ("accepted", "fixed_and_accepted"):
+        return False
+    reviews = a.get("reviews")
+    verdicts = [r["accepted"] for r in reviews if isinstance(r, dict) and isinstance(r.get("accepted"), bool)] \
+        if isinstance(reviews, list) else []
+    return bool(verdicts) and verdicts[-1] is False
 
 
 def _image_ref_segments(url: str) -> list[str] | None:
@@ -259,6 +304,11 @@ class _Reader:
             if not isinstance(a, dict) or not isinstance(a.get("result", []), list):
                 b.problem(f"{where} annotations[{k}]", "not_this_format",
                           "not an annotation object with a 'result' list; skipped")
+            elif not a.get("was_cancelled") and _rejected(a):
+                b.problem(f"{where} annotation {a.get('id')}", "rejected_annotation",
+                          f"task {t.get('id')!r}: annotation {a.get('id')!r} (completed_by {a.get('completed_by')!r}) "
+                          f"was rejected by a reviewer (last_action {a.get('last_action')!r}); a rejected annotation "
+                          "is not a label: skipped. Fix it in Label Studio until it is accepted, then export again")
             elif not a.get("was_cancelled"):
                 usable.append(a)
         if not usable:
@@ -282,6 +332,8 @@ class _Reader:
 
     @staticmethod
     def _why_not_labeled(t: dict, anns: list) -> str:
+        if any(isinstance(a, dict) and not a.get("was_cancelled") and _rejected(a) for a in anns):
+            return "its annotations were rejected in review (see the problems above): not labeled"
         if any(isinstance(a, dict) and a.get("was_cancelled") for a in anns):
             return "its annotations were all cancelled (skipped) in Label Studio: not labeled"
         if anns:

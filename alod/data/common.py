@@ -17,6 +17,11 @@ import numpy as np
 
 from alod.data.index import DetectionIndex
 from alod.data.problems import BOX_CLIPPED, BOX_OUTSIDE_IMAGE, INVERTED_BOX, NON_FINITE
+from alod.utils import AlodError
+
+#: The file name endings taken for images when a folder is listed (``data.kind: folder``, the YOLO
+#: reader), compared in lower case.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 #: How far a box may stick out of the image and still be clipped to it (a note) rather than
 #: refused (``box_outside_image``): ``max(BOX_SLACK_PX, BOX_SLACK_FRACTION * side)`` on each side,
@@ -131,6 +136,10 @@ class LabelFormat:
         accepts_classes: ``read`` takes ``classes: Sequence[str] | None``, the class names in
             label order (``data.classes``; other names are ``unknown_category`` problems), for
             formats whose files carry no class list; ``None`` there: the sorted names found.
+        needs_images: ``read`` needs ``image_root`` (YOLO: the frames are the image files, their
+            sizes come from the image headers). ``load_index`` refuses ``image_root=None`` for it
+            and calls ``fingerprint(path, image_root=...)``, so that the cache key also covers
+            the image files (names, sizes, mtimes).
     """
 
     name: str
@@ -144,6 +153,7 @@ class LabelFormat:
     reads_folders: bool = False
     fingerprint: Callable[[str | os.PathLike], str] | None = None
     accepts_classes: bool = False
+    needs_images: bool = False
 
 
 # ----------------------------------------------------------------------------- value helpers
@@ -178,3 +188,50 @@ def rows_to_detections(rows: list[tuple]) -> dict:
         return {"boxes": np.zeros((0, 4)), "labels": np.zeros(0, np.int64), "scores": np.zeros(0)}
     a = np.asarray(rows, dtype=np.float64)
     return {"boxes": a[:, :4], "labels": a[:, 5].astype(np.int64), "scores": a[:, 4]}
+
+
+# ----------------------------------------------------------------------------- image folders
+def list_image_names(root: str | os.PathLike) -> list[str]:
+    """Relative ``/``-separated names of the image files under ``root`` (recursive, sorted).
+
+    An image is a file whose name ends in one of :data:`IMAGE_EXTENSIONS` (any case). Files and
+    folders whose name starts with ``.`` are left out (hidden files, such as macOS ``._x.jpg``
+    resource forks, and tool folders such as ``.thumbnails``); symbolic links to files are listed,
+    links to folders are not descended into (no cycles). Sorted, so that an index does not depend
+    on the order the file system lists files in.
+
+    Raises:
+        AlodError: a folder under ``root`` cannot be listed.
+    """
+    def fail(e: OSError) -> None:
+        raise AlodError(f"image folder {root}: cannot list {e.filename!r} ({e.strerror or e}); "
+                        "check its permissions") from None
+
+    names = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=fail):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel = os.path.relpath(dirpath, root)
+        for f in filenames:
+            if f.startswith(".") or os.path.splitext(f)[1].lower() not in IMAGE_EXTENSIONS:
+                continue
+            names.append(f if rel == "." else f"{rel.replace(os.sep, '/')}/{f}")
+    return sorted(names)
+
+
+def image_header_size(path: str | os.PathLike) -> tuple[tuple[int, int] | None, str | None]:
+    """``((width, height), None)`` px from the image header, or ``(None, why)`` in words.
+
+    PIL opens lazily: only the header is read, nothing is decoded (a fraction of a millisecond per
+    file), so sizes for a whole folder are cheap.
+    """
+    from PIL import Image
+
+    p = os.fspath(path)
+    try:
+        with Image.open(p) as im:
+            w, h = im.size
+    except Exception as e:  # noqa: BLE001 - not an image, truncated header, decompression bomb, I/O error
+        return None, f"image file {p!r}: its header cannot be read ({type(e).__name__}: {e})"
+    if w <= 0 or h <= 0:
+        return None, f"image file {p!r}: its header gives the size {w}x{h}"
+    return (int(w), int(h)), None

@@ -13,7 +13,8 @@ Cache layout (``cache_dir``)::
                             again, the others are not
 
 ``key`` is the sha256 of: the label file's bytes (its sha256; for a format whose ``path`` stands
-for several files, such as a VOC folder or list, the format's ``fingerprint`` of all of them),
+for several files, such as a VOC folder or list, the format's ``fingerprint`` of all of them; for
+YOLO, which reads image sizes from the image headers, also every image's name, size and mtime),
 ``fmt``, the absolute ``image_root``, ``image_size``, ``strict``, ``classes`` (when given) and
 :data:`READER_VERSION`. Edit the label file or
 change any of these and the key changes. The sidecar is written before the ``.npz``, so a present
@@ -32,6 +33,7 @@ folder so that a rerun decodes only new or changed files.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -112,7 +114,7 @@ def load_index(
 
     Args:
         labels: the label file (BDD100K det_20 / 2018 JSON, or COCO instances JSON), or for a
-            format with ``reads_folders`` (VOC) a folder of label files or a list of ids.
+            format with ``reads_folders`` (VOC, YOLO) a folder of label files or a list of ids.
         image_root: folder the image names are relative to. When given, every image must be a
             non-empty file inside it (frames whose image is not are bad records); ``None``: no
             image checks and ``index.image_root == ""``. Image names are confined to it either
@@ -138,7 +140,7 @@ def load_index(
             path leaves ``image_root`` is an ``image_outside_root`` problem.
         progress: show a progress bar while decoding images; ``None``: when stderr is a terminal.
         log: receives one-line messages (summary, problem counts, cache warnings).
-        classes: the class names in label order, for a format with ``accepts_classes`` (VOC);
+        classes: the class names in label order, for a format with ``accepts_classes`` (VOC, YOLO);
             names outside it are ``unknown_category`` problems. ``None``: the format's own rule.
 
     Returns:
@@ -160,7 +162,7 @@ def load_index(
         )
     if verify_images and image_root is None:
         raise AlodError("verify_images=True needs an image_root to find the images")
-    entry = _format_entry(labels_path, fmt, classes)
+    entry = _format_entry(labels_path, fmt, classes, image_root)
     image_size = (int(image_size[0]), int(image_size[1]))
     problems = ProblemLog(strict=strict)
 
@@ -168,7 +170,7 @@ def load_index(
     cache_npz = None
     if cache_dir is not None:
         key = index_cache_key(labels=labels_path, fmt=fmt, image_root=image_root, image_size=image_size, strict=strict,
-                              classes=classes, fingerprint=entry.fingerprint)
+                              classes=classes, fingerprint=_fingerprint(entry, image_root))
         cache_npz = Path(cache_dir) / f"index-{key[:16]}.npz"
         cached = _read_cache(cache_npz, key=key, log=log)
         if cached is not None:
@@ -210,16 +212,27 @@ def _root_str(image_root) -> str:
     return "" if image_root is None else os.fspath(image_root)
 
 
-def _format_entry(labels: Path, fmt: str, classes) -> LabelFormat:
+def _format_entry(labels: Path, fmt: str, classes, image_root) -> LabelFormat:
     """The format entry for ``labels`` (detected for ``"auto"``), refusing a folder or ``classes``
-    that the format cannot take."""
+    that the format cannot take, and no ``image_root`` for a format that needs the images."""
     entry = label_format_for(labels, fmt)
+    if entry.needs_images and image_root is None:
+        raise AlodError(f"label format {entry.name} needs the image folder (image_root): its frames are the "
+                        "images, and their sizes come from the image headers")
     if labels.is_dir() and not entry.reads_folders:
         raise AlodError(f"{labels} is a folder; label format {entry.name} reads one label file: give its path")
     if classes is not None and not entry.accepts_classes:
         raise AlodError(f"label format {entry.name} takes its classes from the label file; "
                         f"a class list ({list(classes)}) cannot be given for it")
     return entry
+
+
+def _fingerprint(entry: LabelFormat, image_root):
+    """The format's ``fingerprint`` for the cache key; a format that reads image headers
+    (``needs_images``) keys its cache on the image files too (a replaced image changes sizes)."""
+    if entry.needs_images:
+        return functools.partial(entry.fingerprint, image_root=image_root)
+    return entry.fingerprint
 
 
 def _parse(path: str | os.PathLike, entry: LabelFormat, *, fmt: str, image_root, image_size, classes,

@@ -90,7 +90,7 @@ KINDS: dict[str, tuple[str, str]] = {
     BAD_COORDINATES: (
         "box coordinates missing or not numbers",
         "give box2d numeric x1, y1, x2, y2 (COCO: bbox = [x, y, w, h] numbers; VOC: <bndbox> with "
-        "<xmin>, <ymin>, <xmax>, <ymax>) or delete the label",
+        "<xmin>, <ymin>, <xmax>, <ymax>; YOLO: numeric cx cy w h) or delete the label",
     ),
     UNKNOWN_CATEGORY: (
         "category not in the class list",
@@ -120,7 +120,8 @@ KINDS: dict[str, tuple[str, str]] = {
     BAD_RECORD: (
         "record has the wrong type or shape",
         "make frames and labels JSON objects with the fields the format expects (VOC: a parseable XML "
-        "file per image with <annotation>, <size> and complete <object>s)",
+        "file per image with <annotation>, <size> and complete <object>s; YOLO: UTF-8 lines "
+        "'class_id cx cy w h' with an integer class id)",
     ),
     UNKNOWN_IMAGE_ID: (
         "annotation refers to an image id that is not in 'images'",

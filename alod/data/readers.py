@@ -7,13 +7,14 @@ and nothing else, so no code outside a format's own module branches on a format 
 
 ``"auto"`` is not a format: :func:`detect_format` asks each entry's ``sniff`` in registry order
 and the first that recognises the file head wins (a JSON object: COCO; a JSON list: BDD100K, whose
-reader then tells det_20 from 2018 by the category names). Pascal VOC is never detected: its
-``path`` is a folder (no head) or an ImageSets list of plain ids (no signature), so it is named
-(``data.format: voc``; ``data.kind: voc`` implies it).
+reader then tells det_20 from 2018 by the category names). Pascal VOC and YOLO are never
+detected: a VOC ``path`` is a folder (no head) or an ImageSets list of plain ids (no signature), a
+YOLO one a folder of ``.txt`` files, so they are named (``data.format: voc`` / ``yolo``;
+``data.kind: voc`` / ``yolo`` implies it).
 
 Adding a label format
 ---------------------
-1. One module, e.g. ``alod/data/yolo.py``: a reader ``read(path, *, image_root, image_size,
+1. One module, as ``alod/data/yolo.py`` was added: a reader ``read(path, *, image_root, image_size,
    problems) -> ParsedLabels`` that reports bad records to ``problems`` (see
    :mod:`alod.data.problems`; helpers in :mod:`alod.data.common`), checks every image name with
    :func:`alod.data.problems.image_name_problem` (a label file must not reach outside the image
@@ -22,7 +23,8 @@ Adding a label format
    reader is optional (without it ``alod evaluate`` refuses the format). A format whose ``path``
    stands for several files (a folder, a list of ids) sets ``reads_folders`` and ``fingerprint``,
    and one whose files carry no class list takes ``classes`` (``accepts_classes``), as
-   :mod:`alod.data.voc` does. ``load_index`` checks
+   :mod:`alod.data.voc` does; one whose frames are image files and sizes image headers sets
+   ``needs_images``, as :mod:`alod.data.yolo` does. ``load_index`` checks
    image names again before it touches an image, so a reader that forgets cannot open files
    outside the image folder.
 2. One line in :data:`LABEL_FORMATS` below: ``"yolo": YOLO_FORMAT,``. ``data.format: yolo``,
@@ -40,6 +42,7 @@ from alod.data.coco import COCO_FORMAT
 from alod.data.common import LabelFormat, ParsedLabels
 from alod.data.problems import LabelFileError
 from alod.data.voc import VOC_FORMAT
+from alod.data.yolo import YOLO_FORMAT
 from alod.utils import AlodError
 
 __all__ = [
@@ -60,6 +63,7 @@ LABEL_FORMATS: dict[str, LabelFormat] = {
     "bdd100k_2018": BDD100K_2018_FORMAT,
     "coco": COCO_FORMAT,
     "voc": VOC_FORMAT,
+    "yolo": YOLO_FORMAT,
 }
 
 #: What ``data.format`` / ``--format`` accept (for argparse choices). Code that must see formats

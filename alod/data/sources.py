@@ -15,6 +15,12 @@
   ``unknown_category`` problems), else from the sorted names of the *training* split, which the
   val split is mapped onto (a val class the training split lacks is an error): label ``k`` means
   the same class in both splits either way.
+* ``yolo``: YOLO text labels (:mod:`alod.data.yolo`): ``{split}_labels`` is a folder of
+  ``<image stem>.txt`` files (default ``root/labels/{split}``), ``{split}_images`` the image folder
+  (default ``root/images/{split}``), whose images are the frames (an image without a label file
+  has no objects). The class names come from ``data.classes`` when given, else from the
+  ``classes.txt`` / ``obj.names`` / ``data.yaml`` found beside the labels; the val split is mapped
+  onto the training split's names as for ``voc``.
 * ``folder``: a new project's first day, images without labels. The training split is every image
   file under ``train_images`` (default ``root/images/train``), listed by
   :func:`list_image_folder`, with no boxes and the classes of ``data.classes``; the val split is a
@@ -42,6 +48,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from alod.data.common import IMAGE_EXTENSIONS, image_header_size, list_image_names  # noqa: F401 (IMAGE_EXTENSIONS: re-exported)
 from alod.data.index import DetectionIndex
 from alod.data.loading import load_index
 from alod.data.problems import (
@@ -122,10 +129,11 @@ DATA_KINDS: dict[str, DataKind] = {
                     optional_classes=True,
                     missing_labels_hint="data.kind=voc reads data.train_labels / data.val_labels: an "
                                         "ImageSets/Main list (default under data.root) or a folder of VOC XML files"),
+    "yolo": DataKind("yolo", "labels/{split}", "images/{split}", "yolo", _config_image_size, optional_classes=True,
+                     missing_labels_hint="data.kind=yolo reads data.train_labels / data.val_labels: a folder of "
+                                         "<image stem>.txt files (default <data.root>/labels/{train,val})"),
 }
 
-#: The file name endings :func:`list_image_folder` takes for images (compared in lower case).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 #: Bump when the folder listing changes for the same files, so that old caches are not reused.
 FOLDER_INDEX_VERSION = "alod.folder-index/1"
 
@@ -299,10 +307,12 @@ def _on_training_classes(cfg: DataConfig, kind: DataKind, val: DetectionIndex, v
     Raises:
         AlodError: a val class that no training file names (the model could never predict it).
     """
-    train_labels, _ = _split_paths(cfg, "train", kind)
-    # Parse only (no image checks, nothing stops on a bad record): the training split's own load
-    # reports those. Its class list does not depend on them.
-    train = load_index(labels=train_labels, image_root=None, fmt=kind.label_format or cfg.format, strict=False,
+    train_labels, train_images = _split_paths(cfg, "train", kind)
+    fmt = kind.label_format or cfg.format
+    # Parse only (nothing stops on a bad record): the training split's own load reports those. Its
+    # class list does not depend on them. A format whose frames are the images (YOLO) needs them.
+    image_root = train_images if get_label_format(fmt).needs_images else None
+    train = load_index(labels=train_labels, image_root=image_root, fmt=fmt, strict=False,
                        cache_dir=cache_dir, image_size=kind.image_size(cfg), log=lambda _line: None)
     missing = [c for c in val.classes if c not in train.classes]
     if missing:
@@ -320,42 +330,6 @@ def training_split_labeled(cfg: DataConfig) -> bool:
 
 
 # ------------------------------------------------------------------------------ the image folder
-def _list_names(root: Path) -> list[str]:
-    """Relative ``/``-separated names of the image files under ``root`` (recursive, sorted).
-
-    Files and folders whose name starts with ``.`` are left out (hidden files, such as macOS
-    ``._x.jpg`` resource forks, and tool folders such as ``.thumbnails``); symbolic links to
-    files are listed, links to folders are not descended into (no cycles)."""
-    def fail(e: OSError) -> None:
-        raise AlodError(f"image folder {root}: cannot list {e.filename!r} ({e.strerror or e}); "
-                        "check its permissions") from None
-
-    names = []
-    for dirpath, dirnames, filenames in os.walk(root, onerror=fail):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        rel = os.path.relpath(dirpath, root)
-        for f in filenames:
-            if f.startswith(".") or os.path.splitext(f)[1].lower() not in IMAGE_EXTENSIONS:
-                continue
-            names.append(f if rel == "." else f"{rel.replace(os.sep, '/')}/{f}")
-    return sorted(names)
-
-
-def _read_header_size(path: str) -> tuple[tuple[int, int] | None, str | None]:
-    """``((width, height), None)`` from the image header (PIL opens lazily: nothing is decoded),
-    or ``(None, why)``."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-    except Exception as e:  # noqa: BLE001 - not an image, truncated header, decompression bomb, I/O error
-        return None, f"image file {path!r}: its header cannot be read ({type(e).__name__}: {e})"
-    if w <= 0 or h <= 0:
-        return None, f"image file {path!r}: its header gives the size {w}x{h}"
-    return (int(w), int(h)), None
-
-
 def list_image_folder(
     root: str | os.PathLike,
     *,
@@ -402,7 +376,7 @@ def list_image_folder(
     file = os.fspath(root)
     problems = ProblemLog(strict=strict)
     listing: list[tuple[int, str, str, list[int]]] = []  # (position, name, path, [size, mtime_ns])
-    for pos, name in enumerate(_list_names(root_path)):
+    for pos, name in enumerate(list_image_names(root_path)):
         path, why = confine_image_name(root_path, name)
         if why is not None:
             problems.add(Problem(IMAGE_OUTSIDE_ROOT, file, pos, name, None, None, why, "frame"))
@@ -423,7 +397,7 @@ def list_image_folder(
         header_problems: list[Problem] = []
         names, widths, heights = [], [], []
         for pos, name, path, _ in listing:
-            size, why = _read_header_size(path)
+            size, why = image_header_size(path)
             if why is not None:
                 p = Problem(UNREADABLE_IMAGE, file, pos, name, None, None, why, "frame")
                 problems.add(p)  # raises when strict

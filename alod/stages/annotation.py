@@ -12,12 +12,18 @@ With ``cycles.oracle: human`` the cycle loop stops after *select* and prints bot
 3. :func:`run_import` reads their file back with the format (named or detected), validated against
    the cycle's images, sizes and classes: every problem is printed and written to
    ``cycle_NN/import_problems.jsonl``, objects with problems are skipped. Images missing from the
-   answer refuse the import unless ``allow_partial`` (then they go back to the unlabeled pool). The
-   labels are stored as ``cycle_NN/labels.npz`` + ``labels.json``
-   (:func:`alod.oracles.store_labels`).
+   answer refuse the import unless ``allow_partial`` (then they go back to the unlabeled pool). A
+   refused import changes no stored file: its problems go to
+   ``cycle_NN/import_problems.refused-NNN.jsonl``. The labels are stored as
+   ``cycle_NN/labels.npz`` + ``labels.json`` (:func:`alod.oracles.store_labels`).
 4. Rerunning ``main_sample.py`` continues from the label step with the stored labels.
 
-Re-importing: the same file again (same sha256; for a folder, of its ``.json``/``.xml`` files)
+:func:`cycle_task` builds the same :class:`~alod.annotate.core.ExportTask` as step 1 without writing
+files: ``alod serve`` (:mod:`alod.serve`) answers Label Studio with it, and feeds the annotations it
+accepts to :func:`run_import` as a Label Studio export.
+
+Re-importing: the same file again (same sha256; for a folder, of its annotation files: ``.json``
+and ``.xml``, for YOLO ``.txt``, ``.names`` and ``.yaml``)
 changes nothing. A different file replaces the previous import until the cycle's label step has run
 (annotators fix mistakes); after that the labels are in the pool and in a trained model, and a
 different file is refused.
@@ -49,13 +55,16 @@ _IMPORT_PLACEHOLDER = {
     "cvat": "<the annotations.xml or .zip CVAT exports as 'CVAT for images 1.1'>",
     "coco": "<the COCO instances JSON your tool exports>",
     "labelstudio": "<the JSON Label Studio exports (Export > JSON)>",
+    "voc": "<the VOC folder or .zip your tool exports (or this export folder, edited in place)>",
+    "yolo": "<the YOLO folder or .zip your tool exports, with its classes.txt (or this export folder, edited)>",
 }
 
 
 # ------------------------------------------------------------------------------------- shared
-def annotation_sha256(path: str | Path) -> str:
-    """The sha256 an import is known by: of the file, or for a folder (a LabelMe export) of the
-    sorted ``relative path, sha256`` lines of every ``.json`` and ``.xml`` file under it (hidden
+def annotation_sha256(path: str | Path, *, suffixes: tuple[str, ...] = (".json", ".xml")) -> str:
+    """The sha256 an import is known by: of the file, or for a folder (a LabelMe, VOC or YOLO
+    export) of the sorted ``relative path, sha256`` lines of every file under it whose name ends in
+    one of ``suffixes`` (the format's :attr:`~alod.annotate.core.AnnotationFormat.suffixes`; hidden
     entries and symbolic links skipped, as the readers skip them): images do not count.
 
     Raises:
@@ -71,7 +80,7 @@ def annotation_sha256(path: str | Path) -> str:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in filenames:
             p = Path(dirpath) / f
-            if f.startswith(".") or p.is_symlink() or p.suffix.lower() not in (".json", ".xml"):
+            if f.startswith(".") or p.is_symlink() or not f.lower().endswith(suffixes):
                 continue
             lines.append(f"{p.relative_to(path).as_posix()}\t{sha256_file(p)}")
     return sha256_strings(sorted(lines))
@@ -186,13 +195,65 @@ def _detections(ctx: StageContext, train, names: list[str], cycle: int, threshol
     return out, str(ckpt if ckpt is not None else cfg.model.weights_path)
 
 
+def _export_task(ctx: StageContext, state: dict, cycle: int, *, preannotate: bool, threshold: float):
+    """Cycle ``cycle``'s :class:`~alod.annotate.core.ExportTask` (with the current model's detections
+    when ``preannotate``) and the weights that made them (``None`` without)."""
+    names = list(_cycle_record(ctx, state, cycle)["selected"])
+    ckpt = _model_checkpoint(ctx, cycle) if preannotate else None  # before the slow part: fail early
+    train = ctx.load_split("train")
+    detections, weights = None, None
+    if preannotate:
+        detections, weights = _detections(ctx, train, names, cycle, threshold, ckpt)
+    task = _task(ctx, train, names, cycle, priorities=_schedule_scores(state), detections=detections)
+    return task, weights
+
+
+def waiting_cycle(state: dict) -> int | None:
+    """The cycle that waits for its labels (its last step is ``selected``), or ``None``."""
+    waiting = [c["cycle"] for c in state.get("cycles", []) if c.get("step") == "selected"]
+    return max(waiting) if waiting else None
+
+
+def cycle_task(cfg: Config, *, cycle: int | None = None, preannotate: bool = False, threshold: float = 0.5,
+               progress: bool = False, log=print):
+    """Cycle ``cycle``'s images as ``alod export`` hands them to annotators, without writing files.
+
+    The same steps as :func:`run_export` (selection, sizes, the schedule's scores as priorities,
+    with ``preannotate`` the detections of cycle ``cycle - 1``'s model above ``threshold``); used by
+    ``alod serve`` to answer Label Studio.
+
+    Args:
+        cycle: a cycle the loop has selected; ``None``: the one waiting for labels.
+
+    Returns:
+        ``(task, info)``: the :class:`~alod.annotate.core.ExportTask` and ``{"cycle", "weights",
+        "step"}`` (``weights``: the checkpoint that pre-annotated, or ``None``; ``step``: the
+        cycle's last step).
+
+    Raises:
+        AlodError: no cycles state, no such cycle, or (``cycle=None``) no cycle waiting for labels.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise AlodError(f"threshold {threshold}: a detection score threshold lies in [0, 1]")
+    with open_stage(cfg, "annotate", amp=cfg.train.amp, progress=progress, log=log) as ctx:
+        state = _read_cycles_state(ctx)
+        if cycle is None:
+            cycle = waiting_cycle(state)
+            if cycle is None:
+                raise AlodError(f"no cycle waits for labels in {ctx.layout.cycles_state}; run python main_sample.py "
+                                "with cycles.oracle=human until it stops after selecting a cycle's images")
+        step = _cycle_record(ctx, state, cycle)["step"]
+        task, weights = _export_task(ctx, state, cycle, preannotate=preannotate, threshold=threshold)
+    return task, {"cycle": cycle, "weights": weights, "step": step}
+
+
 def run_export(cfg: Config, *, cycle: int, fmt: str, preannotate: bool = False, threshold: float = 0.5,
                copy_images: bool = False, overwrite: bool = False, progress: bool = True, log=print) -> dict:
     """Write cycle ``cycle``'s selected images for annotators in format ``fmt``.
 
     Args:
         cycle: a cycle the loop has selected (``state.json``: step ``selected`` or later).
-        fmt: ``labelme``, ``cvat``, ``coco`` or ``labelstudio``.
+        fmt: ``labelme``, ``cvat``, ``coco``, ``labelstudio``, ``voc`` or ``yolo``.
         preannotate: the current model's detections (cycle ``cycle - 1``'s checkpoint; for cycle 1
             the pretraining checkpoint; else ``model.weights_path``) become pre-annotations.
         threshold: the lowest detection score kept as a pre-annotation, in ``[0, 1]``.
@@ -212,18 +273,12 @@ def run_export(cfg: Config, *, cycle: int, fmt: str, preannotate: bool = False, 
         raise AlodError(f"--threshold {threshold}: a detection score threshold lies in [0, 1]")
     with open_stage(cfg, "annotate", amp=cfg.train.amp, progress=progress, log=log) as ctx:
         state = _read_cycles_state(ctx)
-        rec = _cycle_record(ctx, state, cycle)
-        names = list(rec["selected"])
+        _cycle_record(ctx, state, cycle)
         out_dir = ctx.layout.cycle_export_dir(cycle, fmt_.name)
         if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
             raise AlodError(f"{out_dir} already holds an export (annotators may be working in it); import it, "
                             "delete the folder, or pass --overwrite to write over it")
-        ckpt = _model_checkpoint(ctx, cycle) if preannotate else None  # before the slow part: fail early
-        train = ctx.load_split("train")
-        detections, weights = None, None
-        if preannotate:
-            detections, weights = _detections(ctx, train, names, cycle, threshold, ckpt)
-        task = _task(ctx, train, names, cycle, priorities=_schedule_scores(state), detections=detections)
+        task, weights = _export_task(ctx, state, cycle, preannotate=preannotate, threshold=threshold)
         result = {"folder": str(out_dir), "files": [], "images": len(task.images),
                   "preannotations": sum(len(im.boxes) for im in task.images), "weights": weights,
                   "import_path": str(out_dir) if fmt_.name == "labelme" else _IMPORT_PLACEHOLDER[fmt_.name]}
@@ -256,7 +311,7 @@ def run_import(cfg: Config, *, cycle: int, path: str | Path, fmt: str = "auto", 
     """Store the annotators' labels of cycle ``cycle`` for the human oracle.
 
     Args:
-        path: the annotation file (or LabelMe folder, CVAT zip, ...) the tool wrote.
+        path: the annotation file (or LabelMe / VOC / YOLO folder, CVAT zip, ...) the tool wrote.
         fmt: a format name, or ``auto`` to detect it from the content.
         allow_partial: accept an answer that misses some of the cycle's images; those go back to
             the unlabeled pool. Without it such an import is refused and nothing is stored.
@@ -267,87 +322,135 @@ def run_import(cfg: Config, *, cycle: int, path: str | Path, fmt: str = "auto", 
 
     Raises:
         AlodError: no such cycle, an unreadable file, missing images without ``allow_partial``, no
-            image answered, or a different file after the cycle's label step.
+            image answered, or a different file after the cycle's label step. A refused import
+            changes no stored file: its problems go to ``import_problems.refused-NNN.jsonl``
+            (:meth:`alod.layout.RunLayout.cycle_refused_import_problems`), not over the last
+            accepted import's ``import_problems.jsonl``.
     """
     from alod.annotate.core import detect_format, get_format
-    from alod.oracles import read_labels_record, store_labels, stored_labels_intact
 
     path = Path(path)
     with open_stage(cfg, "annotate", progress=progress, log=log) as ctx:
-        layout = ctx.layout
         if cfg.cycles.oracle != "human":
             ctx.log(f"note: this config has cycles.oracle={cfg.cycles.oracle!r}; the labels are used only when the "
                     "cycles run with --set cycles.oracle=human")
         state = _read_cycles_state(ctx)
         rec = _cycle_record(ctx, state, cycle)
-        sha = annotation_sha256(path)  # also: a clear error when the path does not exist
+        if not path.exists():
+            raise AlodError(f"{path} does not exist; give the file (or folder) the annotation tool wrote")
         fmt_ = detect_format(path) if fmt == "auto" else get_format(fmt)
+        sha = annotation_sha256(path, suffixes=fmt_.suffixes)
         source = f"{fmt_.name}:{sha[:16]}"
-        previous = read_labels_record(layout, cycle)
-        intact = previous is not None and stored_labels_intact(layout, cycle, previous)
-        if rec["step"] != "selected":  # the label step ran: the pool holds these labels
-            joined = _pool_sources(state, cycle) or ({previous["source"]} if previous else set())
-            if source not in joined:
-                was = (f" from {previous['path']} ({previous['source']})" if previous
-                       else f" ({', '.join(sorted(joined))})")
-                raise AlodError(
-                    f"cycle {cycle}'s labels joined the pool at its label step{was} and the cycle has reached "
-                    f"'{rec['step']}'; {path} ({source}) is a different file and cannot replace them. Correct "
-                    f"those images in a new run, or delete {layout.cycles_dir} to start the cycles over")
-        if intact and previous["sha256"] == sha:
-            ctx.log(f"cycle {cycle}: {path} is already imported ({source}); nothing changed")
-            return {**previous, "status": "already imported"}
-
+        previous, unchanged = _previous_import(ctx, state, rec, path=path, sha=sha, source=source)
+        if unchanged is not None:
+            return unchanged
         names = list(rec["selected"])
         train = ctx.load_split("train")
-        task = _task(ctx, train, names, cycle)
-        result = fmt_.read(path, task)
-        problems = result.problems
-        lines = [json.dumps({"file": p.file, "where": p.where, "kind": p.kind, "detail": p.detail},
-                            ensure_ascii=False) for p in problems]
-        if ctx.is_main:
-            atomic_write_text(layout.cycle_import_problems(cycle), "".join(x + "\n" for x in lines))
-        for p in problems:
+        result = fmt_.read(path, _task(ctx, train, names, cycle))
+        for p in result.problems:
             ctx.log(f"problem: {p}")
-        counts: dict[str, int] = {}
-        for p in problems:
-            counts[p.kind] = counts.get(p.kind, 0) + 1
-
-        selected = set(names)
-        strays = [n for n in result.boxes if n not in selected]
-        if strays:  # the formats refuse these already; never store a name the cycle did not export
-            raise AlodError(f"{path}: the {fmt_.name} reader returned images that were not exported: {strays[:3]}")
-        missing = [n for n in names if n not in result.boxes]
-        where = f"problems listed in {layout.cycle_import_problems(cycle)}"
-        if len(missing) == len(names):
-            raise AlodError(f"{path}: none of cycle {cycle}'s {len(names)} images is answered ({where}); "
-                            f"nothing was imported. Is it the {fmt_.name} file for this cycle?")
-        if missing and not allow_partial:
-            shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
-            raise AlodError(f"{path}: {len(missing)} of cycle {cycle}'s {len(names)} images have no answer: {shown}; "
-                            "nothing was imported. Label them and import again, or pass --allow-partial to import "
-                            f"the others and return these to the unlabeled pool ({where})")
-        labeled = [n for n in names if n in result.boxes]
-        pos = train.name_to_index()
-        from alod.data.index import DetectionIndex
-
-        index = DetectionIndex.from_lists(
-            image_root=train.image_root, names=labeled,
-            widths=[int(train.widths[pos[n]]) for n in labeled], heights=[int(train.heights[pos[n]]) for n in labeled],
-            boxes_per_image=[result.boxes[n] for n in labeled], labels_per_image=[result.labels[n] for n in labeled],
-            classes=tuple(train.classes), source=str(path.resolve()),
-        )
+        missing = _accept_answer(ctx, result, names, cycle=cycle, path=path, fmt=fmt_.name,
+                                 allow_partial=allow_partial)
+        if ctx.is_main:  # only an accepted import replaces the cycle's problem list
+            atomic_write_text(ctx.layout.cycle_import_problems(cycle), _problem_lines(result.problems))
         record = {"tool": fmt_.name, "version": fmt_.version, "path": str(path.resolve()), "sha256": sha,
-                  "source": source, "images_labeled": labeled, "images_returned": missing,
-                  "boxes": int(index.num_boxes), "problems": counts, "allow_partial": allow_partial}
-        status = "replaced" if previous is not None and previous.get("sha256") != sha else "imported"
-        if ctx.is_main:
-            record = store_labels(layout, cycle, index, record)
-        ctx.wait()
-        if status == "replaced":
-            ctx.log(f"cycle {cycle}: replaced the previous import ({previous.get('path')}, {previous.get('source')})")
-        back = f"; {len(missing)} image(s) returned to the unlabeled pool" if missing else ""
-        ctx.log(f"cycle {cycle}: imported {len(labeled)} images with {index.num_boxes} boxes from {path} "
-                f"({source}){back}; {len(problems)} problem(s)"
-                + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))}), {where}" if problems else ""))
-        return {**record, "status": status}
+                  "source": source, "allow_partial": allow_partial}
+        return _store(ctx, train, result, names, missing, cycle=cycle, record=record, previous=previous)
+
+
+def _previous_import(ctx: StageContext, state: dict, rec: dict, *, path: Path, sha: str, source: str):
+    """``(previous labels record or None, result or None)``: the result when the same file is
+    already imported (nothing to do). Raises when the cycle's label step has run and ``path`` is a
+    different file (its labels are in the pool and in a trained model)."""
+    from alod.oracles import read_labels_record, stored_labels_intact
+
+    layout, cycle = ctx.layout, rec["cycle"]
+    previous = read_labels_record(layout, cycle)
+    intact = previous is not None and stored_labels_intact(layout, cycle, previous)
+    if rec["step"] != "selected":  # the label step ran: the pool holds these labels
+        joined = _pool_sources(state, cycle) or ({previous["source"]} if previous else set())
+        if source not in joined:
+            was = (f" from {previous['path']} ({previous['source']})" if previous
+                   else f" ({', '.join(sorted(joined))})")
+            raise AlodError(
+                f"cycle {cycle}'s labels joined the pool at its label step{was} and the cycle has reached "
+                f"'{rec['step']}'; {path} ({source}) is a different file and cannot replace them. Correct "
+                f"those images in a new run, or delete {layout.cycles_dir} to start the cycles over")
+    if intact and previous["sha256"] == sha:
+        ctx.log(f"cycle {cycle}: {path} is already imported ({source}); nothing changed")
+        return previous, {**previous, "status": "already imported"}
+    return previous, None
+
+
+def _problem_lines(problems) -> str:
+    """Import problems as JSON lines (``file``, ``where``, ``kind``, ``detail``)."""
+    return "".join(json.dumps({"file": p.file, "where": p.where, "kind": p.kind, "detail": p.detail},
+                              ensure_ascii=False) + "\n" for p in problems)
+
+
+def _refused_problems_path(layout, cycle: int) -> Path:
+    """The first unused ``import_problems.refused-NNN.jsonl`` of the cycle."""
+    attempt = 1
+    while layout.cycle_refused_import_problems(cycle, attempt).exists():
+        attempt += 1
+    return layout.cycle_refused_import_problems(cycle, attempt)
+
+
+def _accept_answer(ctx: StageContext, result, names: list[str], *, cycle: int, path: Path, fmt: str,
+                   allow_partial: bool) -> list[str]:
+    """The cycle's images the answer lacks, or :class:`AlodError` when the import is refused (no
+    image answered; some missing without ``allow_partial``). A refusal writes its problems under
+    the attempt's own name and leaves every stored file as it was."""
+    selected = set(names)
+    strays = [n for n in result.boxes if n not in selected]
+    missing = [n for n in names if n not in result.boxes]
+    why = None
+    if strays:  # the formats refuse these already; never store a name the cycle did not export
+        why = f"the {fmt} reader returned images that were not exported: {strays[:3]}"
+    elif len(missing) == len(names):
+        why = f"none of cycle {cycle}'s {len(names)} images is answered (is it the {fmt} file for this cycle?)"
+    elif missing and not allow_partial:
+        shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+        why = (f"{len(missing)} of cycle {cycle}'s {len(names)} images have no answer: {shown}. Label them and "
+               "import again, or pass --allow-partial to import the others and return these to the unlabeled pool")
+    if why is None:
+        return missing
+    refused = _refused_problems_path(ctx.layout, cycle)
+    if ctx.is_main:
+        atomic_write_text(refused, _problem_lines(result.problems))
+    raise AlodError(f"{path}: {why}. Nothing was imported: no stored file changed (this attempt's "
+                    f"{len(result.problems)} problem(s) are listed in {refused})")
+
+
+def _store(ctx: StageContext, train, result, names: list[str], missing: list[str], *, cycle: int, record: dict,
+           previous: dict | None) -> dict:
+    """Store the accepted answer as ``labels.npz`` + ``labels.json`` and log what was imported."""
+    from alod.data.index import DetectionIndex
+    from alod.oracles import store_labels
+
+    layout = ctx.layout
+    labeled = [n for n in names if n in result.boxes]
+    pos = train.name_to_index()
+    index = DetectionIndex.from_lists(
+        image_root=train.image_root, names=labeled,
+        widths=[int(train.widths[pos[n]]) for n in labeled], heights=[int(train.heights[pos[n]]) for n in labeled],
+        boxes_per_image=[result.boxes[n] for n in labeled], labels_per_image=[result.labels[n] for n in labeled],
+        classes=tuple(train.classes), source=record["path"],
+    )
+    counts: dict[str, int] = {}
+    for p in result.problems:
+        counts[p.kind] = counts.get(p.kind, 0) + 1
+    record = {**record, "images_labeled": labeled, "images_returned": missing, "boxes": int(index.num_boxes),
+              "problems": counts}
+    status = "replaced" if previous is not None and previous.get("sha256") != record["sha256"] else "imported"
+    if ctx.is_main:
+        record = store_labels(layout, cycle, index, record)
+    ctx.wait()
+    if status == "replaced":
+        ctx.log(f"cycle {cycle}: replaced the previous import ({previous.get('path')}, {previous.get('source')})")
+    back = f"; {len(missing)} image(s) returned to the unlabeled pool" if missing else ""
+    where = f"problems listed in {layout.cycle_import_problems(cycle)}"
+    ctx.log(f"cycle {cycle}: imported {len(labeled)} images with {index.num_boxes} boxes from {record['path']} "
+            f"({record['source']}){back}; {len(result.problems)} problem(s)"
+            + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))}), {where}" if counts else ""))
+    return {**record, "status": status}

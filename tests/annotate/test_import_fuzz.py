@@ -113,3 +113,49 @@ def test_cvat_junk(tmp_path, boxes):
     except UnicodeEncodeError:
         return  # hypothesis drew a lone surrogate: not a file anyone can write
     _check("cvat", path)
+
+
+@SETTINGS
+@given(files=st.lists(st.tuples(_NAMES, _XML_TEXT, _XML_TEXT,
+                                st.lists(st.tuples(st.sampled_from(list(CLASSES) + ["truck", ""]), _XML_TEXT, _XML_TEXT,
+                                                   _XML_TEXT, _XML_TEXT, st.sampled_from(["0", "1", "x"])), max_size=3)),
+                      max_size=3))
+def test_voc_junk(tmp_path, files):
+    from xml.sax.saxutils import escape
+
+    d = tmp_path / "voc"
+    d.mkdir(exist_ok=True)
+    for old in d.iterdir():
+        old.unlink()
+    for k, (name, w, h, objects) in enumerate(files):
+        objs = "".join(f"<object><name>{escape(n)}</name><difficult>{diff}</difficult><bndbox><xmin>{a}</xmin>"
+                       f"<ymin>{b}</ymin><xmax>{c}</xmax><ymax>{e}</ymax></bndbox></object>"
+                       for n, a, b, c, e, diff in objects)
+        try:
+            (d / f"{k}.xml").write_text(f"<annotation><filename>{escape(name)}</filename><size><width>{w}</width>"
+                                        f"<height>{h}</height></size>{objs}</annotation>", encoding="utf-8")
+        except UnicodeEncodeError:
+            return  # a lone surrogate: not a file anyone can write
+    _check("voc", d)
+
+
+@SETTINGS
+@given(classes=st.sampled_from(["car\npedestrian\n", "pedestrian\ncar\ntruck\n", "car\n\ncar\n"]) | st.text(max_size=12),
+       files=st.lists(st.tuples(_NAMES, st.lists(st.lists(_XML_TEXT | st.text(max_size=3), max_size=7).map(" ".join),
+                                                 max_size=4)), max_size=4))
+def test_yolo_junk(tmp_path, classes, files):
+    import zipfile
+
+    z = tmp_path / "yolo.zip"
+    try:
+        with zipfile.ZipFile(z, "w") as zf:
+            zf.writestr("classes.txt", classes)
+            written = set()
+            for name, lines in files:
+                member = f"labels/{name.rsplit('.', 1)[0]}.txt"  # a label file is named by the image's stem
+                if member not in written:
+                    written.add(member)
+                    zf.writestr(member, "\n".join(lines))
+    except (UnicodeEncodeError, ValueError):
+        return  # a name a zip cannot hold
+    _check("yolo", z)

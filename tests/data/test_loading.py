@@ -83,7 +83,7 @@ def test_argument_errors(tmp_path, write_json):
     with pytest.raises(AlodError, match="does not exist"):
         load_index(labels=tmp_path / "nope.json", log=Log())
     with pytest.raises(AlodError, match="unknown label format"):
-        load_index(labels=path, fmt="yolo", log=Log())
+        load_index(labels=path, fmt="kitti", log=Log())
     with pytest.raises(AlodError, match="image folder"):
         load_index(labels=path, image_root=tmp_path / "no_images", log=Log())
     with pytest.raises(AlodError, match="verify_images=True needs an image_root"):

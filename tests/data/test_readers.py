@@ -29,6 +29,7 @@ from alod.data.readers import (
     label_format_for,
 )
 from alod.data.voc import VOC_FORMAT
+from alod.data.yolo import YOLO_FORMAT
 from alod.utils import AlodError
 
 
@@ -37,18 +38,22 @@ def quiet(line):
 
 
 # ----------------------------------------------------------------------------- the registry
-def test_registry_lists_the_four_formats():
-    assert list(LABEL_FORMATS) == ["bdd100k", "bdd100k_2018", "coco", "voc"]
-    assert FORMAT_CHOICES == ("auto", "bdd100k", "bdd100k_2018", "coco", "voc") == format_choices()
+def test_registry_lists_the_formats():
+    assert list(LABEL_FORMATS) == ["bdd100k", "bdd100k_2018", "coco", "voc", "yolo"]
+    assert FORMAT_CHOICES == ("auto", "bdd100k", "bdd100k_2018", "coco", "voc", "yolo") == format_choices()
     assert LABEL_FORMATS["bdd100k"] is BDD100K_FORMAT and LABEL_FORMATS["bdd100k_2018"] is BDD100K_2018_FORMAT
     assert LABEL_FORMATS["coco"] is COCO_FORMAT and LABEL_FORMATS["voc"] is VOC_FORMAT
+    assert LABEL_FORMATS["yolo"] is YOLO_FORMAT
     for name, entry in LABEL_FORMATS.items():
         assert entry.name == name and get_label_format(name) is entry
-    assert [e.family for e in LABEL_FORMATS.values()] == ["bdd100k", "bdd100k", "coco", "voc"]
-    # VOC's devkit measures widths as xmax - xmin + 1, as BDD100K's evaluation does.
-    assert [e.box_convention for e in LABEL_FORMATS.values()] == ["bdd100k", "bdd100k", "coco", "bdd100k"]
-    # Only VOC reads a folder or a list of files, and takes a class list.
-    assert [n for n, e in LABEL_FORMATS.items() if e.reads_folders or e.accepts_classes or e.fingerprint] == ["voc"]
+    assert [e.family for e in LABEL_FORMATS.values()] == ["bdd100k", "bdd100k", "coco", "voc", "yolo"]
+    # VOC's devkit measures widths as xmax - xmin + 1, as BDD100K's evaluation does; YOLO's
+    # normalised coordinates are continuous, as COCO's.
+    assert [e.box_convention for e in LABEL_FORMATS.values()] == ["bdd100k", "bdd100k", "coco", "bdd100k", "coco"]
+    # Only VOC and YOLO read a folder (or a list of files) and take a class list; only YOLO needs the images.
+    assert [n for n, e in LABEL_FORMATS.items() if e.reads_folders or e.accepts_classes or e.fingerprint] == [
+        "voc", "yolo"]
+    assert [n for n, e in LABEL_FORMATS.items() if e.needs_images] == ["yolo"]
 
 
 def test_detection_on_real_files(shared_data):
@@ -67,10 +72,11 @@ def test_detection_skips_a_byte_order_mark_and_whitespace(tmp_path):
 
 
 def test_unknown_format_names_the_valid_ones(tmp_path):
-    with pytest.raises(AlodError, match=r"unknown label format 'yolo'; choose one of bdd100k, bdd100k_2018, coco, voc$"):
-        get_label_format("yolo")
-    with pytest.raises(AlodError, match=r"choose one of auto, bdd100k, bdd100k_2018, coco, voc$"):
-        check_format_choice("yolo")
+    with pytest.raises(AlodError, match=r"unknown label format 'kitti'; choose one of bdd100k, bdd100k_2018, coco, voc, "
+                                        r"yolo$"):
+        get_label_format("kitti")
+    with pytest.raises(AlodError, match=r"choose one of auto, bdd100k, bdd100k_2018, coco, voc, yolo$"):
+        check_format_choice("kitti")
     check_format_choice("auto")
     with pytest.raises(AlodError, match="unknown label format"):
         get_label_format(["coco"])  # an unhashable value from YAML is a clear error too

@@ -17,7 +17,7 @@ def quiet(line):
 
 
 def test_kinds():
-    assert list(DATA_KINDS) == ["synthetic", "bdd100k", "coco", "folder", "voc"]
+    assert list(DATA_KINDS) == ["synthetic", "bdd100k", "coco", "folder", "voc", "yolo"]
     assert get_data_kind("synthetic").label_format == "bdd100k" and get_data_kind("synthetic").generated
     assert get_data_kind("coco").labels is None  # explicit paths required
     cfg = DataConfig(kind="synthetic")
@@ -33,9 +33,9 @@ def test_check_data_config_accepts_valid_sections():
 
 
 @pytest.mark.parametrize("cfg, message", [
-    (DataConfig(kind="kitti"), r"^data.kind must be one of synthetic, bdd100k, coco, folder, voc \(got 'kitti'\)$"),
-    (DataConfig(kind="bdd100k", format="yolo"),
-     r"^data.format must be one of auto, bdd100k, bdd100k_2018, coco, voc \(got 'yolo'\)$"),
+    (DataConfig(kind="kitti"), r"^data.kind must be one of synthetic, bdd100k, coco, folder, voc, yolo \(got 'kitti'\)$"),
+    (DataConfig(kind="bdd100k", format="kitti"),
+     r"^data.format must be one of auto, bdd100k, bdd100k_2018, coco, voc, yolo \(got 'kitti'\)$"),
     (DataConfig(kind="coco"), r"^data.kind=coco needs data.train_labels and data.train_images$"),
     (DataConfig(kind="coco", train_labels="t.json", train_images="t", val_labels="v.json"),
      r"^data.kind=coco needs data.val_labels and data.val_images$"),

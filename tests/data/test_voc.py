@@ -275,9 +275,9 @@ def test_fatal_inputs(tmp_path, voc):
 def test_load_index_folder_format_and_classes_checks(voc, tmp_path):
     ann, lst = voc(THREE)
     with pytest.raises(LabelFileError, match="is a folder: 'auto' recognises a label file by its first bytes; "
-                                             r"name the format of a folder of label files \(voc\)"):
+                                             r"name the format of a folder of label files \(voc, yolo\)"):
         detect_format(ann)
-    with pytest.raises(LabelFileError, match=r"such as voc, must be named in data.format"):
+    with pytest.raises(LabelFileError, match=r"such as voc, yolo, must be named in data.format"):
         load_index(labels=lst, log=quiet)  # auto on a list of ids
     with pytest.raises(AlodError, match="is a folder; label format coco reads one label file"):
         load_index(labels=ann, fmt="coco", log=quiet)
