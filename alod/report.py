@@ -99,6 +99,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import FixedLocator, NullFormatter, StrMethodFormatter
 from scipy import stats
 
 from alod.utils import AlodError, atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -945,8 +948,6 @@ def _plot_targets(ax, report: Mapping[str, Any], colours: Mapping[str, str]) -> 
 
 def _symlog_y(ax) -> None:
     """Symlog y (linear below 0.01, log above) with plain-number ticks: early cycles sit near 0."""
-    from matplotlib.ticker import FixedLocator, NullFormatter, StrMethodFormatter
-
     ax.set_yscale("symlog", linthresh=0.01)
     top = max(ax.get_ylim()[1], 0.02)
     ax.set_ylim(0, top)
@@ -964,9 +965,6 @@ def plot_curves(report: Mapping[str, Any], *, dpi: int = 120) -> bytes:
     the equal-box random runs. Uses matplotlib's Agg canvas through ``Figure`` (no pyplot state);
     no timestamp or software tag in the metadata, so the same report gives the same bytes.
     """
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
     fig = Figure(figsize=(13, 5.2), dpi=dpi, layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     colours = _styles(report)

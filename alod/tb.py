@@ -6,6 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.tensorboard import SummaryWriter
+from torchvision.transforms.v2.functional import resize
+from torchvision.utils import draw_bounding_boxes, make_grid
 
 
 class RunLogger:
@@ -16,8 +19,6 @@ class RunLogger:
     """
 
     def __init__(self, tb_dir: str | Path, *, jsonl: str | Path | None = None):
-        from torch.utils.tensorboard import SummaryWriter
-
         self.writer = SummaryWriter(log_dir=str(tb_dir))
         self.jsonl = Path(jsonl) if jsonl else None
 
@@ -49,8 +50,6 @@ class RunLogger:
         Every drawn image is letterboxed (centred, aspect kept, padded) onto one cell as large as
         the largest of them, so portrait and landscape frames of different sizes share one grid.
         """
-        from torchvision.utils import make_grid
-
         drawn = [_draw(img, det, classes, score_threshold=score_threshold, max_side=max_side)
                  for img, det in zip(images, dets)]
         if drawn:
@@ -80,9 +79,6 @@ def _to_rgb_uint8(img: torch.Tensor) -> torch.Tensor:
 
 def _draw(img, det: dict, classes: tuple[str, ...], *, score_threshold: float, max_side: int) -> torch.Tensor:
     """One image with its confident boxes drawn: ``uint8 [3, h, w]``, scaled so that max(h, w) <= max_side."""
-    from torchvision.transforms.v2.functional import resize
-    from torchvision.utils import draw_bounding_boxes
-
     canvas = _to_rgb_uint8(img)
     h, w = canvas.shape[1:]
     scale = min(1.0, max_side / max(h, w))
