@@ -1,5 +1,5 @@
 """Humans in the loop: ``alod export`` hands a cycle's selected images to an annotation tool and
-``alod import`` brings the annotators' labels back for the ``human`` oracle (:mod:`alod.oracles`).
+``alod import`` brings the annotators' labels back for the ``human`` oracle (:mod:`alod.cycle.oracles`).
 
 With ``cycles.oracle: human`` the cycle loop stops after *select* and prints both commands. Then:
 
@@ -14,7 +14,7 @@ With ``cycles.oracle: human`` the cycle loop stops after *select* and prints bot
    ``cycle_NN/import_problems.jsonl``, objects with problems are skipped. Images missing from the
    answer refuse the import unless ``allow_partial`` (then they go back to the unlabeled pool). The
    labels are stored as ``cycle_NN/labels.npz`` + ``labels.json``
-   (:func:`alod.oracles.store_labels`).
+   (:func:`alod.cycle.oracles.store_labels`).
 4. Rerunning ``main_sample.py`` continues from the label step with the stored labels.
 
 Re-importing: the same file again (same sha256; for a folder, of its ``.json``/``.xml`` files)
@@ -30,12 +30,20 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from alod.annotate.core import ExportImage, ExportTask
+from alod.annotate.formats import detect_format, get_format
 from alod.config import Config
-from alod.stage import StageContext, open_stage
+from alod.cycle.oracles import read_labels_record, store_labels, stored_labels_intact
+from alod.data.index import DetectionIndex
+from alod.engine import predict
+from alod.models import build_detector, load_detector
+from alod.schedule import load_schedule
+from alod.stages.setup import StageContext, open_stage
 from alod.utils import AlodError, atomic_write_json, atomic_write_text, sha256_file, sha256_strings
 
 #: The cycles state format this stage reads (``alod.stages.cycles.STATE_FORMAT``; a stage does not
@@ -107,8 +115,6 @@ def _task(ctx: StageContext, train, names: list[str], cycle: int, *, priorities:
           detections: dict | None = None):
     """The :class:`~alod.annotate.core.ExportTask` of ``names`` (dataset names; sizes from ``train``;
     ``detections``: name -> ``(boxes float64[N, 4], labels int64[N], scores float64[N])``)."""
-    from alod.annotate.core import ExportImage, ExportTask
-
     pos = train.name_to_index()
     unknown = [x for x in names if x not in pos]
     if unknown:
@@ -132,8 +138,6 @@ def _task(ctx: StageContext, train, names: list[str], cycle: int, *, priorities:
 def _schedule_scores(state: dict) -> dict[str, float] | None:
     """Every image's score in the precomputed schedule the cycles use, or ``None`` when the run has
     none (another selector, or the file is gone)."""
-    from alod.schedule import load_schedule
-
     sel = state.get("selector") or {}
     if sel.get("name") != "precomputed" or not sel.get("schedule") or not Path(sel["schedule"]).is_file():
         return None
@@ -161,18 +165,10 @@ def _detections(ctx: StageContext, train, names: list[str], cycle: int, threshol
     """name -> ``(boxes float64[N, 4], labels int64[N], scores float64[N])`` of the detections with
     score >= ``threshold`` of the model in ``ckpt`` (``None``: ``model.weights_path``), and the
     weights used (a path)."""
-    from alod.engine import load_checkpoint, predict
-    from alod.models import build_detector
-
     cfg = ctx.cfg
-    model = build_detector(cfg.model, num_classes=train.num_classes)  # loads model.weights_path if set
-    if ckpt is not None:
-        state = load_checkpoint(ckpt)
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise AlodError(f"{ckpt} does not fit model {cfg.model.name} with {train.num_classes} classes "
-                            f"({str(e).strip().splitlines()[0]}); was it trained with another config?") from None
+    model_kwargs = asdict(cfg.model)  # builds with model.weights_path when it is set
+    model = (build_detector(num_classes=train.num_classes, **model_kwargs) if ckpt is None
+             else load_detector(ckpt, num_classes=train.num_classes, **model_kwargs))
     model.to(ctx.accelerator.device)
     pos = train.name_to_index()
     subset = train.subset([pos[x] for x in names])
@@ -205,12 +201,11 @@ def run_export(cfg: Config, *, cycle: int, fmt: str, preannotate: bool = False, 
         open or upload; ``import_path`` what ``alod import`` takes after labeling (a path, or a
         placeholder in ``<...>`` for the file the tool exports).
     """
-    from alod.annotate.core import get_format
-
     fmt_ = get_format(fmt)
     if not 0.0 <= threshold <= 1.0:
         raise AlodError(f"--threshold {threshold}: a detection score threshold lies in [0, 1]")
     with open_stage(cfg, "annotate", amp=cfg.train.amp, progress=progress, log=log) as ctx:
+        ctx.ensure_dataset()
         state = _read_cycles_state(ctx)
         rec = _cycle_record(ctx, state, cycle)
         names = list(rec["selected"])
@@ -269,12 +264,9 @@ def run_import(cfg: Config, *, cycle: int, path: str | Path, fmt: str = "auto", 
         AlodError: no such cycle, an unreadable file, missing images without ``allow_partial``, no
             image answered, or a different file after the cycle's label step.
     """
-    from alod.annotate.core import detect_format, get_format
-    from alod.oracles import read_labels_record, store_labels, stored_labels_intact
-
     path = Path(path)
     with open_stage(cfg, "annotate", progress=progress, log=log) as ctx:
-        layout = ctx.layout
+        ctx.ensure_dataset()
         if cfg.cycles.oracle != "human":
             ctx.log(f"note: this config has cycles.oracle={cfg.cycles.oracle!r}; the labels are used only when the "
                     "cycles run with --set cycles.oracle=human")
@@ -283,71 +275,102 @@ def run_import(cfg: Config, *, cycle: int, path: str | Path, fmt: str = "auto", 
         sha = annotation_sha256(path)  # also: a clear error when the path does not exist
         fmt_ = detect_format(path) if fmt == "auto" else get_format(fmt)
         source = f"{fmt_.name}:{sha[:16]}"
-        previous = read_labels_record(layout, cycle)
-        intact = previous is not None and stored_labels_intact(layout, cycle, previous)
-        if rec["step"] != "selected":  # the label step ran: the pool holds these labels
-            joined = _pool_sources(state, cycle) or ({previous["source"]} if previous else set())
-            if source not in joined:
-                was = (f" from {previous['path']} ({previous['source']})" if previous
-                       else f" ({', '.join(sorted(joined))})")
-                raise AlodError(
-                    f"cycle {cycle}'s labels joined the pool at its label step{was} and the cycle has reached "
-                    f"'{rec['step']}'; {path} ({source}) is a different file and cannot replace them. Correct "
-                    f"those images in a new run, or delete {layout.cycles_dir} to start the cycles over")
-        if intact and previous["sha256"] == sha:
+        previous = read_labels_record(ctx.layout, cycle)
+        _check_replaceable(ctx, state, rec, cycle=cycle, path=path, source=source, previous=previous)
+        if previous is not None and stored_labels_intact(ctx.layout, cycle, previous) and previous["sha256"] == sha:
             ctx.log(f"cycle {cycle}: {path} is already imported ({source}); nothing changed")
             return {**previous, "status": "already imported"}
-
         names = list(rec["selected"])
         train = ctx.load_split("train")
-        task = _task(ctx, train, names, cycle)
-        result = fmt_.read(path, task)
-        problems = result.problems
-        lines = [json.dumps({"file": p.file, "where": p.where, "kind": p.kind, "detail": p.detail},
-                            ensure_ascii=False) for p in problems]
-        if ctx.is_main:
-            atomic_write_text(layout.cycle_import_problems(cycle), "".join(x + "\n" for x in lines))
-        for p in problems:
-            ctx.log(f"problem: {p}")
-        counts: dict[str, int] = {}
-        for p in problems:
-            counts[p.kind] = counts.get(p.kind, 0) + 1
-
-        selected = set(names)
-        strays = [n for n in result.boxes if n not in selected]
-        if strays:  # the formats refuse these already; never store a name the cycle did not export
-            raise AlodError(f"{path}: the {fmt_.name} reader returned images that were not exported: {strays[:3]}")
-        missing = [n for n in names if n not in result.boxes]
-        where = f"problems listed in {layout.cycle_import_problems(cycle)}"
-        if len(missing) == len(names):
-            raise AlodError(f"{path}: none of cycle {cycle}'s {len(names)} images is answered ({where}); "
-                            f"nothing was imported. Is it the {fmt_.name} file for this cycle?")
-        if missing and not allow_partial:
-            shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
-            raise AlodError(f"{path}: {len(missing)} of cycle {cycle}'s {len(names)} images have no answer: {shown}; "
-                            "nothing was imported. Label them and import again, or pass --allow-partial to import "
-                            f"the others and return these to the unlabeled pool ({where})")
-        labeled = [n for n in names if n in result.boxes]
-        pos = train.name_to_index()
-        from alod.data.index import DetectionIndex
-
-        index = DetectionIndex.from_lists(
-            image_root=train.image_root, names=labeled,
-            widths=[int(train.widths[pos[n]]) for n in labeled], heights=[int(train.heights[pos[n]]) for n in labeled],
-            boxes_per_image=[result.boxes[n] for n in labeled], labels_per_image=[result.labels[n] for n in labeled],
-            classes=tuple(train.classes), source=str(path.resolve()),
-        )
+        result, counts = _read_answer(ctx, fmt_, path, _task(ctx, train, names, cycle), cycle=cycle)
+        labeled, missing = _answered(path, names, result, cycle=cycle, fmt_name=fmt_.name,
+                                     allow_partial=allow_partial, where=_problems_note(ctx, cycle))
+        index = _labels_index(train, labeled, result, path=path)
         record = {"tool": fmt_.name, "version": fmt_.version, "path": str(path.resolve()), "sha256": sha,
                   "source": source, "images_labeled": labeled, "images_returned": missing,
                   "boxes": int(index.num_boxes), "problems": counts, "allow_partial": allow_partial}
         status = "replaced" if previous is not None and previous.get("sha256") != sha else "imported"
         if ctx.is_main:
-            record = store_labels(layout, cycle, index, record)
+            record = store_labels(ctx.layout, cycle, index, record)
         ctx.wait()
         if status == "replaced":
             ctx.log(f"cycle {cycle}: replaced the previous import ({previous.get('path')}, {previous.get('source')})")
         back = f"; {len(missing)} image(s) returned to the unlabeled pool" if missing else ""
+        problems = sum(counts.values())
         ctx.log(f"cycle {cycle}: imported {len(labeled)} images with {index.num_boxes} boxes from {path} "
-                f"({source}){back}; {len(problems)} problem(s)"
-                + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))}), {where}" if problems else ""))
+                f"({source}){back}; {problems} problem(s)"
+                + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))}), {_problems_note(ctx, cycle)}"
+                   if problems else ""))
         return {**record, "status": status}
+
+
+def _problems_note(ctx: StageContext, cycle: int) -> str:
+    return f"problems listed in {ctx.layout.cycle_import_problems(cycle)}"
+
+
+def _check_replaceable(ctx: StageContext, state: dict, rec: dict, *, cycle: int, path: Path, source: str,
+                       previous: dict | None) -> None:
+    """Refuse a different file once the cycle's label step has put the previous labels in the pool."""
+    if rec["step"] == "selected":
+        return
+    joined = _pool_sources(state, cycle) or ({previous["source"]} if previous else set())
+    if source not in joined:
+        was = (f" from {previous['path']} ({previous['source']})" if previous
+               else f" ({', '.join(sorted(joined))})")
+        raise AlodError(
+            f"cycle {cycle}'s labels joined the pool at its label step{was} and the cycle has reached "
+            f"'{rec['step']}'; {path} ({source}) is a different file and cannot replace them. Correct "
+            f"those images in a new run, or delete {ctx.layout.cycles_dir} to start the cycles over")
+
+
+def _read_answer(ctx: StageContext, fmt_, path: Path, task, *, cycle: int):
+    """Read the tool's file against ``task``; write and log its problems. Returns the
+    :class:`~alod.annotate.core.ImportResult` and the problem count per kind."""
+    result = fmt_.read(path, task)
+    problems = result.problems
+    lines = [json.dumps({"file": p.file, "where": p.where, "kind": p.kind, "detail": p.detail},
+                        ensure_ascii=False) for p in problems]
+    if ctx.is_main:
+        atomic_write_text(ctx.layout.cycle_import_problems(cycle), "".join(x + "\n" for x in lines))
+    for p in problems:
+        ctx.log(f"problem: {p}")
+    counts: dict[str, int] = {}
+    for p in problems:
+        counts[p.kind] = counts.get(p.kind, 0) + 1
+    return result, counts
+
+
+def _answered(path: Path, names: list[str], result, *, cycle: int, fmt_name: str, allow_partial: bool,
+              where: str) -> tuple[list[str], list[str]]:
+    """``(labeled, missing)``: the cycle's images the file answers, and those it does not.
+
+    Raises:
+        AlodError: the file names images that were not exported, answers none, or misses some
+            without ``allow_partial``.
+    """
+    selected = set(names)
+    strays = [n for n in result.boxes if n not in selected]
+    if strays:  # the formats refuse these already; never store a name the cycle did not export
+        raise AlodError(f"{path}: the {fmt_name} reader returned images that were not exported: {strays[:3]}")
+    missing = [n for n in names if n not in result.boxes]
+    if len(missing) == len(names):
+        raise AlodError(f"{path}: none of cycle {cycle}'s {len(names)} images is answered ({where}); "
+                        f"nothing was imported. Is it the {fmt_name} file for this cycle?")
+    if missing and not allow_partial:
+        shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+        raise AlodError(f"{path}: {len(missing)} of cycle {cycle}'s {len(names)} images have no answer: {shown}; "
+                        "nothing was imported. Label them and import again, or pass --allow-partial to import "
+                        f"the others and return these to the unlabeled pool ({where})")
+    return [n for n in names if n in result.boxes], missing
+
+
+def _labels_index(train, labeled: list[str], result, *, path: Path) -> DetectionIndex:
+    """The imported labels of ``labeled`` as a :class:`~alod.data.index.DetectionIndex` (sizes and
+    classes from ``train``; nothing ignored)."""
+    pos = train.name_to_index()
+    return DetectionIndex.from_lists(
+        image_root=train.image_root, names=labeled,
+        widths=[int(train.widths[pos[n]]) for n in labeled], heights=[int(train.heights[pos[n]]) for n in labeled],
+        boxes_per_image=[result.boxes[n] for n in labeled], labels_per_image=[result.labels[n] for n in labeled],
+        classes=tuple(train.classes), source=str(path.resolve()),
+    )

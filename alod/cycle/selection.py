@@ -2,7 +2,7 @@
 
 A selector is chosen by name (``cycles.selector`` in the YAML) from :data:`SELECTORS`. Its factory
 is called once per run of the cycles stage with keyword arguments (``ctx``: the stage context,
-:class:`alod.stage.StageContext`; ``train``: the training index; ``schedule_file``: an explicit
+:class:`alod.stages.setup.StageContext`; ``train``: the training index; ``schedule_file``: an explicit
 schedule path or ``None``) and returns an object with:
 
 * ``identity() -> dict``: recorded in ``state.json``; resuming under another identity (another
@@ -23,8 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
-from alod.pool import LabeledPool
-from alod.utils import AlodError, sha256_file
+import numpy as np
+
+from alod.cycle.pool import LabeledPool
+from alod.schedule import (
+    STREAM_RANDOM_BOXES,
+    SUBSET_STREAM_ADAPTIVE,
+    arrival_batches,
+    check_schedule_matches,
+    cycle1_draw,
+    draw_sample,
+    load_schedule,
+)
+from alod.utils import AlodError, Registry, sha256_file
 
 
 @dataclass(frozen=True)
@@ -43,31 +54,25 @@ class Selector(Protocol):
     def select(self, cycle: int, pool: LabeledPool) -> Selection: ...
 
 
-SELECTORS: dict[str, Callable[..., Selector]] = {}
-
-
-def register_selector(name: str):
-    def deco(factory):
-        SELECTORS[name] = factory
-        return factory
-
-    return deco
+SELECTORS: Registry[Callable[..., Selector]] = Registry("selector")
 
 
 def build_selector(name: str, **kwargs) -> Selector:
-    if name not in SELECTORS:
-        raise AlodError(f"unknown selector {name!r}; choose one of {', '.join(sorted(SELECTORS))}")
-    return SELECTORS[name](**kwargs)
+    """The selector ``name`` built with ``kwargs`` (``ctx``, ``train``, ``schedule_file``)."""
+    return SELECTORS.get(name)(**kwargs)
 
 
-@register_selector("precomputed")
+def check_selector(name: str) -> None:
+    """Refuse an unknown ``cycles.selector`` when the config is checked, before any work."""
+    SELECTORS.get(name, where="config: cycles.selector")
+
+
+@SELECTORS.register("precomputed")
 class PrecomputedSelector:
     """Cycle ``n`` takes the images the schedule lists for it (``schedule.json``, see
     :mod:`alod.schedule`). The schedule must have been made for this training set."""
 
     def __init__(self, *, ctx, train, schedule_file: str | Path | None = None):
-        from alod.schedule import check_schedule_matches, load_schedule
-
         self.path = Path(schedule_file) if schedule_file else ctx.layout.schedule
         self.schedule = load_schedule(self.path)
         check_schedule_matches(self.schedule, train.fingerprint(), path=self.path)
@@ -97,7 +102,7 @@ class PrecomputedSelector:
         return Selection(images=list(entry["images"]), rule=str(entry["rule"]))
 
 
-@register_selector("adaptive")
+@SELECTORS.register("adaptive")
 class AdaptiveSelector:
     """Re-score with the latest model before every cycle (``cycles.selector: adaptive``).
 
@@ -122,10 +127,6 @@ class AdaptiveSelector:
     """
 
     def __init__(self, *, ctx, train, schedule_file: str | Path | None = None):
-        import numpy as np
-
-        from alod.schedule import arrival_batches, cycle1_draw
-
         cfg = ctx.cfg
         s = cfg.schedule
         rng = np.random.default_rng(s.seed)
@@ -151,8 +152,6 @@ class AdaptiveSelector:
         return len(self.batches)
 
     def select(self, cycle: int, pool: LabeledPool) -> Selection:
-        import numpy as np
-
         if cycle == 1:
             return Selection(images=list(self.cycle1), rule="random")
         names = self.train.names
@@ -162,8 +161,6 @@ class AdaptiveSelector:
             raise AlodError(f"cycle {cycle}: only {len(candidates)} unlabeled images have arrived, fewer than "
                             f"schedule.query_size={self.query_size}")
         if self.subset < 1.0:
-            from alod.schedule import SUBSET_STREAM_ADAPTIVE, draw_sample
-
             arrived = len(candidates)
             candidates = draw_sample(candidates, subset=self.subset, query_size=self.query_size, seed=self.seed,
                                      stream=SUBSET_STREAM_ADAPTIVE, n=cycle).tolist()
@@ -171,6 +168,8 @@ class AdaptiveSelector:
                          f"{len(candidates)} of the {arrived} unlabeled images")
         ckpt = self.ctx.layout.cycle_checkpoint(cycle - 1)
         t0 = time.perf_counter()
+        from alod.cycle.scorer import score_with_checkpoint  # why: keeps torch out of config checks
+
         scores = score_with_checkpoint(self.ctx, self.train, candidates, ckpt=ckpt, strategy=self.strategy,
                                        params=self.params, desc=f"cycle {cycle} select")
         seconds = time.perf_counter() - t0
@@ -181,43 +180,15 @@ class AdaptiveSelector:
         return Selection(images=chosen, rule="adaptive top")
 
 
-def score_with_checkpoint(ctx, index, positions: list[int], *, ckpt: Path, strategy: str, params: dict,
-                          desc: str):
-    """Scores ``float64[len(positions)]`` of ``index``'s images ``positions`` under ``strategy``,
-    with the detector in ``ckpt`` (not read for a strategy that needs no inference): ``float64[n]``."""
-
-    from alod.strategies import check_params, get_strategy
-
-    spec = get_strategy(strategy)
-    resolved = check_params(strategy, params)
-    if spec.inference == "none":
-        return spec.fn([{}] * len(positions), **resolved)
-    from alod.engine import load_checkpoint
-    from alod.models import build_detector
-    from alod.scorer import score_positions
-
-    state = load_checkpoint(ckpt)
-    model = build_detector(ctx.cfg.model, num_classes=index.num_classes)
-    model.load_state_dict(state["model"])
-    model.to(ctx.accelerator.device)
-    cfg = ctx.cfg
-    return score_positions(model, ctx.dataset(index), positions, strategy=strategy, params=resolved,
-                           batch_size=cfg.score.batch_size, num_workers=cfg.score.num_workers,
-                           device=ctx.accelerator.device, amp=cfg.score.amp, desc=desc,
-                           progress=ctx.progress and ctx.is_main)
-
-
-def box_counts(index) -> "np.ndarray":
+def box_counts(index) -> np.ndarray:
     """Labeled boxes ``int64[n]`` of every image of ``index`` (ignored regions not counted): what an
     annotator draws, and what the comparison's boxes axis counts."""
-    import numpy as np
-
     offsets = np.asarray(index.offsets, dtype=np.int64)
     kept = np.concatenate([[0], np.cumsum(~np.asarray(index.ignore, dtype=bool))])
     return (kept[offsets[1:]] - kept[offsets[:-1]]).astype(np.int64)
 
 
-@register_selector("random_boxes")
+@SELECTORS.register("random_boxes")
 class RandomBoxesSelector(AdaptiveSelector):
     """The random baseline at equal boxes (``cycles.selector: random_boxes``, used by ``alod compare``).
 
@@ -252,10 +223,6 @@ class RandomBoxesSelector(AdaptiveSelector):
         return min(len(self.batches), len(self.targets) + 1)
 
     def select(self, cycle: int, pool: LabeledPool) -> Selection:
-        import numpy as np
-
-        from alod.schedule import STREAM_RANDOM_BOXES
-
         if cycle == 1:
             return Selection(images=list(self.cycle1), rule="random")
         names, pos = self.train.names, self.train.name_to_index()
