@@ -248,19 +248,23 @@ def score_with_checkpoint(ctx, index, positions: list[int], *, ckpt: Path, strat
     resolved = check_params(strategy, params)
     if spec.inference == "none":
         return spec.fn([{}] * len(positions), **resolved)
-    from alod.engine import load_checkpoint
-    from alod.models import build_detector
     from alod.scorer import score_positions
 
-    state = load_checkpoint(ckpt)
-    model = build_detector(ctx.cfg.model, num_classes=index.num_classes)
-    model.load_state_dict(state["model"])
-    model.to(ctx.accelerator.device)
-    cfg = ctx.cfg
+    model, cfg = _checkpoint_model(ctx, index, ckpt), ctx.cfg
     return score_positions(model, ctx.dataset(index), positions, strategy=strategy, params=resolved,
                            batch_size=cfg.score.batch_size, num_workers=cfg.score.num_workers,
                            device=ctx.accelerator.device, amp=cfg.score.amp, desc=desc,
                            progress=ctx.progress and ctx.is_main)
+
+
+def _checkpoint_model(ctx, index, ckpt: Path):
+    """The detector of ``ckpt`` for ``index``'s classes, on the stage's device."""
+    from alod.engine import load_checkpoint
+    from alod.models import build_detector
+
+    model = build_detector(ctx.cfg.model, num_classes=index.num_classes)
+    model.load_state_dict(load_checkpoint(ckpt)["model"])
+    return model.to(ctx.accelerator.device)
 
 
 def score_details_with_checkpoint(ctx, index, positions: list[int], *, ckpt: Path, strategy: str, params: dict,
@@ -269,17 +273,11 @@ def score_details_with_checkpoint(ctx, index, positions: list[int], *, ckpt: Pat
     """:func:`score_with_checkpoint` plus embeddings and predicted box counts from the same pass
     (:func:`alod.scorer.score_positions_details`): ``{"scores", "embeddings", "predicted"}``. The
     detector runs even for a strategy that needs no inference: the options need its predictions."""
-    from alod.engine import load_checkpoint
-    from alod.models import build_detector
     from alod.scorer import score_positions_details
     from alod.strategies import check_params
 
     resolved = check_params(strategy, params)
-    state = load_checkpoint(ckpt)
-    model = build_detector(ctx.cfg.model, num_classes=index.num_classes)
-    model.load_state_dict(state["model"])
-    model.to(ctx.accelerator.device)
-    cfg = ctx.cfg
+    model, cfg = _checkpoint_model(ctx, index, ckpt), ctx.cfg
     return score_positions_details(model, ctx.dataset(index), positions, strategy=strategy, params=resolved,
                                    batch_size=cfg.score.batch_size, num_workers=cfg.score.num_workers,
                                    device=ctx.accelerator.device, amp=cfg.score.amp, class_weights=class_weights,
