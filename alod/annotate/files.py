@@ -369,14 +369,34 @@ def place_image(src: Path, dest: Path, *, copy: bool) -> None:
         raise AlodError(f"cannot place image {src} at {dest}: {e}") from None
 
 
+def check_images_exist(task: ExportTask) -> None:
+    """Refuse an export whose images are not all on disk, before anything is written."""
+    missing = [str(im.path) for im in task.images if not Path(im.path).is_file()]
+    if missing:
+        raise AlodError(f"{len(missing)} image(s) to export not found, e.g. {missing[0]}")
+
+
+def files_by_stem(task: ExportTask, *, what: str, suffix: str) -> dict[str, str]:
+    """``{image name without extension: image name}`` for formats that write one ``<stem><suffix>``
+    file per image (VOC, YOLO); refuses two images that would share one file (``what`` names it)."""
+    import posixpath
+
+    stems: dict[str, str] = {}
+    for im in task.images:
+        stem = posixpath.splitext(im.name)[0]
+        if stem in stems:
+            raise AlodError(f"images {stems[stem]!r} and {im.name!r} would share the {what} file {stem}{suffix}; "
+                            "export them in another format")
+        stems[stem] = im.name
+    return stems
+
+
 def place_images(task: ExportTask, out_dir: Path, *, copy_images: bool) -> Path:
     """Copy (or symlink, absolute target) every image to ``out_dir/images/<name>`` (COCO, Label
     Studio); returns that folder. Call after :func:`export_rows` (names checked). Every image is
     checked to exist before any is placed."""
     root = Path(out_dir) / IMAGES_DIR
-    missing = [str(im.path) for im in task.images if not Path(im.path).is_file()]
-    if missing:
-        raise AlodError(f"{len(missing)} image(s) to export not found, e.g. {missing[0]}")
+    check_images_exist(task)
     root.mkdir(parents=True, exist_ok=True)
     for im in task.images:
         place_image(Path(im.path), root / im.name, copy=copy_images)

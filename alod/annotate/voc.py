@@ -42,14 +42,13 @@ or one XML file:
 """
 from __future__ import annotations
 
-import posixpath
 import re
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 from alod.annotate.core import AnnotationFormat, ExportTask, ImportBuilder, ImportResult
-from alod.annotate.files import (NameMatcher, check_export_names, export_rows, open_image, place_image,
-                                 read_members)
+from alod.annotate.files import (NameMatcher, check_export_names, check_images_exist, export_rows, files_by_stem,
+                                 open_image, place_image, read_members)
 from alod.utils import AlodError, atomic_write_text
 
 NAME = "voc"
@@ -115,17 +114,9 @@ def export(task: ExportTask, out_dir: str | Path, *, copy_images: bool = False) 
     bad = [c for c in task.classes if re.search(f"[\x00{_XML_FORBIDDEN}]", c) or ":" in c]
     if bad:
         raise AlodError(f"class names {bad} hold control characters or ':' (labelmap.txt's separator); rename them")
-    ids: dict[str, str] = {}
-    for im in task.images:
-        key = posixpath.splitext(im.name)[0]
-        if key in ids:
-            raise AlodError(f"images {ids[key]!r} and {im.name!r} would share the VOC file {key}.xml; "
-                            "export them in another format")
-        ids[key] = im.name
+    ids = files_by_stem(task, what="VOC", suffix=".xml")
     rows = export_rows(task)
-    missing = [str(im.path) for im in task.images if not Path(im.path).is_file()]
-    if missing:  # before anything is written
-        raise AlodError(f"{len(missing)} image(s) to export not found, e.g. {missing[0]}")
+    check_images_exist(task)
     try:
         for key, row in zip(ids, rows):
             place_image(Path(row.image.path), out_dir / IMAGES_DIR / row.image.name, copy=copy_images)

@@ -51,8 +51,8 @@ import posixpath
 from pathlib import Path
 
 from alod.annotate.core import AnnotationFormat, ExportTask, ImportBuilder, ImportResult
-from alod.annotate.files import (Member, NameMatcher, check_export_names, export_rows, place_image, read_members,
-                                 ref_segments)
+from alod.annotate.files import (Member, NameMatcher, check_export_names, check_images_exist, export_rows,
+                                 files_by_stem, place_image, read_members, ref_segments)
 from alod.data.yolo import CLASS_FILES, parse_class_names, parse_line, to_pixels
 from alod.utils import AlodError, atomic_write_text
 
@@ -102,17 +102,9 @@ def export(task: ExportTask, out_dir: str | Path, *, copy_images: bool = False) 
     out_dir = Path(out_dir)
     check_export_names(task.images)
     _check_classes(task.classes)
-    stems: dict[str, str] = {}
-    for im in task.images:
-        stem = posixpath.splitext(im.name)[0]
-        if stem in stems:
-            raise AlodError(f"images {stems[stem]!r} and {im.name!r} would share the YOLO label file {stem}.txt; "
-                            "export them in another format")
-        stems[stem] = im.name
+    stems = files_by_stem(task, what="YOLO label", suffix=".txt")
     rows = export_rows(task)
-    missing = [str(im.path) for im in task.images if not Path(im.path).is_file()]
-    if missing:  # before anything is written
-        raise AlodError(f"{len(missing)} image(s) to export not found, e.g. {missing[0]}")
+    check_images_exist(task)
     names = list(task.classes)
     try:
         for stem, row in zip(stems, rows):
