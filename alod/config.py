@@ -167,8 +167,10 @@ class ScoreConfig:
     # query_size candidates, with the scorer's per-image embeddings.
     batch: str = "topk"
     batch_pool: int = 3
-    # Per-class weights on the per-box uncertainty: none, or difficulty (1 - AP50 of the current model
-    # on the validation split, clipped to [0.05, 1]; alod.strategies.difficulty_weights).
+    # Per-class weights on the per-box uncertainty: none, or difficulty (1 - AP50 of the current model,
+    # clipped to [0.05, 1]; alod.strategies.difficulty_weights). Adaptive selection measures that AP on
+    # the labeled pool (the reported validation split must not steer selection); the precomputed
+    # schedule reads the scorer's metrics.json beside its checkpoint (its validation split).
     class_weights: str = "none"
 
     def strategy_params(self) -> dict:

@@ -154,6 +154,11 @@ class RunLayout:
         ``schedule.budget`` is not the default."""
         return self.cycle_dir(cycle) / "selection.json"
 
+    def cycle_labeled_metrics(self, cycle: int) -> Path:
+        """Cycle ``cycle - 1``'s model evaluated on the images labeled before cycle ``cycle``
+        (``score.class_weights: difficulty`` in adaptive selection): written by the selector."""
+        return self.cycle_dir(cycle) / "labeled_metrics.json"
+
     @staticmethod
     def metrics_beside(checkpoint: Path) -> Path:
         """The ``metrics.json`` the stage that wrote ``checkpoint`` wrote beside it (``pretrain/`` and

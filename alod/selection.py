@@ -17,8 +17,9 @@ count: the baseline at equal annotation cost). All three start cycle 1 from the 
 (:func:`alod.schedule.cycle1_draw`).
 
 Selection options (:class:`alod.batch_rules.SelectOptions`, all off by default): a batch rule for
-diversity (``score.batch``), class weights from the current model's validation AP
-(``score.class_weights``) and a budget in predicted boxes (``schedule.budget: boxes``). The adaptive
+diversity (``score.batch``), class weights from the current model's AP per class
+(``score.class_weights``; adaptive selection measures it on the labeled pool, see
+:func:`labeled_pool_metrics`) and a budget in predicted boxes (``schedule.budget: boxes``). The adaptive
 selector applies them in its per-cycle scoring; the precomputed schedule applies them when it is
 built (:mod:`alod.schedule`). Either way, when one is on, ``cycle_NN/selection.json`` records the
 cycle's predicted boxes, its labeled boxes (simulated oracle: the dataset's) and the class weights.
@@ -139,7 +140,8 @@ class AdaptiveSelector:
     Selection options (module docstring) run :meth:`_select_with_options` instead of the top
     ``query_size``: the same candidates scored in one pass that also yields each image's embedding
     and predicted box count, with ``score.class_weights: difficulty`` weights from cycle ``n - 1``'s
-    validation ``metrics.json``. The identity records the options in effect only.
+    model evaluated on the labeled pool (:func:`labeled_pool_metrics`). The identity records the
+    options in effect only.
     """
 
     def __init__(self, *, ctx, train, schedule_file: str | Path | None = None):
@@ -196,7 +198,7 @@ class AdaptiveSelector:
                          f"{len(candidates)} of the {arrived} unlabeled images")
         ckpt = self.ctx.layout.cycle_checkpoint(cycle - 1)
         if self.options.active:
-            return self._select_with_options(cycle, candidates, ckpt)
+            return self._select_with_options(cycle, candidates, ckpt, pool)
         t0 = time.perf_counter()
         scores = score_with_checkpoint(self.ctx, self.train, candidates, ckpt=ckpt, strategy=self.strategy,
                                        params=self.params, desc=f"cycle {cycle} select")
@@ -207,7 +209,7 @@ class AdaptiveSelector:
         chosen = [str(names[candidates[k]]) for k in order[: self.query_size]]
         return Selection(images=chosen, rule="adaptive top")
 
-    def _select_with_options(self, cycle: int, candidates: list[int], ckpt: Path) -> Selection:
+    def _select_with_options(self, cycle: int, candidates: list[int], ckpt: Path, pool: LabeledPool) -> Selection:
         """Cycle ``cycle``'s images from ``candidates`` (pool positions) under :attr:`options`."""
         import numpy as np
 
@@ -217,7 +219,11 @@ class AdaptiveSelector:
         opts, names = self.options, self.train.names
         weights = None
         if opts.class_weights == "difficulty":
-            weights = class_weights_from(self.ctx.layout.cycle_metrics(cycle - 1), self.train.classes)
+            path = self.ctx.layout.cycle_labeled_metrics(cycle)
+            where = self.train.name_to_index()
+            labeled_pool_metrics(self.ctx, self.train, sorted(where[x] for x in pool.names), ckpt=ckpt,
+                                 metrics_path=path, desc=f"cycle {cycle} difficulty")
+            weights = class_weights_from(path, self.train.classes)
         t0 = time.perf_counter()
         out = score_details_with_checkpoint(self.ctx, self.train, candidates, ckpt=ckpt, strategy=self.strategy,
                                             params=self.params, class_weights=weights, embed=opts.needs_embeddings,
@@ -283,6 +289,24 @@ def score_details_with_checkpoint(ctx, index, positions: list[int], *, ckpt: Pat
                                    device=ctx.accelerator.device, amp=cfg.score.amp, class_weights=class_weights,
                                    embed=embed, box_threshold=box_threshold, desc=desc,
                                    progress=ctx.progress and ctx.is_main)
+
+
+def labeled_pool_metrics(ctx, index, positions: list[int], *, ckpt: Path, metrics_path: Path, desc: str) -> dict:
+    """The detector of ``ckpt`` evaluated on ``index``'s images ``positions`` (the labeled pool),
+    written to ``metrics_path``: what ``score.class_weights: difficulty`` reads in adaptive selection.
+
+    Why the labeled pool and not the validation split: in a comparison (and in BDD100K's setup) the
+    validation split is the one whose mAP is reported, and weights taken from it would let the test
+    labels steer which images are picked. The labeled pool's labels are already paid for; a model
+    does better on its training images than on new ones, but what the weights need is which classes
+    it does worst on (PPAL's difficulty is likewise measured on the labeled set).
+    """
+    from alod.stage import evaluate_detector
+
+    model = _checkpoint_model(ctx, index, ckpt)
+    Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
+    metrics, _ = evaluate_detector(ctx, model, index.subset(positions), metrics_path=metrics_path, desc=desc)
+    return metrics
 
 
 def class_weights_from(metrics_path: Path, classes) -> "np.ndarray":

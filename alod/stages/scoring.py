@@ -456,7 +456,9 @@ def _selection_options(cfg: Config, spec):
 
 def _selection_of(opts, ckpt_path: Path, train) -> tuple[np.ndarray | None, dict]:
     """``(class weights float64[C + 1] or None, the schedule's selection record)`` for ``opts``; the
-    weights come from the scorer's validation metrics beside its checkpoint."""
+    weights come from the scorer's validation metrics beside its checkpoint. Unlike adaptive
+    selection (which measures the labeled pool, :func:`alod.selection.labeled_pool_metrics`), this
+    reads the split the scorer was validated on: keep that split apart from the one you report."""
     if not opts.active:
         return None, {}
     weights = None

@@ -187,19 +187,34 @@ def test_adaptive_box_budget_stops_at_the_right_image_and_records_both_counts(sc
     assert calls[0]["class_weights"] is None and calls[0]["embed"] is False
 
 
-def test_adaptive_class_weights_come_from_the_previous_cycles_metrics(scorer, tmp_path, monkeypatch):
+def test_adaptive_class_weights_come_from_the_previous_model_on_the_labeled_pool(scorer, tmp_path, monkeypatch):
+    """Cycle n's weights are 1 - AP50 of cycle n - 1's model on the labeled pool, never on the
+    validation split whose mAP is reported."""
+    import alod.selection as selection
     from alod.strategies import difficulty_weights
 
     _, _, train = scorer
     selector, calls, ctx = _fake_adaptive(scorer, tmp_path, monkeypatch,
                                           score={"batch": "kmeanspp", "class_weights": "difficulty"})
-    first = selector.select(1, _Pool([]))
-    with pytest.raises(AlodError, match="needs the current model's validation metrics"):
-        selector.select(2, _Pool(first.images))
     metrics = {f"AP50/{c}": 0.1 * k for k, c in enumerate(train.classes)}
+    evaluated = []
+
+    def fake_eval(ctx_, index, positions, *, ckpt, metrics_path, desc):
+        evaluated.append((list(positions), ckpt, metrics_path))
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        metrics_path.write_text(json.dumps(metrics))
+        return metrics
+
+    monkeypatch.setattr(selection, "labeled_pool_metrics", fake_eval)
+    first = selector.select(1, _Pool([]))
+    # A validation metrics.json that says otherwise is not read.
     ctx.layout.cycle_metrics(1).parent.mkdir(parents=True, exist_ok=True)
-    ctx.layout.cycle_metrics(1).write_text(json.dumps(metrics))
+    ctx.layout.cycle_metrics(1).write_text(json.dumps({f"AP50/{c}": 1.0 for c in train.classes}))
     second = selector.select(2, _Pool(first.images))
+    where = train.name_to_index()
+    assert evaluated[0][0] == sorted(where[x] for x in first.images)
+    assert evaluated[0][1] == ctx.layout.cycle_checkpoint(1)
+    assert evaluated[0][2] == ctx.layout.cycle_labeled_metrics(2)
     np.testing.assert_allclose(calls[-1]["class_weights"], difficulty_weights(metrics, train.classes))
     assert calls[-1]["embed"] is True and second.rule == "adaptive kmeanspp"
     # The picks are choose()'s with the cycle's stream (schedule.seed, 4, cycle), and a restart repeats them.
@@ -250,3 +265,8 @@ def test_adaptive_cycles_run_with_every_option(scorer, tmp_path):
     assert record["images"] == len(state["cycles"][1]["selected"]) >= 1
     assert record["predicted_boxes"] >= 30 or record["images"] == 32
     assert "labeled_boxes" in record and len(record["class_weights"]) == num_classes + 1
+    # The weights are the first cycle's model on the first cycle's images (the labeled pool).
+    from alod.strategies import difficulty_weights
+
+    labeled = json.loads(run_layout(cfg).cycle_labeled_metrics(2).read_text())
+    np.testing.assert_allclose(record["class_weights"], difficulty_weights(labeled, scorer[2].classes), atol=1e-6)
