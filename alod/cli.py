@@ -167,7 +167,7 @@ def _evaluate(args) -> int:
 
 # ------------------------------------------------------------------------------ export / import
 def _format_names() -> list[str]:
-    from alod.annotate.core import format_names
+    from alod.annotate.formats import format_names
 
     return format_names()
 

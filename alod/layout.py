@@ -7,7 +7,7 @@ the scorer checkpoint here, not in the pretraining stage. It imports neither tor
 ::
 
     runs/<run>/
-      .lock .lock.owner.json      one command at a time (alod.runlock)
+      .lock .lock.owner.json      one command at a time (alod.utils.RunLock)
       cache/                      parsed label indexes (keyed by the label file's sha256)
       problems_<split>.jsonl      bad label records skipped in non-strict mode
       unreadable_images.jsonl     images that failed to decode during a run (non-strict mode)

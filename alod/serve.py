@@ -668,7 +668,7 @@ class _RunStep:
         self.backend, self.timeout, self.run_lock, self.lock = backend, timeout, run_lock, None
 
     def __enter__(self):
-        from alod.runlock import RunLock
+        from alod.utils import RunLock
 
         b = self.backend
         if not b._run.acquire(timeout=-1 if self.timeout is None else self.timeout):

@@ -1,6 +1,6 @@
 """What every stage does the same way: set-up, training a detector, evaluating it.
 
-* :func:`open_stage`: the run folder's lock (:mod:`alod.runlock`), the accelerator, the built-in
+* :func:`open_stage`: the run folder's lock (:class:`alod.utils.RunLock`), the accelerator, the built-in
   dataset generated on first use, the resolved config written next to the stage's outputs, every
   process waiting for the main one; returns a :class:`StageContext` (a context manager that
   releases the lock) that loads the splits with the run's index cache.
@@ -100,7 +100,7 @@ def open_stage(cfg: Config, stage: str, *, accelerator=None, amp: bool = False, 
     from alod.data.sources import ensure_synthetic
     from alod.engine import make_accelerator
 
-    from alod.runlock import RunLock
+    from alod.utils import RunLock
 
     accelerator = accelerator or make_accelerator(amp=amp)
     layout = RunLayout.from_config(cfg.run)

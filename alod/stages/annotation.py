@@ -266,7 +266,7 @@ def run_export(cfg: Config, *, cycle: int, fmt: str, preannotate: bool = False, 
         open or upload; ``import_path`` what ``alod import`` takes after labeling (a path, or a
         placeholder in ``<...>`` for the file the tool exports).
     """
-    from alod.annotate.core import get_format
+    from alod.annotate.formats import get_format
 
     fmt_ = get_format(fmt)
     if not 0.0 <= threshold <= 1.0:
@@ -327,7 +327,7 @@ def run_import(cfg: Config, *, cycle: int, path: str | Path, fmt: str = "auto", 
             (:meth:`alod.layout.RunLayout.cycle_refused_import_problems`), not over the last
             accepted import's ``import_problems.jsonl``.
     """
-    from alod.annotate.core import detect_format, get_format
+    from alod.annotate.formats import detect_format, get_format
 
     path = Path(path)
     with open_stage(cfg, "annotate", progress=progress, log=log) as ctx:

@@ -10,13 +10,13 @@ import time
 import pytest
 
 from alod.config import load_config
-from alod.runlock import RunLock
+from alod.utils import RunLock
 from alod.utils import AlodError
 from alod_testing import REPO, run_layout, subprocess_env
 
 HOLD = """
 import sys, time
-from alod.runlock import RunLock
+from alod.utils import RunLock
 lock = RunLock(sys.argv[1] + "/.lock", owner_path=sys.argv[1] + "/.lock.owner.json", log=print).acquire()
 print("locked", flush=True)
 time.sleep(120)
