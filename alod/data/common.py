@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from alod.data.index import DetectionIndex
-from alod.data.problems import BOX_CLIPPED, BOX_OUTSIDE_IMAGE, INVERTED_BOX, NON_FINITE
+from alod.data.problems import BOX_CLIPPED, BOX_OUTSIDE_IMAGE, INVERTED_BOX, NON_FINITE, NOTE_KINDS, Problem, ProblemLog
 from alod.utils import AlodError
 
 #: The file name endings taken for images when a folder is listed (``data.kind: folder``, the YOLO
@@ -30,6 +30,19 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 #: farther out was drawn for another image size (a wrong ``data.image_size``) or is garbage.
 BOX_SLACK_PX = 2.0
 BOX_SLACK_FRACTION = 0.01
+
+
+def problem_reporter(problems: ProblemLog, file: str):
+    """``problem(kind, frame, name, label, label_id, detail, skipped)``: adds one :class:`Problem`
+    about ``file`` to ``problems`` (a note kind as a note that skips nothing). The readers' one way
+    to report a record."""
+    def problem(kind, frame, name, label, label_id, detail, skipped):
+        if kind in NOTE_KINDS:
+            problems.add(Problem(kind, file, frame, name, label, label_id, detail, "nothing", severity="note"))
+        else:
+            problems.add(Problem(kind, file, frame, name, label, label_id, detail, skipped))
+
+    return problem
 
 
 def box_slack(side: float) -> float:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from alod.config import DataConfig
-from alod.data.sources import DATA_KINDS, check_data_config, ensure_synthetic, get_data_kind, load_split
+from alod.data.sources import DATA_KINDS, check_data_config, ensure_dataset, get_data_kind, load_split
 from alod.utils import AlodError
 
 
@@ -51,7 +51,7 @@ def test_sources_import_without_torch():
 
 
 def test_ensure_synthetic_does_nothing_for_real_data(tmp_path):
-    ensure_synthetic(DataConfig(kind="bdd100k", root=str(tmp_path / "bdd")), progress=False)
+    ensure_dataset(DataConfig(kind="bdd100k", root=str(tmp_path / "bdd")), progress=False)
     assert not (tmp_path / "bdd").exists()
 
 
