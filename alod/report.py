@@ -134,6 +134,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import FixedLocator, NullFormatter, StrMethodFormatter
 from scipy import stats
 
 from alod.utils import AlodError, atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -1218,8 +1221,6 @@ def _plot_targets(ax, report: Mapping[str, Any], colours: Mapping[str, str]) -> 
 
 def _symlog_y(ax) -> None:
     """Symlog y (linear below 0.01, log above) with plain-number ticks: early cycles sit near 0."""
-    from matplotlib.ticker import FixedLocator, NullFormatter, StrMethodFormatter
-
     ax.set_yscale("symlog", linthresh=0.01)
     top = max(ax.get_ylim()[1], 0.02)
     ax.set_ylim(0, top)
@@ -1250,9 +1251,6 @@ def _plot_stops(ax, report: Mapping[str, Any], colours: Mapping[str, str]) -> No
 def curves_figure(report: Mapping[str, Any], *, dpi: int = 120):
     """The ``matplotlib.figure.Figure`` of :func:`plot_curves`: one axes per panel (2, or 3 with
     annotator actions recorded)."""
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
     panels = ("images", "boxes", "actions") if report["actions_recorded"] else ("images", "boxes")
     fig = Figure(figsize=(6.5 * len(panels), 5.2), dpi=dpi, layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True)

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.tensorboard import SummaryWriter
+from torchvision.transforms.v2.functional import resize
+from torchvision.utils import make_grid
 
 
 class RunLogger:
@@ -17,8 +20,6 @@ class RunLogger:
     """
 
     def __init__(self, tb_dir: str | Path, *, jsonl: str | Path | None = None):
-        from torch.utils.tensorboard import SummaryWriter
-
         self.writer = SummaryWriter(log_dir=str(tb_dir))
         self.jsonl = Path(jsonl) if jsonl else None
 
@@ -84,8 +85,6 @@ def render_grid(
     largest of them, so portrait and landscape frames of different sizes share one grid. A legend
     strip (:func:`legend_strip`) on top says how to read it: TensorBoard images have no captions.
     """
-    from torchvision.utils import make_grid
-
     if not images:
         return None
     targets = targets if targets is not None else [None] * len(images)
@@ -104,7 +103,6 @@ def render_grid(
 def _draw(img, det: dict, target: dict | None, classes: tuple[str, ...], *, score_threshold: float,
           max_side: int) -> tuple[torch.Tensor, set[int]]:
     """One image drawn: ``(uint8 [3, h, w] scaled so that max(h, w) <= max_side, labels drawn)``."""
-    from torchvision.transforms.v2.functional import resize
 
     canvas = _to_rgb_uint8(img)
     h, w = canvas.shape[1:]

@@ -8,6 +8,7 @@ either way, so reusing scene pixels changes nothing for the timings). The index 
 :meth:`DetectionIndex.from_lists` (no boxes, BDD100K's 10 classes).
 
 The detector is the ``resnet18_fpn_light`` preset sized for the images (``min_size``/``max_size``
+from dataclasses import asdict
 from the image size, 32 FPN channels, anchors 8-64 px, 200/100 RPN proposals, box head width 64),
 random init under ``torch.manual_seed(0)``, eval mode. Its weights are saved once and every
 measurement loads the same file, so all cases score with the same model.
@@ -147,7 +148,7 @@ root = Path(sys.argv[1])
 args = json.loads(sys.argv[2])
 index = DetectionIndex.load(root / "index.npz")
 dataset = DetectionDataset(index)
-model = build_detector(model_config(args["width"], args["height"]), num_classes=index.num_classes)
+model = build_detector(num_classes=index.num_classes, **asdict(model_config(args["width"], args["height"])))
 model.load_state_dict(torch.load(root / "model.pt", map_location="cpu", weights_only=True))
 model.eval()
 shard_dir = root / "shards"
@@ -259,7 +260,7 @@ def main(args: argparse.Namespace) -> dict:
               f"scenes, ~{pool['jpeg_bytes_mean']:.0f} B each) in {pool['generate_seconds']:.1f} s", flush=True)
         cfg = model_config(width, height)
         torch.manual_seed(0)
-        model = build_detector(cfg, num_classes=10).eval()
+        model = build_detector(num_classes=10, **asdict(cfg)).eval()
         torch.save(model.state_dict(), root / "model.pt")
         n_params = sum(p.numel() for p in model.parameters())
         del model

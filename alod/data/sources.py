@@ -46,7 +46,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from alod.config import DataConfig
 from alod.data.common import IMAGE_EXTENSIONS, image_header_size, list_image_names  # noqa: F401 (IMAGE_EXTENSIONS: re-exported)
