@@ -50,13 +50,17 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+import torch
 
 from alod.config import Config
+from alod.cycle.selection import box_counts
+from alod.data.sources import load_split
 from alod.layout import RunLayout
+from alod.report import write_report
 from alod.stages.cycles import finished_cycles, run_cycles
 from alod.stages.pretrain import run_pretrain
 from alod.stages.scoring import run_scoring
+from alod.strategies import STRATEGIES, get_strategy
 from alod.utils import AlodError, atomic_write_json
 
 MODES = ("precomputed", "adaptive")
@@ -153,8 +157,6 @@ def plan(strategies, modes, seeds) -> list[tuple[int, str, str]]:
 
 
 def check_request(strategies, modes, seeds) -> None:
-    from alod.strategies import STRATEGIES
-
     if not strategies or not modes or not seeds:
         raise AlodError("compare needs at least one strategy, one mode and one seed")
     unknown = [s for s in strategies if s not in STRATEGIES]
@@ -209,8 +211,6 @@ def resolve(cfg: Config, **overrides) -> Config:
 
 def run_compare(cfg: Config, *, progress: bool = True, log=print, command: str | None = None) -> dict:
     """Run (or resume) the protocol of ``cfg.compare`` and write the report. Returns the report dict."""
-    from alod.report import write_report
-
     c = cfg.compare
     check_request(list(c.strategies), list(c.modes), list(c.seeds))
     check_variants(cfg)
@@ -296,8 +296,6 @@ def full_epochs(cfg: Config, pool_sizes: list[int], n_train: int) -> int:
 
 
 def _full_run(cfg, timings, records, *, seed, progress, log) -> dict:
-    from alod.selection import box_counts
-
     baseline = next(r for r in records if r["strategy"] == BASELINE and r.get("equal_boxes_to") is None)
     train = _train_index(cfg)
     epochs = full_epochs(cfg, [c["images"] for c in baseline["cycles"]], len(train))
@@ -415,8 +413,6 @@ def _cycle1(state: dict) -> list[str]:
 
 
 def _needs_scorer(strategy: str) -> bool:
-    from alod.strategies import get_strategy
-
     return get_strategy(strategy).inference != "none"
 
 
@@ -437,16 +433,12 @@ def _scoring_seconds(timings: _Timings, base: str, name: str, seed: int, mode: s
 
 
 def _train_index(cfg: Config):
-    from alod.data.sources import load_split
-
     layout = RunLayout.from_config(cfg.run)
     return load_split(cfg.data, "train", cache_dir=layout.cache_dir, log=lambda *_: None)
 
 
 def _record(cfg: Config, state: dict, *, seed: int, mode: str, strategy: str, scoring_seconds: float) -> dict:
     """One curve record of :mod:`alod.report` from a finished run's state and metrics."""
-    from alod.selection import box_counts
-
     layout = RunLayout.from_config(cfg.run)
     train = _train_index(cfg)
     boxes, pos = box_counts(train), train.name_to_index()
@@ -476,8 +468,6 @@ def _record(cfg: Config, state: dict, *, seed: int, mode: str, strategy: str, sc
 
 def machine_info() -> dict:
     """What a wall time depends on: CPU model and count, torch, its thread count and CPU capability."""
-    import torch
-
     cpu = platform.processor()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()

@@ -137,6 +137,20 @@ def subset_count(subset: float, n: int) -> int:
     return math.ceil(Fraction(repr(float(subset))) * int(n))
 
 
+def check_subset(*, subset: float, batch_size: int, query_size: int) -> None:
+    """Refuse a ``score.subset`` that scores fewer images of an arrival batch than one cycle takes.
+
+    Raises:
+        AlodError: naming ``score.subset``, ``schedule.batch_size`` and ``schedule.query_size``.
+    """
+    count = subset_count(subset, batch_size)
+    if count < query_size:
+        raise AlodError(
+            f"config: score.subset ({subset:g}) scores ceil({subset:g} x {batch_size}) = {count} images of each "
+            f"arrival batch (schedule.batch_size), fewer than one cycle's schedule.query_size ({query_size}): "
+            "raise score.subset or lower schedule.query_size")
+
+
 def sample_size(n: int, *, subset: float, query_size: int) -> int:
     """How many of ``n`` candidates a ``subset`` scores: ``min(n, max(query_size, ceil(subset * n)))``.
 
@@ -177,6 +191,42 @@ def scoring_sample(n_images: int, *, batch_size: int, query_size: int, num_batch
                              rng=np.random.default_rng(seed))
     samples = _batch_samples(chunks, subset=subset, query_size=query_size, seed=seed)
     return np.sort(np.concatenate(samples)).astype(np.int64)
+
+
+def _ranked_batches(names: list[str], scores: np.ndarray, chunks: list[np.ndarray], *, subset: float,
+                    query_size: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+    """``(scored int[k], ranks int64[n], batches)``: the positions that were scored, every image's
+    rank among them (-1: not scored), and each arrival batch's positions by rank (unscored images
+    after the scored ones, by name)."""
+    if subset >= 1.0:
+        ranks = rank_images(names, scores)
+        return np.arange(len(names)), ranks, [sorted(c.tolist(), key=lambda i: ranks[i]) for c in chunks]
+    samples = _batch_samples(chunks, subset=subset, query_size=query_size, seed=seed)
+    scored = np.sort(np.concatenate(samples))
+    ranks = np.full(len(names), -1, dtype=np.int64)
+    ranks[scored] = rank_images([names[i] for i in scored], scores[scored])
+    batches = []
+    for chunk, sample in zip(chunks, samples):
+        rest = sorted(np.setdiff1d(chunk, sample).tolist(), key=lambda i: names[i])
+        batches.append(sorted(sample.tolist(), key=lambda i: ranks[i]) + rest)
+    return scored, ranks, batches
+
+
+def _cycles(batches: list[list[int]], chunks: list[np.ndarray], names: list[str], *, query_size: int,
+            rng: np.random.Generator) -> list[dict]:
+    """One entry per batch: cycle 1 the seeded random draw from the first arrival batch
+    (:func:`cycle1_draw` with ``rng``, after the batches were drawn from it), cycle ``n > 1`` the top
+    ``query_size`` of batch ``n``."""
+    cycles = []
+    for n, batch in enumerate(batches, start=1):
+        if n == 1:
+            chosen = cycle1_draw(chunks[0], names, query_size=query_size, rng=rng)
+            rule = "random"
+        else:
+            chosen = batch[:query_size]
+            rule = "top"
+        cycles.append({"cycle": n, "batch": n, "rule": rule, "images": [names[i] for i in chosen]})
+    return cycles
 
 
 def build_schedule(
@@ -232,33 +282,13 @@ def build_schedule(
     rng = np.random.default_rng(seed)
     chunks = arrival_batches(len(names), batch_size=batch_size, query_size=query_size, num_batches=num_batches,
                              rng=rng)
-    if subset >= 1.0:
-        scored = np.arange(len(names))
-        ranks = rank_images(names, scores)
-        batches = [sorted(c.tolist(), key=lambda i: ranks[i]) for c in chunks]
-    else:
-        samples = _batch_samples(chunks, subset=subset, query_size=query_size, seed=seed)
-        scored = np.sort(np.concatenate(samples))
-        ranks = np.full(len(names), -1, dtype=np.int64)
-        ranks[scored] = rank_images([names[i] for i in scored], scores[scored])
-        batches = []
-        for chunk, sample in zip(chunks, samples):
-            rest = sorted(np.setdiff1d(chunk, sample).tolist(), key=lambda i: names[i])
-            batches.append(sorted(sample.tolist(), key=lambda i: ranks[i]) + rest)
-    cycles = []
-    for n, batch in enumerate(batches, start=1):
-        if n == 1:
-            chosen = cycle1_draw(chunks[0], names, query_size=query_size, rng=rng)
-            rule = "random"
-        else:
-            chosen = batch[:query_size]
-            rule = "top"
-        entry = {"cycle": n, "batch": n, "rule": rule, "images": [names[i] for i in chosen]}
-        if selection and n > 1:
+    scored, ranks, batches = _ranked_batches(names, scores, chunks, subset=subset, query_size=query_size, seed=seed)
+    cycles = _cycles(batches, chunks, names, query_size=query_size, rng=rng)
+    if selection:  # cycles n > 1 under the selection options instead of the top of their batch
+        for entry, batch in zip(cycles[1:], batches[1:]):
             entry.update(_cycle_with_options(batch, ranks, names=names, scores=scores, selection=selection,
                                              embeddings=embeddings, predicted=predicted_boxes, query_size=query_size,
-                                             seed=seed, cycle=n))
-        cycles.append(entry)
+                                             seed=seed, cycle=entry["cycle"]))
     out = {
         "format": SCHEDULE_FORMAT,
         "dataset": dict(dataset),

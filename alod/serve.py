@@ -693,7 +693,7 @@ class _RunStep:
 
 def _dataset_images(cfg: Config, log) -> tuple[tuple[str, ...], Path, set[str]]:
     """The dataset's classes, its image folder (resolved) and the training images' names."""
-    from alod.stage import open_stage
+    from alod.stages.setup import open_stage
 
     with open_stage(cfg, "annotate", progress=False, log=log) as ctx:
         train = ctx.load_split("train")

@@ -302,7 +302,7 @@ def get_strategy(name: str) -> StrategySpec:
 
 def check_strategy_section(score) -> None:
     """Check the ``score:`` section (a :class:`alod.config.ScoreConfig`) against the registry: the
-    strategy's name and every strategy's parameters.
+    strategy's name, every strategy's parameters, and that ``class_weights`` has a strategy that takes them.
 
     Raises:
         AlodError: ``config: score.strategy: unknown strategy ...``, a ``score.params`` key that is not
@@ -320,6 +320,10 @@ def check_strategy_section(score) -> None:
         if not (isinstance(table, dict) or table is None):
             raise AlodError(f"config: score.params.{name}: expected a mapping of parameter: value, got {table!r}")
         check_params(name, table, where=f"score.params.{name}")
+    if score.class_weights != "none" and not STRATEGIES[score.strategy].weighted:
+        weighted = sorted(n for n, spec in STRATEGIES.items() if spec.weighted)
+        raise AlodError(f"config: score.class_weights: {score.class_weights} weights per-box uncertainty, and strategy "
+                        f"{score.strategy!r} has none; use one of {', '.join(weighted)} or class_weights: none")
 
 
 def check_params(name: str, params: Mapping[str, Any] | None, *, where: str = "score.params") -> dict:

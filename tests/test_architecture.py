@@ -40,7 +40,7 @@ def test_no_stage_imports_another_stage():
         path = ALOD / "stages" / f"{name}.py"
         others = {f"alod.stages.{o}" for o in STAGES if o != name}
         bad = {m for m in _imports(path) if any(m == o or m.startswith(o + ".") for o in others)}
-        assert not bad, f"{_module(path)} imports the stage(s) {sorted(bad)}; share through alod.layout or alod.stage"
+        assert not bad, f"{_module(path)} imports the stage(s) {sorted(bad)}; share through alod.layout or alod.stages.setup"
 
 
 def test_shared_layers_import_no_stage_and_no_orchestrator():

@@ -3,7 +3,7 @@
     alod evaluate --gt det_val.json --pred preds.json --out metrics.json
     alod evaluate --gt instances_val2017.json --pred results.json --out metrics.json   # COCO
 
-No logic here: parse, call :func:`alod.file_evaluation.evaluate_files`, write, print. The
+No logic here: parse, call :func:`alod.evaluation.evaluate_files`, write, print. The
 ``--format`` choices come from the label-format registry (:mod:`alod.data.readers`).
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write ``args.out`` atomically, print a per-class table. Raises AlodError on bad input."""
     from alod.evaluation import json_safe
-    from alod.file_evaluation import evaluate_files, format_table
+    from alod.evaluation import evaluate_files, format_table
     from alod.utils import atomic_write_json
 
     report = evaluate_files(gt=args.gt, pred=args.pred, fmt=args.fmt, box_convention=args.box_convention,

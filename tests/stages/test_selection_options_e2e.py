@@ -117,7 +117,7 @@ def test_embeddings_do_not_depend_on_the_batch(scorer):
     from alod.data.dataset import DetectionDataset
     from alod.engine import load_checkpoint
     from alod.models import build_detector
-    from alod.scorer import score_positions_details
+    from alod.cycle.scorer import score_positions_details
     from alod_testing import tiny_model_config
 
     _, ckpt, train = scorer
@@ -141,7 +141,7 @@ class _Pool:
 
 def _fake_adaptive(scorer, tmp_path, monkeypatch, **kw):
     """An adaptive selector whose scoring pass is replaced by fixed arrays per pool position."""
-    import alod.selection as selection
+    import alod.cycle.selection as selection
 
     _, _, train = scorer
     cfg = _config(tmp_path, scorer, name="adaptive", sets=["cycles.selector=adaptive"], **kw)
@@ -160,7 +160,7 @@ def _fake_adaptive(scorer, tmp_path, monkeypatch, **kw):
 
 
 def test_adaptive_box_budget_stops_at_the_right_image_and_records_both_counts(scorer, tmp_path, monkeypatch):
-    from alod.selection import box_counts
+    from alod.cycle.selection import box_counts
 
     _, _, train = scorer
     selector, calls, ctx = _fake_adaptive(scorer, tmp_path, monkeypatch,
@@ -190,7 +190,7 @@ def test_adaptive_box_budget_stops_at_the_right_image_and_records_both_counts(sc
 def test_adaptive_class_weights_come_from_the_previous_model_on_the_labeled_pool(scorer, tmp_path, monkeypatch):
     """Cycle n's weights are 1 - AP50 of cycle n - 1's model on the labeled pool, never on the
     validation split whose mAP is reported."""
-    import alod.selection as selection
+    import alod.cycle.selection as selection
     from alod.strategies import difficulty_weights
 
     _, _, train = scorer
@@ -232,7 +232,7 @@ def test_adaptive_class_weights_come_from_the_previous_model_on_the_labeled_pool
 
 
 def test_precomputed_selector_records_the_schedules_counts(scorer, tmp_path):
-    from alod.selection import PrecomputedSelector, box_counts
+    from alod.cycle.selection import PrecomputedSelector, box_counts
     from alod.stages.scoring import run_scoring
 
     _, ckpt, train = scorer

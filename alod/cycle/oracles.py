@@ -25,8 +25,10 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from alod.pool import LabeledPool
-from alod.utils import AlodError, atomic_write_json, sha256_file
+from alod.cycle.pool import LabeledPool
+from alod.data.index import DetectionIndex
+from alod.data.sources import training_split_labeled
+from alod.utils import AlodError, Registry, atomic_write_json, sha256_file
 
 
 @dataclass(frozen=True)
@@ -43,31 +45,25 @@ class Oracle(Protocol):
     def training_index(self, pool: LabeledPool): ...
 
 
-ORACLES: dict[str, Callable[..., Oracle]] = {}
-
-
-def register_oracle(name: str):
-    def deco(factory):
-        ORACLES[name] = factory
-        return factory
-
-    return deco
+ORACLES: Registry[Callable[..., Oracle]] = Registry("oracle")
 
 
 def build_oracle(name: str, **kwargs) -> Oracle:
-    if name not in ORACLES:
-        raise AlodError(f"unknown oracle {name!r}; choose one of {', '.join(sorted(ORACLES))}")
-    return ORACLES[name](**kwargs)
+    """The oracle ``name`` built with ``kwargs`` (``ctx``, ``train``)."""
+    return ORACLES.get(name)(**kwargs)
 
 
-@register_oracle("simulated")
+def check_oracle(name: str) -> None:
+    """Refuse an unknown ``cycles.oracle`` when the config is checked, before any work."""
+    ORACLES.get(name, where="config: cycles.oracle")
+
+
+@ORACLES.register("simulated")
 class SimulatedOracle:
     """Labels come from the dataset's label file (source ``"dataset"``)."""
 
     def __init__(self, *, ctx=None, train):
         if ctx is not None:
-            from alod.data.sources import training_split_labeled
-
             if not training_split_labeled(ctx.cfg.data):
                 raise AlodError(f"cycles.oracle=simulated reveals the dataset's labels, and data.kind="
                                 f"{ctx.cfg.data.kind} has no training labels to reveal; use cycles.oracle=human "
@@ -95,7 +91,7 @@ class StoredLabels:
     entry per labeled image, in the readers' index format)."""
 
     record: dict
-    index: object  # DetectionIndex
+    index: DetectionIndex
 
 
 def read_labels_record(layout, cycle: int) -> dict | None:
@@ -129,8 +125,6 @@ def load_stored_labels(layout, cycle: int) -> StoredLabels | None:
     Raises:
         AlodError: the two files do not belong together (rerun the import).
     """
-    from alod.data.index import DetectionIndex
-
     record = read_labels_record(layout, cycle)
     if record is None:
         return None
@@ -154,7 +148,7 @@ def store_labels(layout, cycle: int, index, record: dict) -> dict:
     return record
 
 
-@register_oracle("human")
+@ORACLES.register("human")
 class HumanOracle:
     """Labels come from annotators, through ``alod export`` and ``alod import``.
 
@@ -190,8 +184,6 @@ class HumanOracle:
         return Labels(names=[x for x in images if x in keep], source=str(rec["source"]))
 
     def training_index(self, pool: LabeledPool):
-        from alod.data.index import DetectionIndex
-
         train = self.train
         stored: dict[int, tuple[StoredLabels, dict[str, int]]] = {}
         names, widths, heights, boxes, labels, ignore = [], [], [], [], [], []
