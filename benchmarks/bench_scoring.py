@@ -8,7 +8,6 @@ either way, so reusing scene pixels changes nothing for the timings). The index 
 :meth:`DetectionIndex.from_lists` (no boxes, BDD100K's 10 classes).
 
 The detector is the ``resnet18_fpn_light`` preset sized for the images (``min_size``/``max_size``
-from dataclasses import asdict
 from the image size, 32 FPN channels, anchors 8-64 px, 200/100 RPN proposals, box head width 64),
 random init under ``torch.manual_seed(0)``, eval mode. Its weights are saved once and every
 measurement loads the same file, so all cases score with the same model.
@@ -131,6 +130,7 @@ def generate_pool(root: Path, *, images: int, width: int, height: int, scenes: i
 # Child processes: import everything and build the model first, then time only the operation.
 _CHILD = """
 import json, resource, sys, time
+from dataclasses import asdict
 from pathlib import Path
 import numpy as np
 import torch
@@ -245,6 +245,7 @@ def main(args: argparse.Namespace) -> dict:
     import torch
 
     from alod.models import build_detector
+    from dataclasses import asdict
 
     width, height = parse_size(args.size)
     n_base = min(args.baseline_images, args.images)
