@@ -8,8 +8,8 @@ images are scored and chosen, not how well.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
 import json
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import numpy as np
@@ -60,8 +60,10 @@ def _sample(cfg) -> np.ndarray:
 
 @pytest.fixture
 def inference_counter(monkeypatch):
-    """The pool positions the detector runs on, in call order (wraps :func:`alod.cycle.scorer.iter_scored`)."""
+    """The pool positions the detector runs on, in call order (wraps :func:`alod.cycle.scorer.iter_scored`,
+    where the scorer and the scoring stage call it)."""
     import alod.cycle.scorer
+    import alod.stages.scoring
 
     seen: list[int] = []
     real = alod.cycle.scorer.iter_scored
@@ -71,6 +73,7 @@ def inference_counter(monkeypatch):
         yield from real(model, dataset, positions, **kw)
 
     monkeypatch.setattr(alod.cycle.scorer, "iter_scored", counting)
+    monkeypatch.setattr(alod.stages.scoring, "iter_scored", counting)
     return seen
 
 
@@ -243,6 +246,7 @@ class _Pool:
 
 def _adaptive(scorer, tmp_path, monkeypatch, *, subset: float, name: str = "adaptive"):
     """An adaptive selector whose re-scoring is replaced by a fixed score per image (recorded)."""
+    import alod.cycle.scorer as scorer_module
     import alod.cycle.selection as selection
 
     _, _, train = scorer
@@ -253,7 +257,7 @@ def _adaptive(scorer, tmp_path, monkeypatch, *, subset: float, name: str = "adap
         calls.append(list(positions))
         return np.array([(int(p) * 7919) % 101 for p in positions], dtype=np.float64)
 
-    monkeypatch.setattr(selection, "score_with_checkpoint", fake_scores)
+    monkeypatch.setattr(scorer_module, "score_with_checkpoint", fake_scores)  # the selector imports it at call time
     ctx = SimpleNamespace(cfg=cfg, layout=run_layout(cfg), log=QUIET)
     return (lambda: selection.AdaptiveSelector(ctx=ctx, train=train)), calls
 
