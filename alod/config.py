@@ -11,6 +11,7 @@ typo never silently falls back to a default. The resolved config is written next
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,7 +166,7 @@ class ScoreConfig:
     # a random draw, is not scored); cycle n takes the top of batch n's sample. The adaptive selector
     # scores the same fraction of the unlabeled images each cycle. 1.0: every image (the original).
     subset: float = 1.0
-    # Diversity within a cycle's batch (alod.batch_rules): topk (the original), kmeanspp (k-means++ seeding
+    # Diversity within a cycle's batch (alod.cycle.batch_rules): topk (the original), kmeanspp (k-means++ seeding
     # weighted by score) or coreset (greedy k-center from the best score), over the top batch_pool x
     # query_size candidates, with the scorer's per-image embeddings.
     batch: str = "topk"
@@ -527,7 +528,6 @@ def apply_overrides(cfg: Config, overrides: dict, *, where: str = "overrides") -
 def _validate_variants(cfg: Config, need) -> None:
     """``compare.variants``: ``{NAME: {key: value}}``, names usable in run names, keys not fixed by
     the comparison, values that load (each variant applied to this config is validated)."""
-    import re
 
     for name, table in cfg.compare.variants.items():
         at = f"compare.variants.{name}"

@@ -34,8 +34,8 @@ format stays ``alod.schedule/1``: both keys are optional, as ``pool`` is, and re
 scores up by name (``alod export``'s priorities) find none for an unscored image.
 
 Selection options (``score.batch``, ``score.class_weights``, ``schedule.budget``;
-:class:`alod.batch_rules.SelectOptions`): cycle ``n > 1`` is then chosen from batch ``n``'s scored
-images by :func:`alod.batch_rules.choose` (a diverse pick among the top ``batch_pool x query_size``
+:class:`alod.cycle.batch_rules.SelectOptions`): cycle ``n > 1`` is then chosen from batch ``n``'s scored
+images by :func:`alod.cycle.batch_rules.choose` (a diverse pick among the top ``batch_pool x query_size``
 with the scorer's embeddings, the rule's draws from ``default_rng((seed, 4, n))``; or images in
 rank order up to ``box_budget`` predicted boxes), its ``rule`` says which (``kmeanspp``, ``coreset``,
 ``top to boxes``, ...) and it records ``predicted_boxes``; the file records the options under
@@ -48,6 +48,7 @@ timestamps: the same inputs and seed give a byte-identical file.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from fractions import Fraction
@@ -55,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
+from alod.cycle.batch_rules import SelectOptions, choose
 from alod.utils import AlodError, atomic_write_text
 
 SCHEDULE_FORMAT = "alod.schedule/1"
@@ -229,6 +231,22 @@ def _cycles(batches: list[list[int]], chunks: list[np.ndarray], names: list[str]
     return cycles
 
 
+def _checked_inputs(names, scores, *, batch_size: int, query_size: int, subset: float) -> tuple[list[str], np.ndarray]:
+    """``(names as str, scores rounded as the schedule stores them)``; errors for sizes that cannot
+    make a schedule, mismatched lengths and repeated names."""
+    if query_size <= 0 or batch_size < query_size:
+        raise AlodError(f"need 0 < query_size <= batch_size, got query_size={query_size}, batch_size={batch_size}")
+    if not 0.0 < subset <= 1.0:
+        raise AlodError(f"score.subset must be in (0, 1], got {subset!r}")
+    scores = np.array([_round_sig(float(s)) for s in np.asarray(scores, dtype=np.float64)])
+    names = [str(n) for n in names]
+    if len(scores) != len(names):
+        raise ValueError(f"{len(names)} names but {len(scores)} scores")
+    if len(set(names)) != len(names):
+        raise AlodError("image names in the pool are not unique")
+    return names, scores
+
+
 def build_schedule(
     *,
     names: list[str],
@@ -264,21 +282,12 @@ def build_schedule(
         subset: fraction in (0, 1] of each arrival batch that was scored (module docstring). Below 1,
             only ``scores`` at the positions :func:`scoring_sample` returns are read (the others may
             be NaN); recorded, with ``unscored``, only then.
-        selection: the selection options in effect (:meth:`alod.batch_rules.SelectOptions.identity`),
+        selection: the selection options in effect (:meth:`alod.cycle.batch_rules.SelectOptions.identity`),
             or ``None``: cycles ``n > 1`` take the top of their batch (module docstring).
         embeddings: ``float16[n, d]`` per image (a rule that reads embeddings), aligned with ``names``.
         predicted_boxes: ``int[n]`` predicted boxes per image (``budget: boxes``), aligned with ``names``.
     """
-    if query_size <= 0 or batch_size < query_size:
-        raise AlodError(f"need 0 < query_size <= batch_size, got query_size={query_size}, batch_size={batch_size}")
-    if not 0.0 < subset <= 1.0:
-        raise AlodError(f"score.subset must be in (0, 1], got {subset!r}")
-    scores = np.array([_round_sig(float(s)) for s in np.asarray(scores, dtype=np.float64)])
-    names = [str(n) for n in names]
-    if len(scores) != len(names):
-        raise ValueError(f"{len(names)} names but {len(scores)} scores")
-    if len(set(names)) != len(names):
-        raise AlodError("image names in the pool are not unique")
+    names, scores = _checked_inputs(names, scores, batch_size=batch_size, query_size=query_size, subset=subset)
     rng = np.random.default_rng(seed)
     chunks = arrival_batches(len(names), batch_size=batch_size, query_size=query_size, num_batches=num_batches,
                              rng=rng)
@@ -317,10 +326,8 @@ def build_schedule(
 def _cycle_with_options(batch: list[int], ranks: np.ndarray, *, names: list[str], scores: np.ndarray,
                         selection: dict, embeddings, predicted, query_size: int, seed: int, cycle: int) -> dict:
     """Cycle ``cycle``'s ``{"rule", "images", "predicted_boxes"}`` from ``batch`` (pool positions, scored
-    ones first by rank) under the ``selection`` options (:func:`alod.batch_rules.choose`)."""
-    import dataclasses
+    ones first by rank) under the ``selection`` options (:func:`alod.cycle.batch_rules.choose`)."""
 
-    from alod.batch_rules import SelectOptions, choose
 
     fields = {f.name for f in dataclasses.fields(SelectOptions)}
     opts = SelectOptions(**{k: v for k, v in selection.items() if k in fields})

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.transforms.v2.functional import resize
 from torchvision.utils import make_grid
@@ -174,7 +175,6 @@ def draw_detections(
     wholly outside it, are inverted (x2 < x1) or non-finite are skipped. Lines grow inwards from
     the box edge, so a prediction that matches its ground truth exactly covers the thin line.
     """
-    from PIL import Image, ImageDraw
 
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -249,7 +249,6 @@ def _tag(draw, font, box, text: str, color, w: int) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _font():
-    from PIL import ImageFont
 
     # Bundled with Pillow: the same glyphs on every machine. Size 12: at the default 10 a space is
     # about 1 px wide and "traffic sign 0.61" reads as "trafficsign0.61".
@@ -259,7 +258,6 @@ def _font():
 def legend_strip(width: int, classes: tuple[str, ...] | list[str], labels: list[int] = ()) -> np.ndarray:
     """``uint8[h, width, 3]``: how to read the drawings (:data:`LEGEND_ITEMS`) and the colour of each
     class in ``labels`` (1..C), flowed over as many lines as ``width`` needs."""
-    from PIL import Image, ImageDraw
 
     font = _font()
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))

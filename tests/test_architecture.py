@@ -37,7 +37,7 @@ REGISTRIES = {
     "alod.annotate.formats": "ANNOTATION_FORMATS",
     "alod.data.transforms": "TRANSFORM_PRESETS",
     "alod.commands.common": "COMMANDS",
-    "alod.batch_rules": "BATCH_RULES",
+    "alod.cycle.batch_rules": "BATCH_RULES",
 }
 
 

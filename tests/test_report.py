@@ -1,4 +1,4 @@
-"""alod.report on hand-made curves with exact expected numbers, plus property tests.
+"""alod.compare.report on hand-made curves with exact expected numbers, plus property tests.
 
 The mAP50 values are mostly dyadic fractions (0.125, 0.25, ...), so areas and linear crossings are
 exact in binary floating point and many assertions use ``==``. Log-interpolated crossings are
@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from alod.report import (
+from alod.compare.report import (
     REPORT_FORMAT,
     aulc,
     build_report,
@@ -297,7 +297,7 @@ def test_write_report_files(tmp_path):
         assert heading in md
     png = (tmp_path / "out" / "curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and b"Software" not in png
-    from alod.report import plot_curves
+    from alod.compare.report import plot_curves
     assert plot_curves(report) == png  # deterministic: no timestamp in the file
 
 
@@ -528,7 +528,7 @@ def test_bad_actions_and_stop_records_name_the_record(mutate, message):
 
 
 def test_write_report_with_actions_and_stopping(tmp_path):
-    from alod.report import curves_figure, plot_curves
+    from alod.compare.report import curves_figure, plot_curves
 
     recs = stopping_records() + action_records(eq=True)[6:]
     report = write_report(recs, FULL, tmp_path, protocol={**PROTOCOL, "stop_agreement": 0.9})

@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from alod.batch_rules import SelectOptions, choose
+from alod.cycle.batch_rules import SelectOptions, choose
 from alod.compare import (check_variants, equal_boxes_name, parse_variant, plan, resolve, run_labels, run_name,
                           split_label, variant_config)
 from alod.config import load_config
@@ -207,8 +207,8 @@ def test_the_compare_command_takes_repeated_variants():
 
 def test_run_compare_runs_each_variant_with_its_config_and_equal_boxes_runs(tmp_path, monkeypatch):
     """The orchestration only: every stage is replaced by a recorder of the config it was given."""
-    import alod.compare as compare
-    import alod.report
+    import alod.compare.protocol as compare
+    import alod.compare.report
 
     ran: list = []
 
@@ -226,7 +226,7 @@ def test_run_compare_runs_each_variant_with_its_config_and_equal_boxes_runs(tmp_
     monkeypatch.setattr(compare, "_protocol", lambda cfg, cycle1, records: {"records": records,
                                                                                     "cycle1_shared": True})
     monkeypatch.setattr(compare, "_write_run_info", lambda *a, **k: None)
-    monkeypatch.setattr(alod.report, "write_report", lambda records, fulls, out_dir, protocol: protocol)
+    monkeypatch.setattr(alod.compare.report, "write_report", lambda records, fulls, out_dir, protocol: protocol)
     cfg = resolve(load_config(None, [f"run.out_dir={tmp_path}", "run.name=cmp"]), strategies=["entropy", "random"],
                   modes=["adaptive"], seeds=[0], full_seeds=[], variants=["div=score.batch=coreset"])
     report = compare.run_compare(cfg, progress=False, log=lambda *_: None)

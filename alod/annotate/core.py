@@ -250,3 +250,4 @@ class AnnotationFormat:
     read: Callable
     sniff: Callable[[Path], bool]
     version: str
+    suffixes: tuple[str, ...] = (".json", ".xml")

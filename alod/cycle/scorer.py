@@ -6,7 +6,7 @@ one pass per image (:func:`alod.engine.iter_predictions`); ``stochastic`` strate
 Monte Carlo passes from the engine's MC inference when it exists.
 
 The same pass can also capture a per-image embedding (:class:`EmbeddingHook`, for the batch rules of
-:mod:`alod.batch_rules`) and weight boxes by class (``class_weights``, :mod:`alod.strategies`).
+:mod:`alod.cycle.batch_rules`) and weight boxes by class (``class_weights``, :mod:`alod.strategies`).
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ unlabeled images with the previous cycle's model) and ``random_boxes`` (random i
 count: the baseline at equal annotation cost). All three start cycle 1 from the same seeded draw
 (:func:`alod.schedule.cycle1_draw`).
 
-Selection options (:class:`alod.batch_rules.SelectOptions`, all off by default): a batch rule for
+Selection options (:class:`alod.cycle.batch_rules.SelectOptions`, all off by default): a batch rule for
 diversity (``score.batch``), class weights from the current model's AP per class
 (``score.class_weights``; adaptive selection measures it on the labeled pool, see
 :func:`labeled_pool_metrics`) and a budget in predicted boxes (``schedule.budget: boxes``). The adaptive
@@ -34,7 +34,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from alod.batch_rules import SelectOptions, choose
+from alod.cycle.batch_rules import SelectOptions, choose
 from alod.cycle.pool import LabeledPool
 from alod.schedule import (
     STREAM_BATCH_RULE,
@@ -252,8 +252,8 @@ def labeled_pool_metrics(ctx, index, positions: list[int], *, ckpt: Path, metric
     it does worst on (PPAL's difficulty is likewise measured on the labeled set).
     """
     from alod.cycle.scorer import checkpoint_model  # why: keeps torch out of config checks
-    from alod.engine import predict  # (same)
-    from alod.evaluation import evaluate_detections, json_safe  # (same: pycocotools)
+    from alod.engine import predict  # why: (same)
+    from alod.evaluation import evaluate_detections, json_safe  # why: (same: pycocotools)
 
     cfg, labeled = ctx.cfg, index.subset(positions)
     dets = predict(checkpoint_model(ctx, index, ckpt), ctx.dataset(labeled), batch_size=cfg.train.eval_batch_size,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from alod.data.index import DetectionIndex
 from alod.data.problems import BOX_CLIPPED, BOX_OUTSIDE_IMAGE, INVERTED_BOX, NON_FINITE, NOTE_KINDS, Problem, ProblemLog
@@ -237,7 +238,6 @@ def image_header_size(path: str | os.PathLike) -> tuple[tuple[int, int] | None, 
     PIL opens lazily: only the header is read, nothing is decoded (a fraction of a millisecond per
     file), so sizes for a whole folder are cheap.
     """
-    from PIL import Image
 
     p = os.fspath(path)
     try:

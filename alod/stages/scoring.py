@@ -31,7 +31,7 @@ changing any of them starts a fresh set instead of mixing results.
   ``schedule.query_size``, ``schedule.num_batches`` and the subset only, so shards and processes
   change nothing. An image keeps its pool position, so its score equals its score in a full run.
   The schedule records the images not scored (:mod:`alod.schedule`).
-* Selection options (:class:`alod.batch_rules.SelectOptions`): a batch rule that reads embeddings
+* Selection options (:class:`alod.cycle.batch_rules.SelectOptions`): a batch rule that reads embeddings
   (``score.batch: kmeanspp | coreset``) makes every shard also hold ``embeddings float16[n, d]``
   (the mean-pooled last FPN level of each image, captured in the same forward pass:
   :class:`alod.cycle.scorer.EmbeddingHook`); ``score.class_weights: difficulty`` weights the boxes by
@@ -58,9 +58,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from alod.batch_rules import SelectOptions
 from alod.config import Config, ModelConfig
-from alod.cycle.scorer import iter_scored
+from alod.cycle.batch_rules import SelectOptions, predicted_counts
+from alod.cycle.scorer import iter_scored, stack_embeddings
 from alod.cycle.selection import class_weights_from
 from alod.engine import autocast_on
 from alod.layout import RunLayout
@@ -185,7 +185,6 @@ def load_shards(shard_dir: Path, n_shards: int, positions: np.ndarray | None = N
 
 
 def _stacked(embeddings: list):
-    from alod.cycle.scorer import stack_embeddings
 
     return stack_embeddings(embeddings)
 
@@ -196,7 +195,6 @@ def load_shard_arrays(shard_dir: Path, n_shards: int, *, embeddings: bool = Fals
     float16[n, d]`` (with ``embeddings``) and ``predicted int64[n]``, the boxes with a score
     (float16, as stored) ``>= box_threshold`` (with a threshold). An error names a shard made
     without embeddings (delete the folder and rerun)."""
-    from alod.batch_rules import predicted_counts
 
     embs, counts = [], []
     for k in range(n_shards):
@@ -354,7 +352,7 @@ def _score_and_schedule(ctx, *, spec, params: dict, ckpt, ckpt_path: Path | None
 
 
 def _selection_options(cfg: Config, spec):
-    """The selection options (:class:`alod.batch_rules.SelectOptions`); ``NotImplementedError`` for a
+    """The selection options (:class:`alod.cycle.batch_rules.SelectOptions`); ``NotImplementedError`` for a
     strategy that runs no model here, which leaves the options nothing to work from."""
     opts = SelectOptions.from_config(cfg)
     if opts.active and spec.inference == "none":

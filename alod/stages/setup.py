@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from alod.batch_rules import check_selection_options
+from alod.cycle.batch_rules import check_selection_options
 from alod.config import Config, TrainConfig, apply_overrides, dump_config, load_config
 from alod.cycle.oracles import check_oracle
 from alod.cycle.selection import check_selector

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from alod.batch_rules import SelectOptions, choose
+from alod.cycle.batch_rules import SelectOptions, choose
 from alod.config import load_config
 from alod.layout import RunLayout
 from alod.utils import AlodError

@@ -35,7 +35,7 @@ An orchestrator over the stages. The protocol (the ``compare:`` section of the c
   same command after a kill continues the comparison, and a finished one only rewrites the report.
 
 Writes under ``runs/<name>/compare/``: ``report.json``, ``report.md``, ``curves.png`` (from
-:mod:`alod.report`), ``runs.json`` (every curve record), ``timings.json`` (wall seconds per stage,
+:mod:`alod.compare.report`), ``runs.json`` (every curve record), ``timings.json`` (wall seconds per stage,
 kept across reruns) and ``run.json`` (command, commit, machine, wall time, resolved config).
 """
 from __future__ import annotations
@@ -50,13 +50,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from alod.config import Config
+from alod.compare.report import write_report
+from alod.config import Config, apply_overrides, dotted_keys, nest_overrides, parse_overrides, validate
+from alod.cycle.actions import ACCEPT, STOP_AGREEMENT, add_actions, annotator_actions, mean_agreement, stop_cycle
 from alod.cycle.selection import box_counts
+from alod.data.dataset import DetectionDataset
 from alod.data.sources import load_split
+from alod.engine import iter_predictions, load_checkpoint
 from alod.layout import RunLayout
-from alod.report import write_report
+from alod.models import build_detector
 from alod.stages.cycles import finished_cycles, run_cycles
 from alod.stages.pretrain import run_pretrain
 from alod.stages.scoring import run_scoring
@@ -100,7 +105,6 @@ def run_labels(strategies, variants) -> list[str]:
 
 def parse_variant(text: str) -> tuple[str, dict]:
     """``"div=score.batch=kmeanspp;score.batch_pool=4"`` -> ``("div", {"score": {...}})`` (values as YAML)."""
-    from alod.config import parse_overrides
 
     name, sep, rest = text.partition("=")
     items = [x.strip() for x in rest.split(";") if x.strip()]
@@ -114,7 +118,6 @@ def variant_config(cfg: Config, label: str, *, seed: int, name: str, mode: str, 
     :func:`_seeded`, then the variant's overrides, validated as a loaded config would be. With
     ``baseline`` (the equal-boxes random run of a variant) the strategy is random and the options
     only a scored selection uses are left off: ``random_boxes`` ignores them."""
-    from alod.config import apply_overrides
 
     strategy, variant = split_label(label)
     seeded = _seeded(cfg, seed=seed, name=name, strategy=BASELINE if baseline else strategy, mode=mode)
@@ -142,7 +145,6 @@ def check_variants(cfg: Config) -> None:
 def _scorer_name(cfg: Config, label: str, seed: int) -> str:
     """The precomputed scorer's run: the seed's shared one, or the variant's own when it changes
     what the scorer is (its model, training or pretraining settings)."""
-    from alod.config import dotted_keys, nest_overrides
 
     _, variant = split_label(label)
     keys = dotted_keys(nest_overrides(cfg.compare.variants[variant])) if variant else []
@@ -196,7 +198,6 @@ def resolve(cfg: Config, **overrides) -> Config:
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if v is not None}
     out = _with(cfg, compare=fields) if fields else cfg
     if variants:  # --variant replaces compare.variants, as --strategies replaces compare.strategies
-        from alod.config import validate
 
         parsed = dict(parse_variant(v) for v in variants)
         if len(parsed) != len(variants):
@@ -328,7 +329,6 @@ def _add_label_work(cfg: Config, state: dict, record: dict, *, log) -> None:
     never labeled. Both are measured after the run (no retraining; about one inference pass over
     the pool's new images and the probe per cycle) and cached in ``cycles/label_work.json``.
     """
-    from alod.cycle.actions import ACCEPT, STOP_AGREEMENT, stop_cycle
 
     path = RunLayout.from_config(cfg.run).label_work
     cycles = [c["cycle"] for c in record["cycles"]]
@@ -344,7 +344,6 @@ def _add_label_work(cfg: Config, state: dict, record: dict, *, log) -> None:
 
 
 def _label_work(cfg: Config, state: dict, cycles: list[int]) -> dict:
-    from alod.cycle.actions import add_actions, annotator_actions, mean_agreement
 
     train = _train_index(cfg)
     pos = train.name_to_index()
@@ -371,8 +370,6 @@ def _label_work(cfg: Config, state: dict, cycles: list[int]) -> dict:
 
 
 def _cycle_model(cfg: Config, cycle: int, num_classes: int):
-    from alod.engine import load_checkpoint
-    from alod.models import build_detector
 
     model = build_detector(cfg.model, num_classes=num_classes)
     model.load_state_dict(load_checkpoint(RunLayout.from_config(cfg.run).cycle_checkpoint(cycle))["model"])
@@ -380,15 +377,12 @@ def _cycle_model(cfg: Config, cycle: int, num_classes: int):
 
 
 def _predict(cfg: Config, model, index, positions: list[int]) -> list[dict]:
-    from alod.data.dataset import DetectionDataset
-    from alod.engine import iter_predictions
 
     dataset = DetectionDataset(index, skip_unreadable=not cfg.data.strict)
     return [d for _, d in iter_predictions(model, dataset, positions, batch_size=cfg.train.eval_batch_size)]
 
 
 def _protocol(cfg: Config, cycle1: dict[int, list[list[str]]], records: list[dict]) -> dict:
-    from alod.cycle.actions import ACCEPT, STOP_AGREEMENT
 
     shared = all(all(sorted(x) == sorted(firsts[0]) for x in firsts) for firsts in cycle1.values())
     c = cfg.compare
@@ -438,7 +432,7 @@ def _train_index(cfg: Config):
 
 
 def _record(cfg: Config, state: dict, *, seed: int, mode: str, strategy: str, scoring_seconds: float) -> dict:
-    """One curve record of :mod:`alod.report` from a finished run's state and metrics."""
+    """One curve record of :mod:`alod.compare.report` from a finished run's state and metrics."""
     layout = RunLayout.from_config(cfg.run)
     train = _train_index(cfg)
     boxes, pos = box_counts(train), train.name_to_index()

@@ -36,7 +36,7 @@ from typing import Callable
 
 import numpy as np
 
-from alod.utils import AlodError
+from alod.utils import AlodError, Registry
 
 BatchRule = Callable[..., np.ndarray]
 
@@ -50,14 +50,14 @@ class BatchRuleSpec:
     embeddings: bool
 
 
-BATCH_RULES: dict[str, BatchRuleSpec] = {}
+BATCH_RULES: Registry[BatchRuleSpec] = Registry("batch rule")
 
 
 def register_batch_rule(name: str, *, embeddings: bool = True):
     """Register ``fn(emb, scores, k, *, rng) -> int64[k]`` under ``name`` (``score.batch: name``)."""
 
     def deco(fn: BatchRule) -> BatchRule:
-        BATCH_RULES[name] = BatchRuleSpec(name=name, fn=fn, embeddings=embeddings)
+        BATCH_RULES.register(name, BatchRuleSpec(name=name, fn=fn, embeddings=embeddings))
         return fn
 
     return deco
