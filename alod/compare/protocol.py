@@ -59,12 +59,13 @@ from alod.cycle.actions import ACCEPT, STOP_AGREEMENT, add_actions, annotator_ac
 from alod.cycle.selection import box_counts
 from alod.data.dataset import DetectionDataset
 from alod.data.sources import load_split
-from alod.engine import iter_predictions, load_checkpoint
+from alod.engine import iter_predictions
 from alod.layout import RunLayout
-from alod.models import build_detector
+from alod.models import load_detector
 from alod.stages.cycles import finished_cycles, run_cycles
 from alod.stages.pretrain import run_pretrain
 from alod.stages.scoring import run_scoring
+from alod.stages.setup import check_config
 from alod.strategies import STRATEGIES, get_strategy
 from alod.utils import AlodError, atomic_write_json
 
@@ -134,12 +135,17 @@ def variant_config(cfg: Config, label: str, *, seed: int, name: str, mode: str, 
 
 
 def check_variants(cfg: Config) -> None:
-    """Build every variant run's config once, so a bad override fails before any training."""
+    """Build and check (:func:`alod.stages.setup.check_config`) every variant run's config once, so a
+    bad override fails before any training."""
     c = cfg.compare
     for label in run_labels(c.strategies, c.variants)[len(c.strategies):]:
         for mode in c.modes:
-            variant_config(cfg, label, seed=c.seeds[0], name="check", mode=mode)
-            variant_config(cfg, label, seed=c.seeds[0], name="check", mode=mode, baseline=True)
+            for baseline in (False, True):
+                run_cfg = variant_config(cfg, label, seed=c.seeds[0], name="check", mode=mode, baseline=baseline)
+                try:
+                    check_config(run_cfg)
+                except AlodError as e:
+                    raise AlodError(f"compare.variants.{split_label(label)[1]}: {e}") from None
 
 
 def _scorer_name(cfg: Config, label: str, seed: int) -> str:
@@ -370,14 +376,12 @@ def _label_work(cfg: Config, state: dict, cycles: list[int]) -> dict:
 
 
 def _cycle_model(cfg: Config, cycle: int, num_classes: int):
-
-    model = build_detector(cfg.model, num_classes=num_classes)
-    model.load_state_dict(load_checkpoint(RunLayout.from_config(cfg.run).cycle_checkpoint(cycle))["model"])
-    return model
+    """Cycle ``cycle``'s detector (:func:`alod.models.load_detector`), on the CPU."""
+    return load_detector(RunLayout.from_config(cfg.run).cycle_checkpoint(cycle), num_classes=num_classes,
+                         **dataclasses.asdict(cfg.model))
 
 
 def _predict(cfg: Config, model, index, positions: list[int]) -> list[dict]:
-
     dataset = DetectionDataset(index, skip_unreadable=not cfg.data.strict)
     return [d for _, d in iter_predictions(model, dataset, positions, batch_size=cfg.train.eval_batch_size)]
 
