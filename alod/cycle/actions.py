@@ -18,6 +18,11 @@ unmatched ground-truth box it overlaps most.
 behaviour: 0.5 is the usual acceptance score and matching IoU; 0.7 is where a box is taken to need
 no adjustment.
 
+**Edits** (:func:`edit_counts`): the same matching, seen from a human annotator's side. An import
+is compared with the pre-annotations that were exported for the image (every exported box, whatever
+its score: the export already applied its threshold); the imported boxes play the ground truth.
+``kept`` is ``kept``, ``changed`` is ``fix``, ``deleted`` is ``delete`` and ``added`` is ``draw``.
+
 **Agreement** (:func:`prediction_agreement`): class-aware F1 at IoU 0.5 between two models' confident
 boxes on one image (1.0 when neither has a box), averaged over a fixed probe of unlabeled images
 (:func:`mean_agreement`). Consecutive cycles' models that agree closely predict alike: a stopping
@@ -33,6 +38,8 @@ ACCEPT, MATCH_IOU, TIGHT_IOU = 0.5, 0.5, 0.7
 #: The agreement at which consecutive models are taken to have stabilised (stop_cycle's default).
 STOP_AGREEMENT = 0.9
 ACTION_KEYS = ("boxes", "accepted", "kept", "fix", "delete", "draw", "actions")
+#: What :func:`edit_counts` returns: an annotator's changes to exported pre-annotations.
+EDIT_KEYS = ("added", "deleted", "changed", "kept")
 
 
 def _area(b: np.ndarray) -> np.ndarray:
@@ -104,6 +111,43 @@ def add_actions(counts) -> dict:
     out = dict.fromkeys(ACTION_KEYS, 0)
     for c in counts:
         for k in ACTION_KEYS:
+            out[k] += int(c[k])
+    return out
+
+
+def edit_counts(pre_boxes, pre_labels, final_boxes, final_labels, *, pre_scores=None,
+                match_iou: float = MATCH_IOU, tight_iou: float = TIGHT_IOU) -> dict:
+    """What an annotator changed on one image: a dict of :data:`EDIT_KEYS` counts.
+
+    Args:
+        pre_boxes: ``float[N, 4]`` the pre-annotations exported for the image (pixels).
+        pre_labels: ``int[N]`` their classes (1..C).
+        final_boxes: ``float[K, 4]`` the boxes the annotator's answer holds for the image.
+        final_labels: ``int[K]`` their classes.
+        pre_scores: ``float[N]`` the pre-annotations' scores, the order in which they are matched
+            (highest first, as :func:`annotator_actions`); ``None``: in the given order.
+
+    Each pre-annotation takes the still unmatched final box it overlaps most. ``kept``: IoU >=
+    ``tight_iou`` and the same class; ``changed``: matched at IoU >= ``match_iou`` but moved (IoU
+    below ``tight_iou``) or relabeled; ``deleted``: a pre-annotation no final box matched; ``added``:
+    a final box no pre-annotation matched. ``kept + changed + deleted == N`` and
+    ``kept + changed + added == K``.
+    """
+    pre = np.asarray(pre_boxes, dtype=np.float64).reshape(-1, 4)
+    final = np.asarray(final_boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.ones(len(pre)) if pre_scores is None else np.asarray(pre_scores, dtype=np.float64).reshape(-1)
+    # The answer is the ground truth here and nothing in it is an ignored region; every exported box
+    # is a pre-annotation, so none is dropped by an acceptance score (-inf).
+    a = annotator_actions(final, final_labels, np.zeros(len(final), dtype=bool), pre, pre_labels, scores,
+                          accept=-np.inf, match_iou=match_iou, tight_iou=tight_iou)
+    return {"added": a["draw"], "deleted": a["delete"], "changed": a["fix"], "kept": a["kept"]}
+
+
+def add_edits(counts) -> dict:
+    """The sum of several :func:`edit_counts` dicts."""
+    out = dict.fromkeys(EDIT_KEYS, 0)
+    for c in counts:
+        for k in EDIT_KEYS:
             out[k] += int(c[k])
     return out
 

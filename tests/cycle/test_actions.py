@@ -6,8 +6,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alod.cycle.actions import (
+    EDIT_KEYS,
     add_actions,
+    add_edits,
     annotator_actions,
+    edit_counts,
     iou_matrix,
     mean_agreement,
     prediction_agreement,
@@ -51,6 +54,36 @@ def test_add_actions_sums():
     assert add_actions([a, a])["actions"] == 8 and add_actions([])["boxes"] == 0
 
 
+def test_each_kind_of_edit():
+    pre = [[0, 0, 10, 10],      # left as it was: kept
+           [20, 20, 30, 30],    # relabeled 2 -> 1: changed
+           [40, 40, 50, 50],    # moved to IoU 0.6 (>= 0.5, < 0.7): changed
+           [60, 0, 70, 10],     # removed: deleted
+           [80, 80, 90, 90]]    # moved far (IoU 0): deleted, and its new place is added
+    final = [[0, 0, 10, 10], [20, 20, 30, 30], [40, 44, 50, 50], [100, 100, 110, 110], [5, 60, 15, 70]]
+    out = edit_counts(pre, [1, 2, 1, 3, 1], final, [1, 1, 1, 1, 2])
+    assert out == {"added": 2, "deleted": 2, "changed": 2, "kept": 1}
+    assert tuple(out) == EDIT_KEYS
+
+
+def test_edits_with_nothing_on_either_side():
+    assert edit_counts(np.zeros((0, 4)), [], [[0, 0, 5, 5]], [1]) == {"added": 1, "deleted": 0, "changed": 0, "kept": 0}
+    assert edit_counts([[0, 0, 5, 5]], [1], np.zeros((0, 4)), []) == {"added": 0, "deleted": 1, "changed": 0, "kept": 0}
+    assert edit_counts([], [], [], []) == dict.fromkeys(EDIT_KEYS, 0)
+    assert add_edits([{"added": 1, "deleted": 2, "changed": 3, "kept": 4}] * 2) == {
+        "added": 2, "deleted": 4, "changed": 6, "kept": 8}
+
+
+def test_edits_match_by_score_when_scores_are_given():
+    # Two pre-annotations compete for one final box; the higher-scored one takes it (kept), the
+    # other is deleted. Without scores the first in order takes it.
+    pre, final = [[0, 0, 10, 9], [0, 0, 10, 10]], [[0, 0, 10, 10]]
+    in_order = edit_counts(pre, [1, 1], final, [1])
+    by_score = edit_counts(pre, [1, 2], final, [1], pre_scores=[0.6, 0.9])
+    assert in_order == {"added": 0, "deleted": 1, "changed": 0, "kept": 1}   # IoU 0.9: kept
+    assert by_score == {"added": 0, "deleted": 1, "changed": 1, "kept": 0}   # class 2 took it: changed
+
+
 def test_iou_matrix_known_values():
     m = iou_matrix([[0, 0, 10, 10]], [[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 0, 0]])
     assert np.allclose(m, [[1.0, 1 / 3, 0.0, 0.0]])
@@ -88,3 +121,14 @@ def test_action_accounting_holds(gt, pred, seed):
     assert annotator_actions(gt, gl, np.zeros(len(gt), bool), gt, gl, np.ones(len(gt)))["actions"] == 0
     assert prediction_agreement({"boxes": pred, "labels": pl, "scores": ps},
                                 {"boxes": pred, "labels": pl, "scores": ps}) == 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(pre=boxes, final=boxes, seed=st.integers(0, 10))
+def test_edit_accounting_holds(pre, final, seed):
+    rng = np.random.default_rng(seed)
+    pl, fl = rng.integers(1, 3, len(pre)), rng.integers(1, 3, len(final))
+    out = edit_counts(pre, pl, final, fl)
+    assert out["kept"] + out["changed"] + out["deleted"] == len(pre)   # every exported box kept, changed or deleted
+    assert out["kept"] + out["changed"] + out["added"] == len(final)   # every imported box kept, changed or added
+    assert edit_counts(pre, pl, pre, pl) == {"added": 0, "deleted": 0, "changed": 0, "kept": len(pre)}
