@@ -214,6 +214,9 @@ class CyclesConfig:
     # one per cycle from cycle 2 on; cycle 1 is the shared random draw). `alod compare` fills it from a
     # strategy's run to get the random baseline at equal boxes.
     box_targets: tuple[int, ...] | None = None
+    # oracle simulated_boxes only: the lowest score at which the previous cycle's detections stand as
+    # pre-annotations the simulated annotator works from (alod.cycle.actions.ACCEPT, 0.5)
+    accept_score: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -427,6 +430,7 @@ _RANGES = (
     ("pretrain.images", lambda v: v in ("partition", "cycle1"), "partition or cycle1"),
     ("cycles.box_targets", lambda v: v is None or (len(v) > 0 and all(x >= 0 for x in v)),
      "null or a non-empty list of box counts >= 0"),
+    ("cycles.accept_score", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
     ("compare.seeds", lambda v: len(v) > 0 and len(set(v)) == len(v) and all(x >= 0 for x in v),
      "a non-empty list of distinct seeds >= 0"),
     ("compare.full_seeds", lambda v: len(set(v)) == len(v) and all(x >= 0 for x in v),

@@ -16,6 +16,7 @@ the scorer checkpoint here, not in the pretraining stage. It imports neither tor
       schedule.json
       cycles/     config.yaml state.json metrics.jsonl cycle_NN/{checkpoint_last.pt, metrics.json}
                   cycle_NN/selection.json     predicted and labeled boxes, class weights (selection options)
+                  cycle_NN/label_work.json    the annotator's work per image (cycles.oracle: simulated_boxes)
                   annotate_config.yaml        the config of the last alod export / alod import
                   cycle_NN/export_<format>/   a cycle's images for annotators (alod export)
                   cycle_NN/export_<format>.json   what that export held (images, checkpoint, threshold)
@@ -153,6 +154,12 @@ class RunLayout:
         weights): written by the selector when ``score.batch``, ``score.class_weights`` or
         ``schedule.budget`` is not the default."""
         return self.cycle_dir(cycle) / "selection.json"
+
+    def cycle_label_work(self, cycle: int) -> Path:
+        """The simulated annotator's work on the cycle's images against the previous model's
+        pre-annotations, per image and in total (``cycles.oracle: simulated_boxes``, written by the
+        oracle; :mod:`alod.cycle.oracles`)."""
+        return self.cycle_dir(cycle) / "label_work.json"
 
     def cycle_labeled_metrics(self, cycle: int) -> Path:
         """Cycle ``cycle - 1``'s model evaluated on the images labeled before cycle ``cycle``

@@ -10,12 +10,34 @@ an object with:
 * ``training_index(pool) -> DetectionIndex``: the labeled pool's images with their labels, in the
   index format the readers produce, so training cannot tell where labels came from.
 
-Built: ``simulated`` (the dataset's own labels are revealed, as in the original project) and
-``human`` (``alod export`` hands the selected images to an annotation tool, ``alod import`` stores
-the answers in ``runs/<run>/cycles/cycle_NN/labels.{npz,json}``, and the oracle reads them; see
-:class:`HumanOracle`). The stored-labels files are defined here (:func:`store_labels`,
-:func:`read_labels_record`, :func:`load_stored_labels`), so the annotation stage that writes them and
-the oracle that reads them share one definition without importing each other.
+* ``Labels.work``: what labeling the images cost, when the oracle counts it (``simulated_boxes``):
+  the cycles stage records it in the cycle's record in ``state.json`` (``label_work``).
+
+Built:
+
+* ``simulated``: the dataset's own labels are revealed, as in the original project.
+* ``simulated_boxes``: box-level labels. The labels are the same as ``simulated``'s (training is
+  identical); what it adds is the count of the annotator's work. For each selected image of cycle
+  ``n``, cycle ``n - 1``'s detector (its checkpoint) predicts boxes; those with a score >=
+  ``cycles.accept_score`` (default 0.5, :data:`alod.cycle.actions.ACCEPT`) stand as
+  pre-annotations, and the simulated annotator turns them into the ground truth by keeping, fixing,
+  deleting and drawing boxes (:func:`alod.cycle.actions.annotator_actions`). Cycle 1 has no model:
+  every ground-truth box is drawn. The cycle's totals (:data:`alod.cycle.actions.ACTION_KEYS`:
+  boxes, accepted, kept, fix, delete, draw, actions) go to the cycle's record in ``state.json``
+  (``label_work``) and, with the per-image counts, the acceptance score and the checkpoint, to
+  ``cycle_NN/label_work.json`` (:meth:`alod.layout.RunLayout.cycle_label_work`). That file is
+  written atomically before the label step is recorded, and a rerun reuses it when it was made for
+  the same images, acceptance score and checkpoint: a crash in between neither recounts nor loses
+  a cycle's work. Cost: one inference pass over the cycle's images. ``alod compare`` counts the
+  same actions after the fact for any oracle (``cycles/label_work.json``).
+* ``human``: ``alod export`` hands the selected images to an annotation tool, ``alod import`` stores
+  the answers in ``runs/<run>/cycles/cycle_NN/labels.{npz,json}``, and the oracle reads them; see
+  :class:`HumanOracle`. The stored-labels files are defined here (:func:`store_labels`,
+  :func:`read_labels_record`, :func:`load_stored_labels`), so the annotation stage that writes them
+  and the oracle that reads them share one definition without importing each other.
+
+:data:`DATASET_ORACLES` names the oracles whose labels are the dataset's (what the selectors that
+read the dataset's box counts need).
 """
 from __future__ import annotations
 
@@ -25,6 +47,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from alod.cycle.actions import ACCEPT, add_actions, annotator_actions
 from alod.cycle.pool import LabeledPool
 from alod.data.index import DetectionIndex
 from alod.data.sources import training_split_labeled
@@ -33,10 +56,13 @@ from alod.utils import AlodError, Registry, atomic_write_json, sha256_file
 
 @dataclass(frozen=True)
 class Labels:
-    """Images whose labels are now known, and where the labels came from (recorded per image)."""
+    """Images whose labels are now known, where the labels came from (recorded per image) and, when
+    the oracle counts it, what labeling them cost (``work``: :data:`alod.cycle.actions.ACTION_KEYS`
+    totals, recorded in the cycle's record)."""
 
     names: list[str]
     source: str
+    work: dict | None = None
 
 
 class Oracle(Protocol):
@@ -46,6 +72,8 @@ class Oracle(Protocol):
 
 
 ORACLES: Registry[Callable[..., Oracle]] = Registry("oracle")
+#: Oracles that reveal the dataset's own labels (pool source ``"dataset"``).
+DATASET_ORACLES = ("simulated", "simulated_boxes")
 
 
 def build_oracle(name: str, **kwargs) -> Oracle:
@@ -65,7 +93,7 @@ class SimulatedOracle:
     def __init__(self, *, ctx=None, train):
         if ctx is not None:
             if not training_split_labeled(ctx.cfg.data):
-                raise AlodError(f"cycles.oracle=simulated reveals the dataset's labels, and data.kind="
+                raise AlodError(f"cycles.oracle={ctx.cfg.cycles.oracle} reveals the dataset's labels, and data.kind="
                                 f"{ctx.cfg.data.kind} has no training labels to reveal; use cycles.oracle=human "
                                 "(alod export / alod import)")
         self.train = train
@@ -78,6 +106,85 @@ class SimulatedOracle:
         # Sorted dataset positions: the training set's order does not depend on the order of cycles.
         positions = np.array(sorted(self._pos[x] for x in pool.names), dtype=np.int64)
         return self.train.subset(positions)
+
+
+#: ``cycle_NN/label_work.json``: what the ``simulated_boxes`` oracle counted for a cycle.
+LABEL_WORK_FORMAT = "alod.cycle-label-work/1"
+
+
+@ORACLES.register("simulated_boxes")
+class SimulatedBoxesOracle(SimulatedOracle):
+    """The dataset's labels, and the annotator's work against pre-annotations (module docstring).
+
+    ``predict(cycle, positions) -> list[dict] | None``: the detections (``boxes float[N, 4]``,
+    ``labels int[N]``, ``scores float[N]``) of the model that pre-annotates cycle ``cycle`` on the
+    training images ``positions``, ``None`` when there is none. Default: cycle ``cycle - 1``'s
+    checkpoint (:func:`alod.cycle.scorer.checkpoint_model`, :func:`alod.engine.predict`); cycle 1:
+    ``None``. Tests inject their own. ``ctx=None``: nothing is written (counting only).
+    """
+
+    def __init__(self, *, ctx=None, train, predict: Callable | None = None, accept: float | None = None):
+        super().__init__(ctx=ctx, train=train)
+        self.ctx = ctx
+        self.accept = float(accept if accept is not None else ctx.cfg.cycles.accept_score if ctx else ACCEPT)
+        self.predict = predict or self._predict_with_checkpoint
+
+    def label(self, cycle: int, images: list[str]) -> Labels:
+        return Labels(names=list(images), source="dataset", work=self.label_work(cycle, images)["totals"])
+
+    def _model(self, cycle: int):
+        """The checkpoint that pre-annotates cycle ``cycle`` (``None``: cycle 1, or no run folder)."""
+        return self.ctx.layout.cycle_checkpoint(cycle - 1) if cycle > 1 and self.ctx is not None else None
+
+    def _predict_with_checkpoint(self, cycle: int, positions: list[int]):
+        from alod.cycle.scorer import checkpoint_model  # why: keeps torch out of config checks
+        from alod.engine import predict  # why: (same)
+
+        ckpt = self._model(cycle)
+        if ckpt is None:
+            return None
+        ctx, cfg = self.ctx, self.ctx.cfg
+        return predict(checkpoint_model(ctx, self.train, ckpt), ctx.dataset(self.train), indices=positions,
+                       batch_size=cfg.train.eval_batch_size, accelerator=ctx.accelerator, amp=cfg.train.amp,
+                       desc=f"cycle {cycle} pre-annotate", progress=ctx.progress)
+
+    def label_work(self, cycle: int, images: list[str]) -> dict:
+        """Cycle ``cycle``'s ``label_work.json`` content: ``format``, ``cycle``, ``images``, ``accept``,
+        ``model`` and ``model_sha256`` (``None`` for cycle 1), ``per_image`` (one
+        :data:`~alod.cycle.actions.ACTION_KEYS` dict per image, in ``images``' order) and ``totals``.
+        Read back when the file was made for the same inputs; else counted and written (main process)."""
+        model = self._model(cycle)
+        key = {"format": LABEL_WORK_FORMAT, "cycle": int(cycle), "images": list(images), "accept": self.accept,
+               "model": None if model is None else str(model),
+               "model_sha256": sha256_file(model) if model is not None and model.is_file() else None}
+        path = self.ctx.layout.cycle_label_work(cycle) if self.ctx is not None else None
+        # Every process decides alike: the main process writes the file only after the prediction,
+        # which every process joins, so no process can see a file another is about to write.
+        old = _read_json(path) if path is not None else None
+        if isinstance(old, dict) and {k: old.get(k) for k in key} == key and "totals" in old:
+            return old
+        positions = [self._pos[x] for x in images]
+        dets = self.predict(cycle, positions)
+        per_image = []
+        for k, i in enumerate(positions):
+            gt, gl, gi = self.train.annotations(i)
+            d = dets[k] if dets is not None else {"boxes": np.zeros((0, 4)), "labels": [], "scores": []}
+            per_image.append(annotator_actions(gt, gl, gi, d["boxes"], d["labels"], d["scores"], accept=self.accept))
+        out = {**key, "per_image": per_image, "totals": add_actions(per_image)}
+        if path is not None and self.ctx.is_main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, out)
+        return out
+
+
+def _read_json(path) -> object | None:
+    """The JSON at ``path``, or ``None`` when it is missing or unreadable (then it is made again)."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 # ------------------------------------------------------------------------------ the human oracle

@@ -22,7 +22,7 @@ diversity (``score.batch``), class weights from the current model's AP per class
 :func:`labeled_pool_metrics`) and a budget in predicted boxes (``schedule.budget: boxes``). The adaptive
 selector applies them in its per-cycle scoring; the precomputed schedule applies them when it is
 built (:mod:`alod.schedule`). Either way, when one is on, ``cycle_NN/selection.json`` records the
-cycle's predicted boxes, its labeled boxes (simulated oracle: the dataset's) and the class weights.
+cycle's predicted boxes, its labeled boxes (simulated oracles: the dataset's) and the class weights.
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from alod.cycle.batch_rules import SelectOptions, choose
+from alod.cycle.oracles import DATASET_ORACLES
 from alod.cycle.pool import LabeledPool
 from alod.schedule import (
     STREAM_BATCH_RULE,
@@ -279,10 +280,11 @@ def class_weights_from(metrics_path: Path, classes) -> np.ndarray:
 
 def record_selection(ctx, train, cycle: int, images: list[str], *, rule: str, info: dict) -> dict:
     """Write ``cycle_NN/selection.json`` (main process) and return what it holds: ``info`` plus the
-    images, the rule and, with the simulated oracle, ``labeled_boxes`` (the dataset's boxes of the
-    images: what annotators will draw, against the model's ``predicted_boxes``)."""
+    images, the rule and, with an oracle that reveals the dataset's labels
+    (:data:`alod.cycle.oracles.DATASET_ORACLES`), ``labeled_boxes`` (the dataset's boxes of the images:
+    what annotators will draw, against the model's ``predicted_boxes``)."""
     out = {"cycle": int(cycle), "rule": rule, "images": len(images), **info}
-    if ctx.cfg.cycles.oracle == "simulated":
+    if ctx.cfg.cycles.oracle in DATASET_ORACLES:
         counts, pos = box_counts(train), train.name_to_index()
         out["labeled_boxes"] = int(sum(int(counts[pos[x]]) for x in images))
     if ctx.is_main:
@@ -310,15 +312,16 @@ class RandomBoxesSelector(AdaptiveSelector):
     holds at least ``cycles.box_targets[n - 2]`` boxes (the target is a cumulative box count, so
     the pool overshoots by less than one image's boxes). Box counts are the dataset's labels: this
     selector exists for simulated comparisons, where a strategy's pool is matched in annotation
-    cost, and refuses any other oracle. It takes at least one image per cycle.
+    cost, and refuses an oracle that does not reveal the dataset's labels (``human``). It takes at
+    least one image per cycle.
     """
 
     def __init__(self, *, ctx, train, schedule_file: str | Path | None = None):
         super().__init__(ctx=ctx, train=train, schedule_file=schedule_file)
         cfg = ctx.cfg
-        if cfg.cycles.oracle != "simulated":
+        if cfg.cycles.oracle not in DATASET_ORACLES:
             raise AlodError("cycles.selector=random_boxes reads the dataset's box counts; it needs "
-                            f"cycles.oracle=simulated, not {cfg.cycles.oracle!r}")
+                            f"cycles.oracle={' or '.join(DATASET_ORACLES)}, not {cfg.cycles.oracle!r}")
         if not cfg.cycles.box_targets:
             raise AlodError("cycles.selector=random_boxes needs cycles.box_targets: the pool's box count to reach "
                             "after cycles 2, 3, ... (alod compare fills it from a strategy's run)")

@@ -21,8 +21,9 @@ A cycle ``n`` is ``select -> label -> train -> evaluate``:
 
 State: ``runs/<run>/cycles/state.json`` (:data:`STATE_FORMAT`) is rewritten atomically after every
 step and records, per cycle, the step reached (:data:`STEPS`), the images selected and the rule that
-chose them, the wall seconds of each step, and after evaluation the pool size, epochs and mAP; the
-pool records per image the cycle that added it and where its labels came from. Killing the process and rerunning the same command
+chose them, the wall seconds of each step, what labeling cost when the oracle counts it
+(``label_work``: ``cycles.oracle: simulated_boxes``), and after evaluation the pool size, epochs and
+mAP; the pool records per image the cycle that added it and where its labels came from. Killing the process and rerunning the same command
 resumes at the interrupted step (training from its last finished epoch) and ends with the same
 pools, state and metrics as an uninterrupted run.
 """
@@ -159,6 +160,8 @@ def label_step(run: CycleRun, n: int) -> bool:
     if labels is None:
         return False
     run.pool.add(labels.names, cycle=n, source=labels.source)
+    if labels.work is not None:  # the oracle counted what labeling cost (simulated_boxes)
+        rec["label_work"] = labels.work
     rec["step"] = "labeled"
     run.save()
     return True
