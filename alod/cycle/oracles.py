@@ -205,7 +205,9 @@ def read_labels_record(layout, cycle: int) -> dict | None:
     """Cycle ``cycle``'s ``labels.json`` (``None`` when nothing was imported), unchecked against
     ``labels.npz``. Keys: ``format``, ``cycle``, ``tool``, ``path``, ``sha256``, ``source``,
     ``images_labeled``, ``images_returned``, ``boxes``, ``problems`` (count per kind),
-    ``allow_partial``, ``labels_sha256`` (of ``labels.npz``)."""
+    ``allow_partial``, ``labels_sha256`` (of ``labels.npz``), and from imports made since it was
+    added ``edits`` (what annotators changed against the exported pre-annotations, per image and in
+    total: :func:`alod.stages.annotation.import_edits`)."""
     path = layout.cycle_labels_record(cycle)
     if not path.is_file():
         return None

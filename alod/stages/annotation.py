@@ -15,7 +15,9 @@ With ``cycles.oracle: human`` the cycle loop stops after *select* and prints bot
    answer refuse the import unless ``allow_partial`` (then they go back to the unlabeled pool). A
    refused import changes no stored file: its problems go to
    ``cycle_NN/import_problems.refused-NNN.jsonl``. The labels are stored as
-   ``cycle_NN/labels.npz`` + ``labels.json`` (:func:`alod.cycle.oracles.store_labels`).
+   ``cycle_NN/labels.npz`` + ``labels.json`` (:func:`alod.cycle.oracles.store_labels`). When the same
+   format's export carried pre-annotations, ``labels.json`` also records what the annotators changed
+   (``edits``, :func:`import_edits`).
 4. Rerunning ``main_sample.py`` continues from the label step with the stored labels.
 
 :func:`cycle_task` builds the same :class:`~alod.annotate.core.ExportTask` as step 1 without writing
@@ -286,6 +288,7 @@ def run_export(cfg: Config, *, cycle: int, fmt: str, preannotate: bool = False, 
                 "priorities": [im.priority for im in task.images], "preannotate": preannotate,
                 "threshold": threshold if preannotate else None, "weights": weights,
                 "weights_sha256": sha256_file(weights) if weights else None, "copy_images": copy_images,
+                **({"preannotation_boxes": _preannotation_boxes(task)} if preannotate else {}),
             })
             pre = (f", {result['preannotations']} pre-annotations (score >= {threshold}) from {weights}"
                    if preannotate else "")
@@ -293,6 +296,14 @@ def run_export(cfg: Config, *, cycle: int, fmt: str, preannotate: bool = False, 
             ctx.log("open / upload: " + " ".join(shlex.quote(f) for f in result["files"]))
         ctx.wait()
     return result
+
+
+def _preannotation_boxes(task) -> dict:
+    """Image name -> ``{"boxes": [[x1, y1, x2, y2], ...], "labels", "scores"}``: the pre-annotations
+    the export handed out, kept so that an import can be compared with them (:func:`import_edits`)."""
+    return {im.name: {"boxes": np.asarray(im.boxes, dtype=np.float64).reshape(-1, 4).tolist(),
+                      "labels": [int(x) for x in im.labels], "scores": [float(x) for x in im.scores]}
+            for im in task.images}
 
 
 # ------------------------------------------------------------------------------------- import
@@ -348,8 +359,50 @@ def run_import(cfg: Config, *, cycle: int, path: str | Path, fmt: str = "auto", 
         if ctx.is_main:  # only an accepted import replaces the cycle's problem list
             atomic_write_text(ctx.layout.cycle_import_problems(cycle), _problem_lines(result.problems))
         record = {"tool": fmt_.name, "version": fmt_.version, "path": str(path.resolve()), "sha256": sha,
-                  "source": source, "allow_partial": allow_partial}
+                  "source": source, "allow_partial": allow_partial,
+                  "edits": import_edits(ctx.layout.cycle_export_record(cycle, fmt_.name), result,
+                                        [n for n in names if n in result.boxes])}
         return _store(ctx, train, result, names, missing, cycle=cycle, record=record, previous=previous)
+
+
+def import_edits(export_record: Path, result, labeled: list[str]) -> dict:
+    """What annotators changed, per image of ``labeled``, against the pre-annotations the export
+    recorded in ``export_record`` (``cycle_NN/export_<format>.json``), for the ``labels.json`` record.
+
+    Each image's imported boxes (``result``, an :class:`~alod.annotate.core.ImportResult`) are
+    matched with the exported ones by :func:`alod.cycle.actions.edit_counts` (greedy by score at IoU
+    >= 0.5; same class and IoU >= 0.7 is ``kept``, else ``changed``; unmatched exported boxes are
+    ``deleted``, unmatched imported ones ``added``).
+
+    Returns:
+        ``{"preannotated": True, "export", "weights", "threshold", "per_image": {name: {added,
+        deleted, changed, kept}}, "totals"}``, or, when there is nothing to compare with (no export
+        of this format, an export without ``--preannotate``, one made before alod kept its boxes, or
+        one of other images), ``{"preannotated": False, "export", "reason"}`` and no counts.
+    """
+    from alod.cycle.actions import add_edits, edit_counts
+
+    def none(reason: str) -> dict:
+        return {"preannotated": False, "export": str(export_record) if export_record.is_file() else None,
+                "reason": reason}
+
+    if not export_record.is_file():
+        return none(f"no {export_record.name}: this format was not exported by alod export")
+    try:
+        exported = json.loads(export_record.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return none(f"{export_record} cannot be read ({e})")
+    if not exported.get("preannotate"):
+        return none("exported without --preannotate: there were no pre-annotations to change")
+    pre = exported.get("preannotation_boxes")
+    if not isinstance(pre, dict):
+        return none("exported before alod kept the pre-annotations' boxes; export with --preannotate again")
+    if any(name not in pre for name in labeled):
+        return none(f"{export_record} was written for other images than this import's")
+    per_image = {name: edit_counts(pre[name]["boxes"], pre[name]["labels"], result.boxes[name], result.labels[name],
+                                   pre_scores=pre[name]["scores"]) for name in labeled}
+    return {"preannotated": True, "export": str(export_record), "weights": exported.get("weights"),
+            "threshold": exported.get("threshold"), "per_image": per_image, "totals": add_edits(per_image.values())}
 
 
 def _previous_import(ctx: StageContext, state: dict, rec: dict, *, path: Path, sha: str, source: str):
@@ -442,4 +495,11 @@ def _store(ctx: StageContext, train, result, names: list[str], missing: list[str
     ctx.log(f"cycle {cycle}: imported {len(labeled)} images with {index.num_boxes} boxes from {record['path']} "
             f"({record['source']}){back}; {len(result.problems)} problem(s)"
             + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))}), {where}" if counts else ""))
+    edits = record["edits"]
+    if edits["preannotated"]:
+        t = edits["totals"]
+        ctx.log(f"cycle {cycle}: against the exported pre-annotations, annotators added {t['added']}, deleted "
+                f"{t['deleted']}, changed {t['changed']} and kept {t['kept']} boxes")
+    else:
+        ctx.log(f"cycle {cycle}: edits not counted: {edits['reason']}")
     return {**record, "status": status}

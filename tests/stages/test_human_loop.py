@@ -324,3 +324,85 @@ def test_an_interrupted_import_is_done_again_not_reported_as_done(tmp_path):
     assert run_import(cfg, cycle=1, path=answer, progress=False, log=quiet)["status"] == "imported"
     stored = load_stored_labels(layout, 1)
     assert list(stored.index.names) == names and stored.index.boxes.tolist() == [[1.5, 2.0, 11.5, 22.0]]
+
+
+def _selected_cycle(tmp_path, n: int = 4):
+    """A tiny human-oracle run whose cycle 1 has selected the first ``n`` training images (the cycles
+    state written by hand: nothing trained). Returns ``(cfg, layout, train, names)``."""
+    from alod.data.sources import ensure_synthetic
+
+    cfg = load_config(write_tiny_config(tmp_path), ["cycles.oracle=human"])
+    layout = run_layout(cfg)
+    ensure_synthetic(cfg.data, progress=False)
+    train = load_split(cfg.data, "train", cache_dir=layout.cache_dir, log=lambda *_: None)
+    names = sorted(str(x) for x in train.names[:n])
+    layout.cycles_state.parent.mkdir(parents=True)
+    layout.cycles_state.write_text(json.dumps({
+        "format": "alod.cycles/2", "selector": {"name": "adaptive"}, "oracle": "human",
+        "pool": {"names": [], "cycles": [], "sources": []},
+        "cycles": [{"cycle": 1, "step": "selected", "rule": "random", "selected": names}]}))
+    return cfg, layout, train, names
+
+
+#: Pre-annotations (x1, y1, x2, y2, label, score) the fake model gives each of the four images; the
+#: third gets none.
+PRE = [(10, 10, 40, 40, 1, 0.9), (60, 20, 100, 60, 2, 0.8), (110, 30, 150, 90, 3, 0.7)]
+
+
+def test_an_import_records_what_annotators_changed_against_the_exported_preannotations(tmp_path, monkeypatch):
+    """LabelMe round trip: export with pre-annotations, edit the files as an annotator would, import;
+    ``labels.json`` holds each image's added, deleted, changed and kept boxes and the totals."""
+    from alod.stages import annotation
+    from alod.stages.annotation import run_export, run_import
+
+    cfg, layout, train, names = _selected_cycle(tmp_path)
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"not read: the detections are injected")
+
+    def detections(ctx, train, names_, cycle, threshold, ckpt):
+        rows = {n: ([] if k == 2 else PRE) for k, n in enumerate(names)}
+        return ({n: (np.array([r[:4] for r in rows[n]], float).reshape(-1, 4), np.array([r[4] for r in rows[n]], int),
+                     np.array([r[5] for r in rows[n]], float)) for n in names_}, str(weights))
+
+    monkeypatch.setattr(annotation, "_model_checkpoint", lambda ctx, cycle: None)
+    monkeypatch.setattr(annotation, "_detections", detections)
+    quiet = lambda *_: None  # noqa: E731
+    out = run_export(cfg, cycle=1, fmt="labelme", preannotate=True, progress=False, log=quiet)
+    assert out["preannotations"] == 9
+    folder = layout.cycle_export_dir(1, "labelme")
+
+    c = train.classes
+    box = {k: (c[r[4] - 1], *map(float, r[:4])) for k, r in enumerate(PRE)}
+    _labelme_answer(folder, {
+        # keep the first, relabel the second, delete the third, draw a new one
+        names[0]: [box[0], (c[0], *box[1][1:]), (c[1], 5.0, 60.0, 30.0, 90.0)],
+        # names[1] is left as exported: all three kept
+        names[2]: [(c[0], 5.0, 5.0, 25.0, 25.0), (c[2], 60.0, 40.0, 80.0, 60.0)],  # no pre-annotations: 2 added
+        names[3]: [(c[1], 60.0, 20.0, 100.0, 44.0)] + [box[0]],  # the second moved to IoU 0.6, the third deleted
+    })
+    record = run_import(cfg, cycle=1, path=folder, progress=False, log=quiet)
+    edits = json.loads(layout.cycle_labels_record(1).read_text())["edits"]
+    assert edits == record["edits"]
+    assert edits["preannotated"] is True and edits["export"] == str(layout.cycle_export_record(1, "labelme"))
+    assert edits["weights"] == str(weights) and edits["threshold"] == 0.5
+    assert edits["per_image"] == {
+        names[0]: {"added": 1, "deleted": 1, "changed": 1, "kept": 1},
+        names[1]: {"added": 0, "deleted": 0, "changed": 0, "kept": 3},
+        names[2]: {"added": 2, "deleted": 0, "changed": 0, "kept": 0},
+        names[3]: {"added": 0, "deleted": 1, "changed": 1, "kept": 1},
+    }
+    assert edits["totals"] == {"added": 3, "deleted": 2, "changed": 2, "kept": 5}
+
+
+def test_an_import_without_preannotations_says_so_instead_of_counting(tmp_path):
+    from alod.stages.annotation import run_export, run_import
+
+    cfg, layout, _, names = _selected_cycle(tmp_path, n=2)
+    quiet = lambda *_: None  # noqa: E731
+    run_export(cfg, cycle=1, fmt="labelme", progress=False, log=quiet)
+    lines = []
+    record = run_import(cfg, cycle=1, path=layout.cycle_export_dir(1, "labelme"), progress=False, log=lines.append)
+    assert record["images_labeled"] == names and record["edits"] == {
+        "preannotated": False, "export": str(layout.cycle_export_record(1, "labelme")),
+        "reason": "exported without --preannotate: there were no pre-annotations to change"}
+    assert "cycle 1: edits not counted: exported without --preannotate" in "\n".join(lines)
