@@ -18,12 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from alod_testing import run_layout, write_tiny_config
 
 from alod.annotate.labelstudio import label_config
 from alod.config import load_config
 from alod.serve import Backend, Steps, label_interface, make_server, project_id
 from alod.utils import AlodError, atomic_write_json
+from alod_testing import run_layout, write_tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -46,6 +46,7 @@ import numpy as np
 from alod.annotate.core import ExportImage, ExportTask
 from alod.annotate.formats import detect_format, get_format
 from alod.config import Config
+from alod.cycle.actions import add_edits, edit_counts
 from alod.cycle.oracles import read_labels_record, store_labels, stored_labels_intact
 from alod.data.index import DetectionIndex
 from alod.engine import predict
@@ -380,7 +381,6 @@ def import_edits(export_record: Path, result, labeled: list[str]) -> dict:
         of this format, an export without ``--preannotate``, one made before alod kept its boxes, or
         one of other images), ``{"preannotated": False, "export", "reason"}`` and no counts.
     """
-    from alod.cycle.actions import add_edits, edit_counts
 
     def none(reason: str) -> dict:
         return {"preannotated": False, "export": str(export_record) if export_record.is_file() else None,

@@ -50,7 +50,7 @@ def test_sources_import_without_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_ensure_synthetic_does_nothing_for_real_data(tmp_path):
+def test_ensure_dataset_does_nothing_for_real_data(tmp_path):
     ensure_dataset(DataConfig(kind="bdd100k", root=str(tmp_path / "bdd")), progress=False)
     assert not (tmp_path / "bdd").exists()
 

@@ -329,11 +329,11 @@ def test_an_interrupted_import_is_done_again_not_reported_as_done(tmp_path):
 def _selected_cycle(tmp_path, n: int = 4):
     """A tiny human-oracle run whose cycle 1 has selected the first ``n`` training images (the cycles
     state written by hand: nothing trained). Returns ``(cfg, layout, train, names)``."""
-    from alod.data.sources import ensure_synthetic
+    from alod.data.sources import ensure_dataset
 
     cfg = load_config(write_tiny_config(tmp_path), ["cycles.oracle=human"])
     layout = run_layout(cfg)
-    ensure_synthetic(cfg.data, progress=False)
+    ensure_dataset(cfg.data, progress=False)
     train = load_split(cfg.data, "train", cache_dir=layout.cache_dir, log=lambda *_: None)
     names = sorted(str(x) for x in train.names[:n])
     layout.cycles_state.parent.mkdir(parents=True)

@@ -12,11 +12,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from alod_testing import run_layout, write_tiny_config
 
 from alod.config import load_config
 from alod.cycle.batch_rules import SelectOptions, choose
 from alod.layout import RunLayout
+from alod_testing import run_layout, write_tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -114,12 +114,11 @@ def test_precomputed_random_with_an_option_is_not_implemented(scorer, tmp_path):
 
 
 def test_embeddings_do_not_depend_on_the_batch(scorer):
-    from alod_testing import tiny_model_config
-
     from alod.cycle.scorer import score_positions_details
     from alod.data.dataset import DetectionDataset
     from alod.engine import load_checkpoint
     from alod.models import build_detector
+    from alod_testing import tiny_model_config
 
     _, ckpt, train = scorer
     model = build_detector(num_classes=train.num_classes, **asdict(tiny_model_config()))
