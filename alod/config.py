@@ -1,13 +1,17 @@
 """Configuration: YAML files (with a ``_base_`` include) into frozen dataclasses.
 
 Only this module reads YAML. Everything else takes explicit keyword arguments or one of these
-dataclasses. ``--set a.b=c`` overrides are parsed as YAML scalars (``--set train.lr=0.02``,
+dataclasses. A leaf: it imports nothing from alod but the error type. It checks what it can see
+alone (types, ranges, settings that contradict each other); the names a registry owns (strategies,
+selectors, oracles, data kinds and label formats) are checked by each registry's own function,
+all called from :func:`alod.stages.setup.check_config` before any work. ``--set a.b=c`` overrides are parsed as YAML scalars (``--set train.lr=0.02``,
 ``--set model.anchor_sizes=[8,16,32,64]``). Unknown keys are errors that list the valid ones, so a
 typo never silently falls back to a default. The resolved config is written next to every run.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,7 +166,7 @@ class ScoreConfig:
     # a random draw, is not scored); cycle n takes the top of batch n's sample. The adaptive selector
     # scores the same fraction of the unlabeled images each cycle. 1.0: every image (the original).
     subset: float = 1.0
-    # Diversity within a cycle's batch (alod.batch_rules): topk (the original), kmeanspp (k-means++ seeding
+    # Diversity within a cycle's batch (alod.cycle.batch_rules): topk (the original), kmeanspp (k-means++ seeding
     # weighted by score) or coreset (greedy k-center from the best score), over the top batch_pool x
     # query_size candidates, with the scorer's per-image embeddings.
     batch: str = "topk"
@@ -196,8 +200,8 @@ class CyclesConfig:
     epochs: int = 50
     num_cycles: int | None = None  # None: every cycle in the schedule
     num_vis_images: int = 4  # validation images drawn with predictions into TensorBoard
-    selector: str = "precomputed"  # step 1, which images: a name in alod.selection.SELECTORS
-    oracle: str = "simulated"  # step 2, who labels them: a name in alod.oracles.ORACLES
+    selector: str = "precomputed"  # step 1, which images: a name in alod.cycle.selection.SELECTORS
+    oracle: str = "simulated"  # step 2, who labels them: a name in alod.cycle.oracles.ORACLES
     # step 3, from what: scratch (a fresh detector every cycle, as the original) or warm (cycle n
     # starts from cycle n - 1's final weights; cycle 1 from scratch)
     init: str = "scratch"
@@ -362,7 +366,9 @@ def parse_overrides(items: list[str] | None) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load ``path`` (default: built-in defaults), apply ``--set`` overrides, validate."""
+    """Load ``path`` (default: built-in defaults), apply ``--set`` overrides, check types and ranges
+    (:func:`validate`). The registries' names are checked by :func:`alod.stages.setup.check_config`
+    (:func:`alod.stages.setup.load_checked_config` does both)."""
     data = _read_yaml(Path(path)) if path else {}
     data = _deep_merge(data, parse_overrides(overrides))
     cfg = _from_dict(Config, data)
@@ -463,15 +469,9 @@ def _get(cfg, dotted: str):
 def validate(cfg: Config) -> None:
     """Settings that cannot work are refused when the config loads, not hours into a run.
 
-    The registries consulted here (data kinds and label formats, strategies, selectors, oracles)
-    import neither torch nor torchvision, so loading a config stays cheap.
+    Only what this module can judge alone; the registries' checks follow in
+    :func:`alod.stages.setup.check_config`.
     """
-    from alod.data.sources import check_data_config
-    from alod.oracles import ORACLES
-    from alod.schedule import subset_count
-    from alod.selection import SELECTORS
-    from alod.strategies import STRATEGIES, check_params
-
     def need(cond: bool, msg: str) -> None:
         if not cond:
             raise AlodError(f"config: {msg}")
@@ -484,51 +484,11 @@ def validate(cfg: Config) -> None:
         f"schedule.batch_size ({cfg.schedule.batch_size}) must be >= schedule.query_size ({cfg.schedule.query_size}): "
         "a cycle takes its images from one batch",
     )
-    need(
-        subset_count(cfg.score.subset, cfg.schedule.batch_size) >= cfg.schedule.query_size,
-        f"score.subset ({cfg.score.subset:g}) scores ceil({cfg.score.subset:g} x {cfg.schedule.batch_size}) = "
-        f"{subset_count(cfg.score.subset, cfg.schedule.batch_size)} images of each arrival batch "
-        f"(schedule.batch_size), fewer than one cycle's schedule.query_size ({cfg.schedule.query_size}): "
-        "raise score.subset or lower schedule.query_size",
-    )
     need(cfg.model.max_size >= cfg.model.min_size,
          f"model.max_size ({cfg.model.max_size}) must be >= model.min_size ({cfg.model.min_size})")
     need(cfg.run.name not in ("", ".", "..") and "/" not in cfg.run.name and "\\" not in cfg.run.name,
          f"run.name must be a plain folder name (no '/', not '..'), got {cfg.run.name!r}: it names runs/<name>/")
-    check_data_config(cfg.data)
-
-    need(cfg.score.strategy in STRATEGIES,
-         f"score.strategy: unknown strategy {cfg.score.strategy!r}; choose one of {', '.join(sorted(STRATEGIES))}")
-    for name, table in cfg.score.params.items():
-        if name not in STRATEGIES:
-            hint = (" (score.params is keyed by strategy: write params: {%s: {%s: ...}})" % (cfg.score.strategy, name)
-                    if not isinstance(table, dict) else "")
-            need(False, f"score.params.{name}: not a strategy; params are given per strategy, "
-                        f"one of {', '.join(sorted(STRATEGIES))}{hint}")
-        need(isinstance(table, dict) or table is None,
-             f"score.params.{name}: expected a mapping of parameter: value, got {table!r}")
-        check_params(name, table, where=f"score.params.{name}")
-    need(cfg.cycles.selector in SELECTORS,
-         f"cycles.selector: unknown selector {cfg.cycles.selector!r}; choose one of {', '.join(sorted(SELECTORS))}")
-    need(cfg.cycles.oracle in ORACLES,
-         f"cycles.oracle: unknown oracle {cfg.cycles.oracle!r}; choose one of {', '.join(sorted(ORACLES))}")
-    _validate_selection_options(cfg, need)
     _validate_variants(cfg, need)
-
-
-def _validate_selection_options(cfg: Config, need) -> None:
-    """``score.batch``, ``score.class_weights`` and ``schedule.budget`` (alod.batch_rules)."""
-    from alod.batch_rules import BATCH_RULES
-    from alod.strategies import STRATEGIES
-
-    need(cfg.score.batch in BATCH_RULES,
-         f"score.batch: unknown batch rule {cfg.score.batch!r}; choose one of {', '.join(sorted(BATCH_RULES))}")
-    need(cfg.schedule.budget != "boxes" or cfg.schedule.box_budget is not None,
-         "schedule.budget: boxes needs schedule.box_budget (predicted boxes per cycle)")
-    weighted = sorted(n for n, s in STRATEGIES.items() if s.weighted)
-    need(cfg.score.class_weights == "none" or STRATEGIES[cfg.score.strategy].weighted,
-         f"score.class_weights: {cfg.score.class_weights} weights per-box uncertainty, and strategy "
-         f"{cfg.score.strategy!r} has none; use one of {', '.join(weighted)} or class_weights: none")
 
 
 #: What a comparison fixes for every run of a seed (names, seeds, pairing, the data): a variant may
@@ -572,7 +532,6 @@ def apply_overrides(cfg: Config, overrides: dict, *, where: str = "overrides") -
 def _validate_variants(cfg: Config, need) -> None:
     """``compare.variants``: ``{NAME: {key: value}}``, names usable in run names, keys not fixed by
     the comparison, values that load (each variant applied to this config is validated)."""
-    import re
 
     for name, table in cfg.compare.variants.items():
         at = f"compare.variants.{name}"

@@ -3,9 +3,10 @@
 * :func:`make_accelerator` picks the device: GPUs when there are any, else CPU processes. Under
   ``accelerate launch --multi_gpu --num_processes N`` on a machine without a GPU, ``cpu=True``
   gives a real gloo process group (``--cpu`` on the launcher silently runs one process).
-* :func:`fit` trains with SGD + one-cycle LR + gradient clipping, saves a checkpoint after every
-  epoch (model, optimizer, scheduler, epoch, config, extra) atomically from the main process only,
-  and resumes from ``checkpoint_last.pt`` when rerun.
+* :func:`fit` trains with SGD + one-cycle LR + gradient clipping in steps: :func:`resume` from
+  ``checkpoint_last.pt``, then per epoch :func:`train_one_epoch`, the early-stopping evaluation
+  (:func:`plateau_step`) and :func:`save_checkpoint` (model, optimizer, scheduler, epoch, config,
+  extra; atomically, from the main process only). :func:`alod.models.load_checkpoint` reads one.
 * :func:`iter_predictions` / :func:`predict` run batched inference, each process on its share;
   with ``mc=MCSampling(...)`` Monte Carlo dropout inference (:func:`alod.models.predict_mc`).
 
@@ -19,18 +20,19 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
 from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
 
 from alod.data.dataset import collate_detection
 from alod.layout import CHECKPOINT_BEST, CHECKPOINT_LAST
+from alod.models import MCSampling, load_checkpoint, predict_mc
 from alod.utils import AlodError, atomic_torch_save, load_torch_file
-
-if TYPE_CHECKING:
-    from alod.models import MCSampling
 
 LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 
@@ -52,8 +54,6 @@ def autocast_on(device_type: str, amp: bool | str) -> bool:
 def make_accelerator(*, amp: bool | str = False):
     """An ``Accelerator`` on the GPUs if any, else on CPU (one or several processes), with bf16
     autocast where ``amp`` (:func:`autocast_on`) asks for it."""
-    from accelerate import Accelerator
-
     cpu = not torch.cuda.is_available()
     mixed = "bf16" if autocast_on("cpu" if cpu else "cuda", amp) else "no"
     return Accelerator(cpu=cpu, mixed_precision=mixed)
@@ -75,20 +75,6 @@ def epoch_batches(n_items: int, *, batch_size: int, seed: int, epoch: int, rank:
 
 def steps_per_epoch(n_items: int, *, batch_size: int, world: int) -> int:
     return max(1, math.ceil(n_items / (batch_size * world)))
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Read an alod checkpoint (tensors and plain values only: nothing in the file is executed).
-
-    Raises:
-        AlodError: missing, unreadable, or holding more than tensors and plain values; or not an
-            alod checkpoint (no ``model`` state dict).
-    """
-    state = load_torch_file(path, what="checkpoint")
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise AlodError(f"checkpoint {path} is not an alod checkpoint (no 'model' state dict); "
-                        "delete it to start this training over, or pass the right file")
-    return state
 
 
 def one_cycle_pct_start(warmup_fraction: float, total_steps: int) -> float:
@@ -120,30 +106,17 @@ def make_lr_scheduler(optimizer, *, lr: float, total_steps: int, warmup_fraction
     )
 
 
-def fit(
-    model: torch.nn.Module,
-    dataset: Dataset,
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    momentum: float = 0.9,
-    weight_decay: float = 1e-4,
-    warmup_fraction: float = 0.1,
-    grad_clip_norm: float | None = 5.0,
-    min_steps: int = 0,
-    num_workers: int = 0,
-    seed: int = 0,
-    accelerator=None,
-    ckpt_dir: str | Path | None = None,
-    config: dict | None = None,
-    extra: dict | None = None,
-    on_epoch_end: Callable[[int, dict], None] | None = None,
-    plateau: Plateau | None = None,
-    desc: str = "train",
-    progress: bool = True,
-) -> dict:
+def fit(model: torch.nn.Module, dataset: Dataset, *, epochs: int, batch_size: int, lr: float, momentum: float = 0.9,
+        weight_decay: float = 1e-4, warmup_fraction: float = 0.1, grad_clip_norm: float | None = 5.0,
+        min_steps: int = 0, num_workers: int = 0, seed: int = 0, accelerator=None, ckpt_dir: str | Path | None = None,
+        config: dict | None = None, extra: dict | None = None,
+        on_epoch_end: Callable[[int, dict], None] | None = None, plateau: Plateau | None = None,
+        desc: str = "train", progress: bool = True) -> dict:
     """Train ``model`` on ``dataset`` for ``epochs`` epochs; resume from ``ckpt_dir`` if possible.
+
+    The steps, each a function: plan the steps (:func:`plan_steps`), resume (:func:`resume`), then per
+    epoch :func:`train_one_epoch`, the plateau evaluation (:func:`plateau_step`) and
+    :func:`save_checkpoint`.
 
     Args:
         dataset: yields ``(image float[3, H, W], target)``, see :class:`DetectionDataset`.
@@ -165,130 +138,34 @@ def fit(
         trained: with ``plateau``, the epoch it stopped after; ``plateau`` then holds its state
         (``best``, ``best_epoch``, ``evals`` as ``[epoch, score]`` pairs, ``stopped``).
     """
-    from tqdm import tqdm
-
     accelerator = accelerator or make_accelerator()
-    world, rank = accelerator.num_processes, accelerator.process_index
     n = len(dataset)
     if n == 0:
         raise AlodError(f"{desc}: the training set is empty")
-    spe = steps_per_epoch(n, batch_size=batch_size, world=world)
-    if min_steps and epochs * spe < min_steps:
-        epochs = math.ceil(min_steps / spe)
-    total_steps = epochs * spe
-
+    epochs, total_steps = plan_steps(n, epochs=epochs, batch_size=batch_size, world=accelerator.num_processes,
+                                     min_steps=min_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     scheduler = make_lr_scheduler(optimizer, lr=lr, total_steps=total_steps, warmup_fraction=warmup_fraction)
-    start_epoch = 0
     ckpt_path = Path(ckpt_dir) / CHECKPOINT_LAST if ckpt_dir else None
     if plateau is not None and ckpt_path is None:
         raise AlodError(f"{desc}: plateau stopping needs a checkpoint folder (it keeps the best weights there)")
-    stop = plateau.initial_state() if plateau is not None else None
-    if ckpt_path is not None and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
-        if state.get("total_steps") != total_steps:
-            raise AlodError(
-                f"{ckpt_path} was written for {state.get('total_steps')} total steps, this run has {total_steps} "
-                "(different epochs, batch size, dataset or number of processes); delete it to start over"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch = int(state["epoch"]) + 1
-        if stop is not None:
-            stop = dict(state.get("plateau") or stop)
-            if stop.get("stopped"):
-                start_epoch = epochs  # it stopped early: the checkpoint holds the best weights
-
+    start_epoch, stop = resume(ckpt_path, model, optimizer, scheduler, total_steps=total_steps, epochs=epochs,
+                               plateau=plateau)
     model, optimizer = accelerator.prepare(model, optimizer)
     history: list[dict] = []
     unreadable: dict[int, str] = {}  # image_id -> reason, for images skipped (data.strict: false)
     for epoch in range(start_epoch, epochs):
-        # Same RNG stream for augmentation whether or not the run was resumed.
-        torch.manual_seed(seed * 1000 + epoch * 17 + rank)
-        model.train()
-        batches = epoch_batches(n, batch_size=batch_size, seed=seed, epoch=epoch, rank=rank, world=world)
-        loader = DataLoader(
-            dataset,
-            batch_sampler=[b.tolist() for b in batches],
-            collate_fn=collate_detection,
-            num_workers=num_workers,
-        )
-        sums = {k: 0.0 for k in LOSS_KEYS}
-        total, seen, t0 = 0.0, 0, time.perf_counter()
-        bar = tqdm(
-            loader,
-            desc=f"{desc} epoch {epoch + 1}/{epochs}",
-            disable=not (progress and accelerator.is_main_process),
-            unit="batch",
-            leave=False,
-        )
-        for images, targets in bar:
-            images, targets = _readable(images, targets, unreadable)
-            if not images:  # every image of this batch failed to decode: nothing to learn from
-                scheduler.step()  # keep the step count (and so a resumed run) exactly as planned
-                continue
-            images = [im.to(accelerator.device) for im in images]
-            targets = [{k: (v.to(accelerator.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-            with accelerator.autocast():
-                losses = model(images, targets)
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise AlodError(
-                    f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; lower train.lr or keep "
-                    "train.grad_clip_norm set"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            if grad_clip_norm:
-                accelerator.clip_grad_norm_(model.parameters(), grad_clip_norm)
-            optimizer.step()
-            scheduler.step()
-            for k in LOSS_KEYS:
-                sums[k] += float(losses[k].detach())
-            total += float(loss.detach())
-            seen += 1
-            bar.set_postfix(loss=f"{total / seen:.3f}", lr=f"{scheduler.get_last_lr()[0]:.4f}")
-        logs = {k: sums[k] / max(1, seen) for k in LOSS_KEYS}
-        logs["loss"] = total / max(1, seen)
-        logs["lr"] = float(scheduler.get_last_lr()[0])
-        logs["seconds"] = time.perf_counter() - t0
-        # Average the epoch's losses over processes so the logged number is the whole batch's.
-        mean = accelerator.reduce(torch.tensor([logs[k] for k in (*LOSS_KEYS, "loss")], device=accelerator.device), "mean")
-        for k, v in zip((*LOSS_KEYS, "loss"), mean.tolist()):
-            logs[k] = float(v)
+        logs = train_one_epoch(model, optimizer, scheduler, dataset, accelerator=accelerator, epoch=epoch,
+                               epochs=epochs, batch_size=batch_size, seed=seed, num_workers=num_workers,
+                               grad_clip_norm=grad_clip_norm, unreadable=unreadable, desc=desc, progress=progress)
         if stop is not None and plateau.due(epoch, epochs):
-            # Every process evaluates (prediction is split over them); the score decides alike everywhere.
-            logs["val_score"] = score = float(plateau.evaluate(accelerator.unwrap_model(model), epoch + 1))
-            stop = plateau.update(stop, epoch=epoch, score=score)
-            if stop["best_epoch"] == epoch and accelerator.is_main_process:
-                # Written before checkpoint_last records it: a kill between the two repeats this
-                # epoch, which finds the same score and writes the same file.
-                atomic_torch_save({"model": accelerator.unwrap_model(model).state_dict(), "epoch": epoch,
-                                   "score": score}, ckpt_path.parent / CHECKPOINT_BEST)
-            if stop["stopped"] or epoch == epochs - 1:
-                stop["stopped"] = True
-                accelerator.wait_for_everyone()  # the main process may have just written the best weights
-                if stop["best_epoch"] is not None:  # None: no evaluation gave a number (NaN): keep the last
-                    best = load_torch_file(ckpt_path.parent / CHECKPOINT_BEST, what="checkpoint")
-                    accelerator.unwrap_model(model).load_state_dict(best["model"])
+            stop = plateau_step(plateau, stop, model, accelerator=accelerator, epoch=epoch, epochs=epochs,
+                                logs=logs, best_path=ckpt_path.parent / CHECKPOINT_BEST)
         history.append({"epoch": epoch, **logs})
         if ckpt_path is not None and accelerator.is_main_process:
-            atomic_torch_save(
-                {
-                    "model": accelerator.unwrap_model(model).state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch,
-                    "epochs": epochs,
-                    "total_steps": total_steps,
-                    "config": config or {},
-                    "extra": extra or {},
-                    **({"plateau": stop} if stop is not None else {}),
-                },
-                ckpt_path,
-            )
+            save_checkpoint(ckpt_path, accelerator.unwrap_model(model), optimizer, scheduler, epoch=epoch,
+                            epochs=epochs, total_steps=total_steps, config=config, extra=extra, plateau=stop)
         accelerator.wait_for_everyone()
         if on_epoch_end is not None and accelerator.is_main_process:
             on_epoch_end(epoch, logs)
@@ -300,6 +177,158 @@ def fit(
         result["plateau"] = stop
         result["epochs"] = int(stop["trained_epochs"])
     return result
+
+
+def plan_steps(n_items: int, *, epochs: int, batch_size: int, world: int, min_steps: int = 0) -> tuple[int, int]:
+    """``(epochs, total optimizer steps)``: ``epochs`` raised until the run has ``min_steps`` steps."""
+    spe = steps_per_epoch(n_items, batch_size=batch_size, world=world)
+    if min_steps and epochs * spe < min_steps:
+        epochs = math.ceil(min_steps / spe)
+    return epochs, epochs * spe
+
+
+def resume(ckpt_path: Path | None, model, optimizer, scheduler, *, total_steps: int, epochs: int,
+           plateau: Plateau | None) -> tuple[int, dict | None]:
+    """Load ``ckpt_path`` (when it exists) into the model, optimizer and scheduler.
+
+    Returns:
+        ``(start_epoch, plateau state)``: ``0`` and a fresh state without a checkpoint; ``epochs``
+        when the checkpoint says the run stopped early (it holds the best weights); the plateau state
+        is ``None`` without ``plateau``.
+
+    Raises:
+        AlodError: the checkpoint was written for another number of total steps.
+    """
+    stop = plateau.initial_state() if plateau is not None else None
+    if ckpt_path is None or not ckpt_path.is_file():
+        return 0, stop
+    state = load_checkpoint(ckpt_path)
+    if state.get("total_steps") != total_steps:
+        raise AlodError(
+            f"{ckpt_path} was written for {state.get('total_steps')} total steps, this run has {total_steps} "
+            "(different epochs, batch size, dataset or number of processes); delete it to start over"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    start_epoch = int(state["epoch"]) + 1
+    if stop is not None:
+        stop = dict(state.get("plateau") or stop)
+        if stop.get("stopped"):
+            start_epoch = epochs  # it stopped early: the checkpoint holds the best weights
+    return start_epoch, stop
+
+
+def train_one_epoch(model, optimizer, scheduler, dataset: Dataset, *, accelerator, epoch: int, epochs: int,
+                    batch_size: int, seed: int, num_workers: int, grad_clip_norm: float | None,
+                    unreadable: dict[int, str], desc: str, progress: bool) -> dict:
+    """One pass over this process's share of ``dataset`` (:func:`epoch_batches`), stepping the
+    optimizer and the scheduler once per batch; records images that failed to decode in ``unreadable``.
+
+    Returns:
+        The epoch's logs: the mean of each of :data:`LOSS_KEYS` and ``loss`` over the batches
+        (averaged over processes), ``lr`` (the last) and ``seconds``.
+
+    Raises:
+        AlodError: the loss became NaN or infinite.
+    """
+    rank, world = accelerator.process_index, accelerator.num_processes
+    # Same RNG stream for augmentation whether or not the run was resumed.
+    torch.manual_seed(seed * 1000 + epoch * 17 + rank)
+    model.train()
+    batches = epoch_batches(len(dataset), batch_size=batch_size, seed=seed, epoch=epoch, rank=rank, world=world)
+    loader = DataLoader(dataset, batch_sampler=[b.tolist() for b in batches], collate_fn=collate_detection,
+                        num_workers=num_workers)
+    sums = {k: 0.0 for k in LOSS_KEYS}
+    total, seen, t0 = 0.0, 0, time.perf_counter()
+    bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{epochs}",
+               disable=not (progress and accelerator.is_main_process), unit="batch", leave=False)
+    for images, targets in bar:
+        images, targets = _readable(images, targets, unreadable)
+        if not images:  # every image of this batch failed to decode: nothing to learn from
+            scheduler.step()  # keep the step count (and so a resumed run) exactly as planned
+            continue
+        losses, loss = _train_step(model, optimizer, scheduler, images, targets, accelerator=accelerator,
+                                   grad_clip_norm=grad_clip_norm, where=f"{desc}: loss", epoch=epoch)
+        for k in LOSS_KEYS:
+            sums[k] += float(losses[k].detach())
+        total += float(loss.detach())
+        seen += 1
+        bar.set_postfix(loss=f"{total / seen:.3f}", lr=f"{scheduler.get_last_lr()[0]:.4f}")
+    logs = {k: sums[k] / max(1, seen) for k in LOSS_KEYS}
+    logs["loss"] = total / max(1, seen)
+    logs["lr"] = float(scheduler.get_last_lr()[0])
+    logs["seconds"] = time.perf_counter() - t0
+    # Average the epoch's losses over processes so the logged number is the whole batch's.
+    mean = accelerator.reduce(torch.tensor([logs[k] for k in (*LOSS_KEYS, "loss")], device=accelerator.device), "mean")
+    for k, v in zip((*LOSS_KEYS, "loss"), mean.tolist()):
+        logs[k] = float(v)
+    return logs
+
+
+def _train_step(model, optimizer, scheduler, images: list, targets: list, *, accelerator,
+                grad_clip_norm: float | None, where: str, epoch: int) -> tuple[dict, torch.Tensor]:
+    """One optimizer step on ``images`` (``[3, H, W]`` tensors) and ``targets``; returns the loss dict
+    and their sum (the loss that was back-propagated)."""
+    images = [im.to(accelerator.device) for im in images]
+    targets = [{k: (v.to(accelerator.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+    with accelerator.autocast():
+        losses = model(images, targets)
+    loss = sum(losses.values())
+    if not torch.isfinite(loss):
+        raise AlodError(f"{where} became {loss.item()} at epoch {epoch + 1}; lower train.lr or keep "
+                        "train.grad_clip_norm set")
+    optimizer.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    if grad_clip_norm:
+        accelerator.clip_grad_norm_(model.parameters(), grad_clip_norm)
+    optimizer.step()
+    scheduler.step()
+    return losses, loss
+
+
+def plateau_step(plateau: Plateau, stop: dict, model, *, accelerator, epoch: int, epochs: int, logs: dict,
+                 best_path: Path) -> dict:
+    """Evaluate after ``epoch`` (every process: prediction is split over them), record ``val_score`` in
+    ``logs``, keep the best weights in ``best_path``; at the end load the best weights into ``model``.
+
+    Returns:
+        The plateau state after this evaluation (``stopped`` set when training ends).
+    """
+    net = accelerator.unwrap_model(model)
+    logs["val_score"] = score = float(plateau.evaluate(net, epoch + 1))
+    stop = plateau.update(stop, epoch=epoch, score=score)
+    if stop["best_epoch"] == epoch and accelerator.is_main_process:
+        # Written before checkpoint_last records it: a kill between the two repeats this
+        # epoch, which finds the same score and writes the same file.
+        atomic_torch_save({"model": net.state_dict(), "epoch": epoch, "score": score}, best_path)
+    if stop["stopped"] or epoch == epochs - 1:
+        stop["stopped"] = True
+        accelerator.wait_for_everyone()  # the main process may have just written the best weights
+        if stop["best_epoch"] is not None:  # None: no evaluation gave a number (NaN): keep the last
+            net.load_state_dict(load_torch_file(best_path, what="checkpoint")["model"])
+    return stop
+
+
+def save_checkpoint(path: Path, model, optimizer, scheduler, *, epoch: int, epochs: int, total_steps: int,
+                    config: dict | None, extra: dict | None, plateau: dict | None) -> None:
+    """Write the training state after ``epoch`` to ``path`` atomically (call on the main process):
+    ``model``, ``optimizer``, ``scheduler`` state dicts, ``epoch``, ``epochs``, ``total_steps``,
+    ``config``, ``extra`` and, with early stopping, ``plateau``."""
+    atomic_torch_save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch,
+            "epochs": epochs,
+            "total_steps": total_steps,
+            "config": config or {},
+            "extra": extra or {},
+            **({"plateau": plateau} if plateau is not None else {}),
+        },
+        path,
+    )
 
 
 class Plateau:
@@ -401,8 +430,6 @@ def iter_predictions(
                 if mc is None:
                     outputs = model(batch)
                 else:
-                    from alod.models import predict_mc
-
                     outputs = predict_mc(model, batch, passes=mc.passes, dropout=mc.dropout, seed=mc.seed,
                                          keys=[indices[pos + k] for k in ok])
         by_slot = dict(zip(ok, outputs))
@@ -420,8 +447,6 @@ def predict(model, dataset: Dataset, *, indices=None, batch_size: int = 8, accel
 
     ``mc``: Monte Carlo dropout inference instead of one pass, see :func:`iter_predictions`.
     """
-    from tqdm import tqdm
-
     indices = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
     world = accelerator.num_processes if accelerator is not None else 1
     rank = accelerator.process_index if accelerator is not None else 0
@@ -435,8 +460,6 @@ def predict(model, dataset: Dataset, *, indices=None, batch_size: int = 8, accel
         bar.update(1)
     bar.close()
     if world > 1:
-        from accelerate.utils import gather_object
-
         merged: dict[int, dict] = {}
         for part in gather_object([results]):
             merged.update(part)

@@ -41,21 +41,32 @@ not read attributes; boxes that stick out of the image by a little are clipped b
 ``box_clipped`` note), while the official evaluation would use them as written (the real BDD100K
 frames have none).
 
-This module is the metric core and depends on the index only. Reading label and prediction files
-and the ``alod evaluate`` driver live in :mod:`alod.file_evaluation`.
+:func:`evaluate_detections` is the metric core and depends on the index only.
+:func:`evaluate_files` is what ``alod evaluate`` runs: it reads the ground truth with
+:func:`alod.data.loading.load_index` (whose float64 boxes are the file's own coordinates, so nothing
+is re-read) and the predictions through the format's entry in the label-format registry
+(:mod:`alod.data.readers`), then calls the same :func:`evaluate_detections` as the per-cycle
+evaluation: both give the same numbers for the same predictions. No format is named here: a new
+format with a prediction reader works without touching this file.
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import math
+import os
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from alod.data.index import DetectionIndex
+from alod.data.loading import load_index
+from alod.data.readers import check_format_choice, label_format_for
+from alod.utils import AlodError, sha256_file
 
 BOX_CONVENTIONS = ("bdd100k", "coco")
-#: ``format`` of the report :func:`alod.file_evaluation.evaluate_files` writes.
+#: ``format`` of the report :func:`evaluate_files` writes.
 METRICS_FORMAT = "alod.metrics/1"
 
 
@@ -96,22 +107,10 @@ def evaluate_detections(
     if len(det_scores) == 0:
         return _empty_result(gt)
 
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     off = 1.0 if box_convention == "bdd100k" else 0.0
     images = [{"id": int(i)} for i in np.sort(img_ids)]
     categories = [{"id": k + 1, "name": c} for k, c in enumerate(classes)]
-
-    g_img = np.repeat(img_ids, np.diff(gt.offsets))
-    g_bbox, g_area = _xywh(gt.boxes, off)
-    crowd = gt.ignore.astype(np.int64).tolist()
-    gt_anns = [
-        {"id": k, "image_id": im, "category_id": c, "bbox": b, "area": a, "iscrowd": cr, "ignore": cr}
-        for k, (im, c, b, a, cr) in enumerate(
-            zip(g_img.tolist(), gt.labels.tolist(), g_bbox, g_area, crowd), start=1
-        )
-    ]
+    gt_anns = _gt_annotations(gt, img_ids, off)
     d_bbox, d_area = _xywh(det_boxes, off)
     # What COCO.loadRes makes of a bbox result list (ids from 1, area = w * h, iscrowd = 0), built
     # directly: loadRes would add a polygon per box that bbox evaluation never reads.
@@ -121,6 +120,31 @@ def evaluate_detections(
             zip(det_img.tolist(), det_labels.tolist(), d_bbox, d_area, det_scores.tolist()), start=1
         )
     ]
+    precision, iou_thrs = _coco_precision(images, categories, gt_anns, dt_anns, max_dets=max_dets)
+    return _metrics(precision, iou_thrs, classes)
+
+
+def _gt_annotations(gt: DetectionIndex, img_ids: np.ndarray, off: float) -> list[dict]:
+    """COCO annotations of ``gt`` (ids from 1; ignored boxes as crowd regions of their class)."""
+    g_img = np.repeat(img_ids, np.diff(gt.offsets))
+    g_bbox, g_area = _xywh(gt.boxes, off)
+    crowd = gt.ignore.astype(np.int64).tolist()
+    return [
+        {"id": k, "image_id": im, "category_id": c, "bbox": b, "area": a, "iscrowd": cr, "ignore": cr}
+        for k, (im, c, b, a, cr) in enumerate(
+            zip(g_img.tolist(), gt.labels.tolist(), g_bbox, g_area, crowd), start=1
+        )
+    ]
+
+
+def _coco_precision(images: list[dict], categories: list[dict], gt_anns: list[dict], dt_anns: list[dict], *,
+                    max_dets: int) -> tuple[np.ndarray, np.ndarray]:
+    """COCOeval (bbox, area ``all``) of ``dt_anns`` against ``gt_anns``: ``(precision float[T, R, K],
+    iou_thresholds float[T])`` (``T`` IoU thresholds, ``R`` recall points, ``K`` classes; -1 where a
+    class has no ground truth)."""
+    from pycocotools.coco import COCO  # why: a 0.6 s import, paid only when evaluating (not by alod --help)
+    from pycocotools.cocoeval import COCOeval  # why: as above
+
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco_gt = COCO()
         coco_gt.dataset = {"images": images, "categories": categories, "annotations": gt_anns}
@@ -139,10 +163,14 @@ def evaluate_detections(
         p.maxDets = [int(max_dets)]
         ev.evaluate()
         ev.accumulate()
+    return ev.eval["precision"][:, :, :, 0, 0], p.iouThrs
 
-    precision = ev.eval["precision"][:, :, :, 0, 0]  # [T iou thresholds, R recalls, K classes]
-    t50 = np.where(p.iouThrs == 0.5)[0]
-    t75 = np.where(p.iouThrs == 0.75)[0]
+
+def _metrics(precision: np.ndarray, iou_thrs: np.ndarray, classes) -> dict[str, float]:
+    """``mAP``, ``mAP50``, ``mAP75`` and per class ``AP50/<name>`` and ``AP/<name>`` from COCOeval's
+    ``precision float[T, R, K]``."""
+    t50 = np.where(iou_thrs == 0.5)[0]
+    t75 = np.where(iou_thrs == 0.75)[0]
     out = {
         "mAP": _mean_valid(precision),
         "mAP50": _mean_valid(precision[t50]),
@@ -218,3 +246,90 @@ def json_safe(obj):
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
     return obj
+
+
+# ============================================================================ files
+def evaluate_files(
+    *,
+    gt: str | os.PathLike,
+    pred: str | os.PathLike,
+    fmt: str = "auto",
+    box_convention: str | None = None,
+    max_dets: int = 100,
+    log: Callable[[str], object] = print,
+) -> dict:
+    """Evaluate a prediction file against a label file (what ``alod evaluate`` runs).
+
+    Args:
+        gt: BDD100K det_20 / 2018 labels (a JSON list of frames) or a COCO instances JSON.
+        pred: BDD100K frames with a ``score`` per label, or a COCO results list (the same family as
+            ``gt``).
+        fmt: ``"auto"`` (from the file head of ``gt``) or a name in
+            :data:`alod.data.readers.LABEL_FORMATS` (``"bdd100k"``, ``"bdd100k_2018"``, ``"coco"``).
+        box_convention: ``"bdd100k"`` (``w = x2 - x1 + 1``) or ``"coco"``; ``None``: the format's
+            default (``"bdd100k"`` for BDD100K files, ``"coco"`` for COCO files).
+        max_dets: detections kept per image and class.
+        log: receives the reader's one-line messages.
+
+    Returns:
+        The metrics of :func:`alod.evaluation.evaluate_detections` (flat, fractions; NaN for classes
+        without ground truth) plus ``format``, ``inputs`` (paths and sha256), ``data_format`` (the
+        format's family), ``box_convention``, ``max_dets``, ``classes`` and ``counts``.
+
+    Raises:
+        AlodError: an unknown format or box convention, a missing file, bad ground truth (see
+            ``load_index``) or a bad prediction file (file, record and what is wrong).
+    """
+    check_format_choice(fmt)
+    # The ground truth may be a folder for formats that read one (VOC); predictions are one file.
+    for role, p, there in (("ground-truth", gt, Path(gt).exists()), ("prediction", pred, Path(pred).is_file())):
+        if not there:
+            raise AlodError(f"{role} file {p} does not exist")
+    entry = label_format_for(gt, fmt)
+    if box_convention is None:
+        box_convention = entry.box_convention
+    if box_convention not in BOX_CONVENTIONS:
+        raise AlodError(f"unknown box convention {box_convention!r}; choose one of {', '.join(BOX_CONVENTIONS)}")
+    if entry.read_predictions is None:
+        raise AlodError(f"label format {entry.name!r} has no prediction reader, so alod evaluate cannot "
+                        "read predictions for it; see 'Adding a label format' in alod/data/readers.py")
+
+    index = load_index(labels=gt, image_root=None, fmt=fmt, strict=True, log=log)
+    dets, pcounts = entry.read_predictions(pred, index, gt_path=gt)
+    metrics = evaluate_detections(index, dets, box_convention=box_convention, max_dets=max_dets)
+    report = dict(metrics)
+    report.update({
+        "format": METRICS_FORMAT,
+        "inputs": {
+            "gt": {"path": os.path.abspath(gt), "sha256": sha256_file(gt)},
+            "pred": {"path": os.path.abspath(pred), "sha256": sha256_file(pred)},
+        },
+        "data_format": entry.family,
+        "box_convention": box_convention,
+        "max_dets": int(max_dets),
+        "classes": list(index.classes),
+        "counts": {
+            "images": len(index),
+            "gt_boxes": int((~index.ignore).sum()),
+            "ignored_regions": int(index.ignore.sum()),
+            "gt_per_class": index.class_counts(),
+            "detections": int(pcounts["detections"]),
+            "images_without_predictions": int(pcounts["missing_frames"]),
+        },
+    })
+    return report
+
+
+def format_table(metrics: dict, classes, gt_counts: dict | None = None) -> str:
+    """A short per-class table (AP50 and AP in percent; ``-`` for classes without ground truth)."""
+    def pct(v):
+        return "    -" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:5.1f}"
+
+    width = max([len("class"), len("overall")] + [len(c) for c in classes])
+    lines = [f"{'class':<{width}}  {'#gt':>6}  {'AP50':>5}  {'AP':>5}"]
+    for c in classes:
+        n = "" if gt_counts is None else str(gt_counts.get(c, 0))
+        lines.append(f"{c:<{width}}  {n:>6}  {pct(metrics.get('AP50/' + c))}  {pct(metrics.get('AP/' + c))}")
+    total = "" if gt_counts is None else str(sum(gt_counts.values()))
+    lines.append(f"{'overall':<{width}}  {total:>6}  {pct(metrics.get('mAP50'))}  {pct(metrics.get('mAP'))}")
+    return "\n".join(lines)

@@ -7,7 +7,7 @@ the scorer checkpoint here, not in the pretraining stage. It imports neither tor
 ::
 
     runs/<run>/
-      .lock .lock.owner.json      one command at a time (alod.runlock)
+      .lock .lock.owner.json      one command at a time (alod.utils.RunLock)
       cache/                      parsed label indexes (keyed by the label file's sha256)
       problems_<split>.jsonl      bad label records skipped in non-strict mode
       unreadable_images.jsonl     images that failed to decode during a run (non-strict mode)
@@ -158,7 +158,7 @@ class RunLayout:
     def cycle_label_work(self, cycle: int) -> Path:
         """The simulated annotator's work on the cycle's images against the previous model's
         pre-annotations, per image and in total (``cycles.oracle: simulated_boxes``, written by the
-        oracle; :mod:`alod.oracles`)."""
+        oracle; :mod:`alod.cycle.oracles`)."""
         return self.cycle_dir(cycle) / "label_work.json"
 
     def cycle_labeled_metrics(self, cycle: int) -> Path:

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -32,23 +34,20 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.resnet import BasicBlock
+from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import boxes as box_ops
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from alod.config import ModelConfig
-from alod.utils import AlodError, load_torch_file
+from alod.utils import AlodError, Registry, load_torch_file
 
-
-MODEL_PRESETS: dict[str, Callable[..., FasterRCNN]] = {}
-
-
-def register_model(name: str):
-    def deco(fn):
-        MODEL_PRESETS[name] = fn
-        return fn
-
-    return deco
+#: ``model.name`` -> ``preset(s, num_classes) -> FasterRCNN``, ``s`` holding :func:`build_detector`'s
+#: keyword arguments as attributes.
+MODEL_PRESETS: Registry[Callable[..., FasterRCNN]] = Registry("model preset")
 
 
 # ---------------------------------------------------------------------------------------- RoI head
@@ -282,7 +281,7 @@ def predict_mc(
 
 
 # ---------------------------------------------------------------------------------------- builders
-def _common_kwargs(cfg: ModelConfig) -> dict:
+def _common_kwargs(cfg: SimpleNamespace) -> dict:
     return dict(
         min_size=cfg.min_size,
         max_size=cfg.max_size,
@@ -297,7 +296,7 @@ def _common_kwargs(cfg: ModelConfig) -> dict:
     )
 
 
-def _torchvision_detector(builder, cfg: ModelConfig, num_classes: int) -> FasterRCNN:
+def _torchvision_detector(builder, cfg: SimpleNamespace, num_classes: int) -> FasterRCNN:
     kwargs = {**_common_kwargs(cfg), **cfg.extra}
     if cfg.weights:
         # Pretrained COCO heads have 91 classes: build with them, then replace the predictor.
@@ -314,13 +313,13 @@ def _torchvision_detector(builder, cfg: ModelConfig, num_classes: int) -> Faster
     )
 
 
-@register_model("fasterrcnn_resnet50_fpn")
-def _r50_fpn(cfg: ModelConfig, num_classes: int) -> FasterRCNN:
+@MODEL_PRESETS.register("fasterrcnn_resnet50_fpn")
+def _r50_fpn(cfg: SimpleNamespace, num_classes: int) -> FasterRCNN:
     return _torchvision_detector(torchvision.models.detection.fasterrcnn_resnet50_fpn, cfg, num_classes)
 
 
-@register_model("fasterrcnn_mobilenet_v3_large_fpn")
-def _mnv3_fpn(cfg: ModelConfig, num_classes: int) -> FasterRCNN:
+@MODEL_PRESETS.register("fasterrcnn_mobilenet_v3_large_fpn")
+def _mnv3_fpn(cfg: SimpleNamespace, num_classes: int) -> FasterRCNN:
     return _torchvision_detector(torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn, cfg, num_classes)
 
 
@@ -328,8 +327,6 @@ def _narrow_resnet18_trunk(width: int) -> nn.Module:
     """ResNet-18's stem and layers 1-3 with ``width``, ``2 * width``, ``4 * width`` channels
     (64 is ResNet-18's own), initialised as torchvision initialises its ResNets. Children are in
     forward order, which is what ``BackboneWithFPN``'s layer getter runs."""
-    from torchvision.models.resnet import BasicBlock
-
     def layer(inp: int, out: int, stride: int) -> nn.Sequential:
         down = None
         if stride != 1 or inp != out:
@@ -348,13 +345,8 @@ def _narrow_resnet18_trunk(width: int) -> nn.Module:
     return trunk
 
 
-@register_model("resnet18_fpn_light")
-def _r18_fpn_light(cfg: ModelConfig, num_classes: int) -> FasterRCNN:
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.backbone_utils import BackboneWithFPN
-    from torchvision.ops import MultiScaleRoIAlign
-    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
-
+@MODEL_PRESETS.register("resnet18_fpn_light")
+def _r18_fpn_light(cfg: SimpleNamespace, num_classes: int) -> FasterRCNN:
     if cfg.weights:
         raise AlodError("resnet18_fpn_light has no pretrained detector weights; use weights_backbone or weights_path")
     w = cfg.trunk_width
@@ -397,32 +389,114 @@ def _r18_fpn_light(cfg: ModelConfig, num_classes: int) -> FasterRCNN:
     )
 
 
-def build_detector(cfg: ModelConfig, *, num_classes: int) -> FasterRCNN:
-    """Build the preset ``cfg.name`` for ``num_classes`` foreground classes.
+def build_detector(
+    *,
+    num_classes: int,
+    name: str = "resnet18_fpn_light",
+    weights: str | None = None,
+    weights_backbone: str | None = None,
+    weights_path: str | None = None,
+    min_size: int = 192,
+    max_size: int = 320,
+    anchor_sizes: Sequence[int] = (12, 24, 48, 96),
+    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+    rpn_pre_nms_top_n_train: int = 600,
+    rpn_post_nms_top_n_train: int = 300,
+    rpn_pre_nms_top_n_test: int = 600,
+    rpn_post_nms_top_n_test: int = 300,
+    rpn_batch_size_per_image: int = 256,
+    box_batch_size_per_image: int = 64,
+    box_head_width: int = 256,
+    fpn_channels: int = 256,
+    trunk_width: int = 64,
+    roi_sampling_ratio: int = 2,
+    box_score_thresh: float = 0.05,
+    box_detections_per_img: int = 100,
+    trainable_backbone_layers: int = 5,
+    channels_last: bool = False,
+    extra: dict | None = None,
+) -> FasterRCNN:
+    """Build the preset ``name`` for ``num_classes`` foreground classes.
 
-    The returned model's inference output has ``probs [N, num_classes + 1]`` per image
-    (see :class:`ProbRoIHeads`). ``cfg.weights_path`` is loaded last, strictly.
+    Every keyword is a field of the ``model:`` YAML section (:class:`alod.config.ModelConfig`, whose
+    defaults these equal; ``tests/test_models.py`` checks it), so a stage calls
+    ``build_detector(num_classes=n, **dataclasses.asdict(cfg.model))``. ``extra`` goes to
+    torchvision's builder as keyword arguments. The returned model's inference output has
+    ``probs [N, num_classes + 1]`` per image (see :class:`ProbRoIHeads`). ``weights_path`` is loaded
+    last, strictly.
+
+    Raises:
+        AlodError: an unknown ``name``, weights that cannot be fetched or do not fit.
     """
-    if cfg.name not in MODEL_PRESETS:
-        raise AlodError(f"unknown model.name {cfg.name!r}; choose one of {sorted(MODEL_PRESETS)}")
+    s = SimpleNamespace(**{k: v for k, v in locals().items() if k != "num_classes"})
+    s.extra = dict(extra or {})
+    preset = MODEL_PRESETS.get(name, where="model.name")
     try:
-        model = MODEL_PRESETS[cfg.name](cfg, num_classes)
+        model = preset(s, num_classes)
     except (OSError, RuntimeError) as e:
-        if cfg.weights or cfg.weights_backbone:
+        if weights or weights_backbone:
             raise AlodError(
-                f"could not load torchvision weights for {cfg.name} ({e}). Pretrained weights need "
+                f"could not load torchvision weights for {name} ({e}). Pretrained weights need "
                 "internet the first time; offline, set model.weights_path to a local file instead."
             ) from e
         raise
     # torchvision's presets build their RoIAlign with sampling ratio 2; it is read at every forward.
-    model.roi_heads.box_roi_pool.sampling_ratio = cfg.roi_sampling_ratio
+    model.roi_heads.box_roi_pool.sampling_ratio = roi_sampling_ratio
     model.roi_heads = ProbRoIHeads.from_roi_heads(model.roi_heads)
-    if cfg.weights_path:
-        load_weights(model, cfg.weights_path)
-    if cfg.channels_last:
+    if weights_path:
+        load_weights(model, weights_path)
+    if channels_last:
         # Weights in NHWC make every convolution run NHWC (the batched images follow the first one);
         # load_state_dict copies into these tensors, so checkpoints load either way.
         model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read an alod checkpoint (tensors and plain values only: nothing in the file is executed).
+
+    Returns:
+        The checkpoint dict: ``model`` (a state dict) and, from training, ``optimizer``, ``scheduler``,
+        ``epoch``, ``epochs``, ``total_steps``, ``config``, ``extra``.
+
+    Raises:
+        AlodError: missing, unreadable, or holding more than tensors and plain values; or not an
+            alod checkpoint (no ``model`` state dict).
+    """
+    state = load_torch_file(path, what="checkpoint")
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise AlodError(f"checkpoint {path} is not an alod checkpoint (no 'model' state dict); "
+                        "delete it to start this training over, or pass the right file")
+    return state
+
+
+#: The predictor's class-score weight ``[C + 1, W]``: its rows say how many classes a checkpoint has.
+_CLASS_SCORE_KEY = "roi_heads.box_predictor.cls_score.weight"
+
+
+def load_detector(path: str | Path, *, num_classes: int, **model_kwargs) -> FasterRCNN:
+    """A detector built with ``model_kwargs`` (:func:`build_detector`'s keywords) holding the weights
+    of the alod checkpoint ``path``; on the CPU, in training mode as built.
+
+    The one way scoring, adaptive selection and pre-annotation load a trained detector.
+
+    Raises:
+        AlodError: the file is missing, is not an alod checkpoint, was trained for another number of
+            classes, or does not fit the model otherwise (another ``model.name`` or width).
+    """
+    state = load_checkpoint(path)
+    weight = state["model"].get(_CLASS_SCORE_KEY)
+    if weight is not None and tuple(weight.shape)[:1] != (num_classes + 1,):
+        raise AlodError(f"checkpoint {path} was trained for {weight.shape[0] - 1} classes, this dataset has "
+                        f"{num_classes}; was it trained on another dataset? Pass the scorer trained for this one")
+    model = build_detector(num_classes=num_classes, **model_kwargs)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()
+        raise AlodError(f"checkpoint {path} does not fit model {model_kwargs.get('name', 'resnet18_fpn_light')!r} "
+                        f"with {num_classes} classes ({first[0] if first else e}); was it trained with another "
+                        "config?") from None
     return model
 
 

@@ -34,8 +34,8 @@ format stays ``alod.schedule/1``: both keys are optional, as ``pool`` is, and re
 scores up by name (``alod export``'s priorities) find none for an unscored image.
 
 Selection options (``score.batch``, ``score.class_weights``, ``schedule.budget``;
-:class:`alod.batch_rules.SelectOptions`): cycle ``n > 1`` is then chosen from batch ``n``'s scored
-images by :func:`alod.batch_rules.choose` (a diverse pick among the top ``batch_pool x query_size``
+:class:`alod.cycle.batch_rules.SelectOptions`): cycle ``n > 1`` is then chosen from batch ``n``'s scored
+images by :func:`alod.cycle.batch_rules.choose` (a diverse pick among the top ``batch_pool x query_size``
 with the scorer's embeddings, the rule's draws from ``default_rng((seed, 4, n))``; or images in
 rank order up to ``box_budget`` predicted boxes), its ``rule`` says which (``kmeanspp``, ``coreset``,
 ``top to boxes``, ...) and it records ``predicted_boxes``; the file records the options under
@@ -48,6 +48,7 @@ timestamps: the same inputs and seed give a byte-identical file.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from fractions import Fraction
@@ -55,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
+from alod.cycle.batch_rules import SelectOptions, choose
 from alod.utils import AlodError, atomic_write_text
 
 SCHEDULE_FORMAT = "alod.schedule/1"
@@ -137,6 +139,20 @@ def subset_count(subset: float, n: int) -> int:
     return math.ceil(Fraction(repr(float(subset))) * int(n))
 
 
+def check_subset(*, subset: float, batch_size: int, query_size: int) -> None:
+    """Refuse a ``score.subset`` that scores fewer images of an arrival batch than one cycle takes.
+
+    Raises:
+        AlodError: naming ``score.subset``, ``schedule.batch_size`` and ``schedule.query_size``.
+    """
+    count = subset_count(subset, batch_size)
+    if count < query_size:
+        raise AlodError(
+            f"config: score.subset ({subset:g}) scores ceil({subset:g} x {batch_size}) = {count} images of each "
+            f"arrival batch (schedule.batch_size), fewer than one cycle's schedule.query_size ({query_size}): "
+            "raise score.subset or lower schedule.query_size")
+
+
 def sample_size(n: int, *, subset: float, query_size: int) -> int:
     """How many of ``n`` candidates a ``subset`` scores: ``min(n, max(query_size, ceil(subset * n)))``.
 
@@ -179,6 +195,58 @@ def scoring_sample(n_images: int, *, batch_size: int, query_size: int, num_batch
     return np.sort(np.concatenate(samples)).astype(np.int64)
 
 
+def _ranked_batches(names: list[str], scores: np.ndarray, chunks: list[np.ndarray], *, subset: float,
+                    query_size: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+    """``(scored int[k], ranks int64[n], batches)``: the positions that were scored, every image's
+    rank among them (-1: not scored), and each arrival batch's positions by rank (unscored images
+    after the scored ones, by name)."""
+    if subset >= 1.0:
+        ranks = rank_images(names, scores)
+        return np.arange(len(names)), ranks, [sorted(c.tolist(), key=lambda i: ranks[i]) for c in chunks]
+    samples = _batch_samples(chunks, subset=subset, query_size=query_size, seed=seed)
+    scored = np.sort(np.concatenate(samples))
+    ranks = np.full(len(names), -1, dtype=np.int64)
+    ranks[scored] = rank_images([names[i] for i in scored], scores[scored])
+    batches = []
+    for chunk, sample in zip(chunks, samples):
+        rest = sorted(np.setdiff1d(chunk, sample).tolist(), key=lambda i: names[i])
+        batches.append(sorted(sample.tolist(), key=lambda i: ranks[i]) + rest)
+    return scored, ranks, batches
+
+
+def _cycles(batches: list[list[int]], chunks: list[np.ndarray], names: list[str], *, query_size: int,
+            rng: np.random.Generator) -> list[dict]:
+    """One entry per batch: cycle 1 the seeded random draw from the first arrival batch
+    (:func:`cycle1_draw` with ``rng``, after the batches were drawn from it), cycle ``n > 1`` the top
+    ``query_size`` of batch ``n``."""
+    cycles = []
+    for n, batch in enumerate(batches, start=1):
+        if n == 1:
+            chosen = cycle1_draw(chunks[0], names, query_size=query_size, rng=rng)
+            rule = "random"
+        else:
+            chosen = batch[:query_size]
+            rule = "top"
+        cycles.append({"cycle": n, "batch": n, "rule": rule, "images": [names[i] for i in chosen]})
+    return cycles
+
+
+def _checked_inputs(names, scores, *, batch_size: int, query_size: int, subset: float) -> tuple[list[str], np.ndarray]:
+    """``(names as str, scores rounded as the schedule stores them)``; errors for sizes that cannot
+    make a schedule, mismatched lengths and repeated names."""
+    if query_size <= 0 or batch_size < query_size:
+        raise AlodError(f"need 0 < query_size <= batch_size, got query_size={query_size}, batch_size={batch_size}")
+    if not 0.0 < subset <= 1.0:
+        raise AlodError(f"score.subset must be in (0, 1], got {subset!r}")
+    scores = np.array([_round_sig(float(s)) for s in np.asarray(scores, dtype=np.float64)])
+    names = [str(n) for n in names]
+    if len(scores) != len(names):
+        raise ValueError(f"{len(names)} names but {len(scores)} scores")
+    if len(set(names)) != len(names):
+        raise AlodError("image names in the pool are not unique")
+    return names, scores
+
+
 def build_schedule(
     *,
     names: list[str],
@@ -214,51 +282,22 @@ def build_schedule(
         subset: fraction in (0, 1] of each arrival batch that was scored (module docstring). Below 1,
             only ``scores`` at the positions :func:`scoring_sample` returns are read (the others may
             be NaN); recorded, with ``unscored``, only then.
-        selection: the selection options in effect (:meth:`alod.batch_rules.SelectOptions.identity`),
+        selection: the selection options in effect (:meth:`alod.cycle.batch_rules.SelectOptions.identity`),
             or ``None``: cycles ``n > 1`` take the top of their batch (module docstring).
         embeddings: ``float16[n, d]`` per image (a rule that reads embeddings), aligned with ``names``.
         predicted_boxes: ``int[n]`` predicted boxes per image (``budget: boxes``), aligned with ``names``.
     """
-    if query_size <= 0 or batch_size < query_size:
-        raise AlodError(f"need 0 < query_size <= batch_size, got query_size={query_size}, batch_size={batch_size}")
-    if not 0.0 < subset <= 1.0:
-        raise AlodError(f"score.subset must be in (0, 1], got {subset!r}")
-    scores = np.array([_round_sig(float(s)) for s in np.asarray(scores, dtype=np.float64)])
-    names = [str(n) for n in names]
-    if len(scores) != len(names):
-        raise ValueError(f"{len(names)} names but {len(scores)} scores")
-    if len(set(names)) != len(names):
-        raise AlodError("image names in the pool are not unique")
+    names, scores = _checked_inputs(names, scores, batch_size=batch_size, query_size=query_size, subset=subset)
     rng = np.random.default_rng(seed)
     chunks = arrival_batches(len(names), batch_size=batch_size, query_size=query_size, num_batches=num_batches,
                              rng=rng)
-    if subset >= 1.0:
-        scored = np.arange(len(names))
-        ranks = rank_images(names, scores)
-        batches = [sorted(c.tolist(), key=lambda i: ranks[i]) for c in chunks]
-    else:
-        samples = _batch_samples(chunks, subset=subset, query_size=query_size, seed=seed)
-        scored = np.sort(np.concatenate(samples))
-        ranks = np.full(len(names), -1, dtype=np.int64)
-        ranks[scored] = rank_images([names[i] for i in scored], scores[scored])
-        batches = []
-        for chunk, sample in zip(chunks, samples):
-            rest = sorted(np.setdiff1d(chunk, sample).tolist(), key=lambda i: names[i])
-            batches.append(sorted(sample.tolist(), key=lambda i: ranks[i]) + rest)
-    cycles = []
-    for n, batch in enumerate(batches, start=1):
-        if n == 1:
-            chosen = cycle1_draw(chunks[0], names, query_size=query_size, rng=rng)
-            rule = "random"
-        else:
-            chosen = batch[:query_size]
-            rule = "top"
-        entry = {"cycle": n, "batch": n, "rule": rule, "images": [names[i] for i in chosen]}
-        if selection and n > 1:
+    scored, ranks, batches = _ranked_batches(names, scores, chunks, subset=subset, query_size=query_size, seed=seed)
+    cycles = _cycles(batches, chunks, names, query_size=query_size, rng=rng)
+    if selection:  # cycles n > 1 under the selection options instead of the top of their batch
+        for entry, batch in zip(cycles[1:], batches[1:]):
             entry.update(_cycle_with_options(batch, ranks, names=names, scores=scores, selection=selection,
                                              embeddings=embeddings, predicted=predicted_boxes, query_size=query_size,
-                                             seed=seed, cycle=n))
-        cycles.append(entry)
+                                             seed=seed, cycle=entry["cycle"]))
     out = {
         "format": SCHEDULE_FORMAT,
         "dataset": dict(dataset),
@@ -287,10 +326,8 @@ def build_schedule(
 def _cycle_with_options(batch: list[int], ranks: np.ndarray, *, names: list[str], scores: np.ndarray,
                         selection: dict, embeddings, predicted, query_size: int, seed: int, cycle: int) -> dict:
     """Cycle ``cycle``'s ``{"rule", "images", "predicted_boxes"}`` from ``batch`` (pool positions, scored
-    ones first by rank) under the ``selection`` options (:func:`alod.batch_rules.choose`)."""
-    import dataclasses
+    ones first by rank) under the ``selection`` options (:func:`alod.cycle.batch_rules.choose`)."""
 
-    from alod.batch_rules import SelectOptions, choose
 
     fields = {f.name for f in dataclasses.fields(SelectOptions)}
     opts = SelectOptions(**{k: v for k, v in selection.items() if k in fields})

@@ -74,17 +74,25 @@ import json
 import mimetypes
 import threading
 import time
+import traceback
 import urllib.parse
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
+import defusedxml.ElementTree as ET
 import numpy as np
 
+from alod.annotate.labelstudio import FROM_NAME, TO_NAME, label_config, read_tasks, tasks
+from alod.annotate.labelstudio_client import client_from_env
 from alod.config import Config
 from alod.layout import RunLayout
-from alod.utils import AlodError, atomic_write_json
+from alod.stages import annotation, cycles
+from alod.stages.annotation import waiting_cycle
+from alod.stages.cycles import load_state
+from alod.stages.setup import open_stage
+from alod.utils import AlodError, RunLock, atomic_write_json
 
 MODEL_CLASS = "alod"
 RECORD_FORMAT = "alod.serve/1"
@@ -120,7 +128,6 @@ class Steps:
     run_cycles: Callable | None = None
 
     def resolved(self) -> Steps:
-        from alod.stages import annotation, cycles
 
         return Steps(cycle_task=self.cycle_task or annotation.cycle_task,
                      run_import=self.run_import or annotation.run_import,
@@ -146,9 +153,7 @@ def label_interface(schema, classes) -> dict:
     Raises:
         AlodError: not XML, or no such tag (the message holds a config that works).
     """
-    import defusedxml.ElementTree as ET
 
-    from alod.annotate.labelstudio import label_config
 
     fix = f"; use this labeling config:\n{label_config(classes)}"
     try:
@@ -176,7 +181,6 @@ def ls_tasks(task, *, image_url_prefix: str, interface: dict) -> list[dict]:
     """Label Studio tasks with predictions for an :class:`~alod.annotate.core.ExportTask` (the
     export's :func:`~alod.annotate.labelstudio.tasks`); a prediction without a priority gets the
     mean score of its boxes as its ``score`` (both lie in ``[0, 1]``)."""
-    from alod.annotate.labelstudio import tasks
 
     out = tasks(task, image_url_prefix=image_url_prefix, **interface)
     for t in out:
@@ -277,7 +281,6 @@ class Backend:
                  label_studio_url: str | None = None, threshold: float = 0.5, publish: bool = True,
                  client_factory: Callable | None = None, steps: Steps | None = None,
                  log: Callable[[str], object] = print):
-        from alod.annotate.labelstudio_client import client_from_env
 
         if not 0.0 <= threshold <= 1.0:
             raise AlodError(f"--threshold {threshold}: a detection score threshold lies in [0, 1]")
@@ -326,13 +329,11 @@ class Backend:
                 self._save_record(record)
 
     def _state(self) -> dict | None:
-        from alod.stages.cycles import load_state
 
         return load_state(self.layout.cycles_state)
 
     def waiting(self, state: dict | None = None) -> int | None:
         """The cycle waiting for its labels (``None``: none)."""
-        from alod.stages.annotation import waiting_cycle
 
         state = self._state() if state is None else state
         return waiting_cycle(state) if state else None
@@ -378,7 +379,6 @@ class Backend:
 
     def _interface_for(self, label_config) -> dict:
         """The project's tag names, from ``label_config`` (if given), else those ``/setup`` saw."""
-        from alod.annotate.labelstudio import FROM_NAME, TO_NAME
 
         if isinstance(label_config, str) and label_config.strip():
             try:
@@ -514,7 +514,6 @@ class Backend:
         return task
 
     def _take_annotation(self, pid: str, body: dict) -> dict:
-        from alod.annotate.labelstudio import read_tasks
 
         task, ann = body.get("task"), body.get("annotation")
         if not (isinstance(task, dict) and isinstance(task.get("data"), dict) and isinstance(ann, dict)):
@@ -541,7 +540,6 @@ class Backend:
 
     def _store(self, cycle: int, ex, name: str, one: dict) -> dict:
         """Add ``one``'s annotation to the cycle's answers (the same annotation id: replaced)."""
-        from alod.annotate.labelstudio import read_tasks
 
         path = self.layout.cycle_serve_answers(cycle)
         order = {im.name: i for i, im in enumerate(ex.images)}
@@ -668,7 +666,6 @@ class _RunStep:
         self.backend, self.timeout, self.run_lock, self.lock = backend, timeout, run_lock, None
 
     def __enter__(self):
-        from alod.runlock import RunLock
 
         b = self.backend
         if not b._run.acquire(timeout=-1 if self.timeout is None else self.timeout):
@@ -693,7 +690,6 @@ class _RunStep:
 
 def _dataset_images(cfg: Config, log) -> tuple[tuple[str, ...], Path, set[str]]:
     """The dataset's classes, its image folder (resolved) and the training images' names."""
-    from alod.stage import open_stage
 
     with open_stage(cfg, "annotate", progress=False, log=log) as ctx:
         train = ctx.load_split("train")
@@ -758,7 +754,6 @@ class _Handler(BaseHTTPRequestHandler):
         except AlodError as e:  # the run cannot do it now (busy, missing files): the message says what to do
             status, obj = 503, {"error": str(e)}
         except Exception as e:  # a bug: answer, log, keep serving
-            import traceback
 
             self.server.backend.log(traceback.format_exc())
             status, obj = 500, {"error": f"{type(e).__name__}: {e}"}

@@ -44,7 +44,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from alod.utils import AlodError
+from alod.utils import AlodError, Registry
 
 Strategy = Callable[..., np.ndarray]
 
@@ -76,7 +76,7 @@ class StrategySpec:
         return {"passes": int(full["passes"]), "dropout": float(full["dropout"]), "seed": int(full["seed"])}
 
 
-STRATEGIES: dict[str, StrategySpec] = {}
+STRATEGIES: Registry[StrategySpec] = Registry("strategy")
 #: The keyword a strategy declares to accept per-class weights (``float[C + 1]`` or ``None``).
 CLASS_WEIGHTS = "class_weights"
 
@@ -110,8 +110,8 @@ def register_strategy(name: str, *, inference: str = "single", choices: Mapping[
         if missing:
             raise TypeError(f"strategy {name!r}: a stochastic strategy declares {', '.join(_SAMPLING_PARAMS)}; "
                             f"missing {', '.join(missing)}")
-        STRATEGIES[name] = StrategySpec(name=name, fn=fn, params=params, inference=inference,
-                                        choices=dict(choices or {}), weighted=CLASS_WEIGHTS in sig)
+        STRATEGIES.register(name, StrategySpec(name=name, fn=fn, params=params, inference=inference,
+                                               choices=dict(choices or {}), weighted=CLASS_WEIGHTS in sig))
         return fn
 
     return deco
@@ -296,9 +296,34 @@ def mc_dropout(dets: list[dict], *, passes: int = 10, dropout: float = 0.5, seed
 
 
 def get_strategy(name: str) -> StrategySpec:
-    if name not in STRATEGIES:
-        raise AlodError(f"unknown strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))}")
-    return STRATEGIES[name]
+    """The registered strategy ``name``; :class:`AlodError` listing the strategies."""
+    return STRATEGIES.get(name)
+
+
+def check_strategy_section(score) -> None:
+    """Check the ``score:`` section (a :class:`alod.config.ScoreConfig`) against the registry: the
+    strategy's name, every strategy's parameters, and that ``class_weights`` has a strategy that takes them.
+
+    Raises:
+        AlodError: ``config: score.strategy: unknown strategy ...``, a ``score.params`` key that is not
+            a strategy, or (from :func:`check_params`) a parameter the strategy lacks or of the wrong type.
+    """
+    if score.strategy not in STRATEGIES:
+        raise AlodError(f"config: score.strategy: unknown strategy {score.strategy!r}; "
+                        f"choose one of {', '.join(sorted(STRATEGIES))}")
+    for name, table in score.params.items():
+        if name not in STRATEGIES:
+            hint = (" (score.params is keyed by strategy: write params: {%s: {%s: ...}})" % (score.strategy, name)
+                    if not isinstance(table, dict) else "")
+            raise AlodError(f"config: score.params.{name}: not a strategy; params are given per strategy, "
+                            f"one of {', '.join(sorted(STRATEGIES))}{hint}")
+        if not (isinstance(table, dict) or table is None):
+            raise AlodError(f"config: score.params.{name}: expected a mapping of parameter: value, got {table!r}")
+        check_params(name, table, where=f"score.params.{name}")
+    if score.class_weights != "none" and not STRATEGIES[score.strategy].weighted:
+        weighted = sorted(n for n, spec in STRATEGIES.items() if spec.weighted)
+        raise AlodError(f"config: score.class_weights: {score.class_weights} weights per-box uncertainty, and strategy "
+                        f"{score.strategy!r} has none; use one of {', '.join(weighted)} or class_weights: none")
 
 
 def check_params(name: str, params: Mapping[str, Any] | None, *, where: str = "score.params") -> dict:

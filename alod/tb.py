@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch.utils.tensorboard import SummaryWriter
+from torchvision.transforms.v2.functional import resize
+from torchvision.utils import make_grid
 
 
 class RunLogger:
@@ -17,8 +21,6 @@ class RunLogger:
     """
 
     def __init__(self, tb_dir: str | Path, *, jsonl: str | Path | None = None):
-        from torch.utils.tensorboard import SummaryWriter
-
         self.writer = SummaryWriter(log_dir=str(tb_dir))
         self.jsonl = Path(jsonl) if jsonl else None
 
@@ -84,8 +86,6 @@ def render_grid(
     largest of them, so portrait and landscape frames of different sizes share one grid. A legend
     strip (:func:`legend_strip`) on top says how to read it: TensorBoard images have no captions.
     """
-    from torchvision.utils import make_grid
-
     if not images:
         return None
     targets = targets if targets is not None else [None] * len(images)
@@ -104,7 +104,6 @@ def render_grid(
 def _draw(img, det: dict, target: dict | None, classes: tuple[str, ...], *, score_threshold: float,
           max_side: int) -> tuple[torch.Tensor, set[int]]:
     """One image drawn: ``(uint8 [3, h, w] scaled so that max(h, w) <= max_side, labels drawn)``."""
-    from torchvision.transforms.v2.functional import resize
 
     canvas = _to_rgb_uint8(img)
     h, w = canvas.shape[1:]
@@ -176,7 +175,6 @@ def draw_detections(
     wholly outside it, are inverted (x2 < x1) or non-finite are skipped. Lines grow inwards from
     the box edge, so a prediction that matches its ground truth exactly covers the thin line.
     """
-    from PIL import Image, ImageDraw
 
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -251,7 +249,6 @@ def _tag(draw, font, box, text: str, color, w: int) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _font():
-    from PIL import ImageFont
 
     # Bundled with Pillow: the same glyphs on every machine. Size 12: at the default 10 a space is
     # about 1 px wide and "traffic sign 0.61" reads as "trafficsign0.61".
@@ -261,7 +258,6 @@ def _font():
 def legend_strip(width: int, classes: tuple[str, ...] | list[str], labels: list[int] = ()) -> np.ndarray:
     """``uint8[h, width, 3]``: how to read the drawings (:data:`LEGEND_ITEMS`) and the colour of each
     class in ``labels`` (1..C), flowed over as many lines as ``width`` needs."""
-    from PIL import Image, ImageDraw
 
     font = _font()
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))

@@ -2,6 +2,7 @@
 JPEG decoders timed against each other (PIL and :func:`alod.data.dataset.decode_rgb`)."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
@@ -15,7 +16,7 @@ from alod.data.synthetic import generate_dataset
 def scene_batch(tmp: Path, n: int, width: int = 320, height: int = 192):
     """``(images, targets, jpeg_files)``: ``n`` generated scenes of ``width x height`` under ``tmp``,
     as the training DataLoader would hand them to a detector."""
-    root = generate_dataset(tmp / f"d{width}", SyntheticConfig(num_train=n, num_val=1, width=width, height=height),
+    root = generate_dataset(tmp / f"d{width}", **asdict(SyntheticConfig(num_train=n, num_val=1, width=width, height=height)),
                             progress=False)
     index = load_index(labels=root / "labels/det_20/det_train.json", image_root=root / "images/100k/train",
                        image_size=(width, height), log=lambda *_: None)

@@ -7,6 +7,7 @@ generated demo scenes (320x192, batch of 8) with their real boxes, so the RoI sa
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 import argparse
 import datetime
 import tempfile
@@ -33,14 +34,14 @@ def main() -> None:
     ap.add_argument("--widths", default="256,128,64")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = generate_dataset(Path(tmp) / "d", SyntheticConfig(num_train=8, num_val=1), progress=False)
+        root = generate_dataset(Path(tmp) / "d", **asdict(SyntheticConfig(num_train=8, num_val=1)), progress=False)
         index = load_index(labels=root / "labels/det_20/det_train.json", image_root=root / "images/100k/train",
                            image_size=(320, 192), log=lambda *_: None)
         images, targets = collate_detection([DetectionDataset(index)[i] for i in range(8)])
     rows = []
     for width in [int(w) for w in args.widths.split(",")]:
         torch.manual_seed(0)
-        model = build_detector(ModelConfig(fpn_channels=width), num_classes=10)
+        model = build_detector(num_classes=10, **asdict(ModelConfig(fpn_channels=width)))
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
         model.train()
 

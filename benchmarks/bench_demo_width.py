@@ -10,6 +10,7 @@ here: see ``bench_demo_levers.py`` and README "Speed and cost".
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 import argparse
 import os
 import tempfile
@@ -41,7 +42,7 @@ def main() -> None:
     models, opts = {}, {}
     for t, f in pairs:
         torch.manual_seed(0)
-        models[(t, f)] = build_detector(replace(demo, trunk_width=t, fpn_channels=f), num_classes=10)
+        models[(t, f)] = build_detector(num_classes=10, **asdict(replace(demo, trunk_width=t, fpn_channels=f)))
         opts[(t, f)] = torch.optim.SGD(models[(t, f)].parameters(), lr=1e-3, momentum=0.9)
 
     def train_step(key):

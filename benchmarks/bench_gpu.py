@@ -17,6 +17,7 @@ of the script, not a result).
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 import argparse
 import os
 import time
@@ -66,7 +67,7 @@ def _frames(root: Path, n: int, device: torch.device):
 
 def _trainer(model_cfg, images, targets, device, *, bf16: bool, channels_last: bool = False, warmup: int = 3):
     torch.manual_seed(0)
-    model = build_detector(model_cfg, num_classes=10).to(device)
+    model = build_detector(num_classes=10, **asdict(model_cfg)).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
@@ -86,7 +87,7 @@ def _trainer(model_cfg, images, targets, device, *, bf16: bool, channels_last: b
 
 def _predictor(model_cfg, images, device, *, bf16: bool, warmup: int = 3):
     torch.manual_seed(0)
-    model = build_detector(model_cfg, num_classes=10).to(device).eval()
+    model = build_detector(num_classes=10, **asdict(model_cfg)).to(device).eval()
 
     @torch.no_grad()
     def step():

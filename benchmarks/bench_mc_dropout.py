@@ -21,6 +21,7 @@ the ratios much less.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 import argparse
 import os
 import statistics
@@ -68,12 +69,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        root = generate_dataset(Path(tmp) / "d", SyntheticConfig(num_train=8, num_val=1), progress=False)
+        root = generate_dataset(Path(tmp) / "d", **asdict(SyntheticConfig(num_train=8, num_val=1)), progress=False)
         index = load_index(labels=root / "labels/det_20/det_train.json", image_root=root / "images/100k/train",
                            image_size=(320, 192), log=lambda *_: None)
         images, _ = collate_detection([DetectionDataset(index)[i] for i in range(8)])
     torch.manual_seed(0)
-    model = build_detector(ModelConfig(fpn_channels=64), num_classes=10).eval()
+    model = build_detector(num_classes=10, **asdict(ModelConfig(fpn_channels=64))).eval()
 
     def stem():
         il, _ = model.transform(images)

@@ -7,7 +7,7 @@ what the work is:
 
 1. **FLOPs, counted** with ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add = 2 FLOPs;
    convolutions and matrix products only: batch norm, activations, ``roi_align`` and NMS are not
-   counted) for ``build_detector(load_config('configs/bdd100k.yaml').model, num_classes=10)``
+   counted) for ``build_detector(num_classes=10, **asdict(load_config('configs/bdd100k.yaml').model))``
    (R50-FPN, random init, no download) on one 1280x720 image: a training step (forward with a
    synthetic target, then backward) and an inference forward; the same at 640x360 (the CPU-timed
    size); at 1280x720 also with conv1 and layer1 frozen (what torchvision builds with a pretrained
@@ -54,6 +54,7 @@ what the work is:
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 import argparse
 import dataclasses
 import json
@@ -103,7 +104,7 @@ def r50_inputs(width: int, height: int, batch: int) -> tuple[list, list]:
 def demo_inputs(n: int) -> tuple[list, list]:
     """``n`` generated demo scenes (320x192) with their real boxes, as the other demo benchmarks."""
     with tempfile.TemporaryDirectory() as tmp:
-        root = generate_dataset(Path(tmp) / "d", SyntheticConfig(num_train=n, num_val=1), progress=False)
+        root = generate_dataset(Path(tmp) / "d", **asdict(SyntheticConfig(num_train=n, num_val=1)), progress=False)
         index = load_index(labels=root / "labels/det_20/det_train.json", image_root=root / "images/100k/train",
                            image_size=(320, 192), log=lambda *_: None)
         return collate_detection([DetectionDataset(index)[i] for i in range(n)])
@@ -290,7 +291,7 @@ def measure_gpu(model_cfg, cfg, flops_full: dict, *, warmup: int, repeats: int,
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         torch.manual_seed(0)
-        model = build_detector(model_cfg, num_classes=NUM_CLASSES)
+        model = build_detector(num_classes=NUM_CLASSES, **asdict(model_cfg))
         tr = time_steps(model, *train_in, device=device, amp_dtype=dtype, warmup=warmup, repeats=repeats,
                         modes=("train",))
         inf = time_steps(model, *infer_in, device=device, amp_dtype=dtype, warmup=warmup, repeats=repeats,
@@ -374,20 +375,20 @@ def main(args) -> None:
     # 1. FLOPs
     flops, notes = {}, []
     torch.manual_seed(0)
-    c_small = count_flops(build_detector(small, num_classes=NUM_CLASSES), *r50_inputs(640, 360, 1))
+    c_small = count_flops(build_detector(num_classes=NUM_CLASSES, **asdict(small)), *r50_inputs(640, 360, 1))
     flops["r50_fpn_640x360"] = {**per_image(c_small, 1), "counted_at": [640, 360], "scaled": False,
                                 "count_s": c_small["count_s"], "train_forward_share_by_module": c_small["train_forward_share_by_module"]}
     pixel_scale = (fw * fh) / (640 * 360)
     if c_small["count_s"] * pixel_scale <= args.max_count_s:
         torch.manual_seed(0)
-        c_full = count_flops(build_detector(full, num_classes=NUM_CLASSES), *r50_inputs(fw, fh, 1))
+        c_full = count_flops(build_detector(num_classes=NUM_CLASSES, **asdict(full)), *r50_inputs(fw, fh, 1))
         flops[f"r50_fpn_{fw}x{fh}"] = {**per_image(c_full, 1), "counted_at": [fw, fh], "scaled": False,
                                        "count_s": c_full["count_s"], "train_forward_share_by_module": c_full["train_forward_share_by_module"]}
         # conv1 + layer1 frozen, as torchvision builds it with a pretrained backbone and
         # trainable_backbone_layers=3 (the config's value, ignored at random init): no weight gradients
         # there, and no input gradients below layer2.
         torch.manual_seed(0)
-        frozen = build_detector(full, num_classes=NUM_CLASSES)
+        frozen = build_detector(num_classes=NUM_CLASSES, **asdict(full))
         for name, p in frozen.backbone.body.named_parameters():
             if not name.startswith(("layer2", "layer3", "layer4")):
                 p.requires_grad_(False)
@@ -403,7 +404,7 @@ def main(args) -> None:
                      "the RoI head's cost does not grow with pixels, so this slightly overstates it")
     demo_images, demo_targets = demo_inputs(8)
     torch.manual_seed(0)
-    c_demo = count_flops(build_detector(demo_cfg.model, num_classes=NUM_CLASSES), demo_images, demo_targets)
+    c_demo = count_flops(build_detector(num_classes=NUM_CLASSES, **asdict(demo_cfg.model)), demo_images, demo_targets)
     flops["demo_320x192"] = {**per_image(c_demo, 8), "counted_at": [320, 192], "scaled": False, "batch": 8,
                              "count_s": c_demo["count_s"], "train_forward_share_by_module": c_demo["train_forward_share_by_module"]}
     f_full = flops[f"r50_fpn_{fw}x{fh}"]
@@ -412,15 +413,15 @@ def main(args) -> None:
     cpu = {}
     torch.manual_seed(0)
     r50_in = r50_inputs(640, 360, args.r50_batch)
-    c_r50b = c_small if args.r50_batch == 1 else count_flops(build_detector(small, num_classes=NUM_CLASSES), *r50_in)
+    c_r50b = c_small if args.r50_batch == 1 else count_flops(build_detector(num_classes=NUM_CLASSES, **asdict(small)), *r50_in)
     torch.manual_seed(0)
-    t = time_steps(build_detector(small, num_classes=NUM_CLASSES), *r50_in, device=torch.device("cpu"),
+    t = time_steps(build_detector(num_classes=NUM_CLASSES, **asdict(small)), *r50_in, device=torch.device("cpu"),
                    amp_dtype=None, warmup=args.warmup, repeats=args.repeats)
     cpu["r50_fpn_640x360"] = {"batch": args.r50_batch, **t,
                               "train_gflops_per_s": c_r50b["train_flops"] / t["train_step_s"] / 1e9,
                               "inference_gflops_per_s": c_r50b["inference_flops"] / t["inference_s"] / 1e9}
     torch.manual_seed(0)
-    t = time_steps(build_detector(demo_cfg.model, num_classes=NUM_CLASSES), demo_images, demo_targets,
+    t = time_steps(build_detector(num_classes=NUM_CLASSES, **asdict(demo_cfg.model)), demo_images, demo_targets,
                    device=torch.device("cpu"), amp_dtype=None, warmup=max(args.warmup, 2), repeats=max(args.repeats, 5))
     cpu["demo_320x192"] = {"batch": 8, **t, "train_gflops_per_s": c_demo["train_flops"] / t["train_step_s"] / 1e9,
                            "inference_gflops_per_s": c_demo["inference_flops"] / t["inference_s"] / 1e9}
@@ -530,7 +531,7 @@ def main(args) -> None:
         "command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
         "wall_s": wall,
         "setup": (f"FLOPs: torch.utils.flop_counter.FlopCounterMode (conv/matmul only, multiply-add = 2), "
-                  f"build_detector({args.config} model, num_classes={NUM_CLASSES}) random init, batch 1 random "
+                  f"build_detector(num_classes={NUM_CLASSES}, **asdict({args.config} model)) random init, batch 1 random "
                   f"images with 3 boxes; demo preset on 8 generated scenes. CPU: fp32, SGD step incl. backward, "
                   f"median after warm-up; R50-FPN at 640x360 with min_size=360, max_size=640. Peaks: A100 "
                   f"{A100_BF16_TFLOPS:g}, H100 SXM {H100_BF16_TFLOPS:g} TFLOPS bf16 dense."),

@@ -130,6 +130,7 @@ def generate_pool(root: Path, *, images: int, width: int, height: int, scenes: i
 # Child processes: import everything and build the model first, then time only the operation.
 _CHILD = """
 import json, resource, sys, time
+from dataclasses import asdict
 from pathlib import Path
 import numpy as np
 import torch
@@ -147,7 +148,7 @@ root = Path(sys.argv[1])
 args = json.loads(sys.argv[2])
 index = DetectionIndex.load(root / "index.npz")
 dataset = DetectionDataset(index)
-model = build_detector(model_config(args["width"], args["height"]), num_classes=index.num_classes)
+model = build_detector(num_classes=index.num_classes, **asdict(model_config(args["width"], args["height"])))
 model.load_state_dict(torch.load(root / "model.pt", map_location="cpu", weights_only=True))
 model.eval()
 shard_dir = root / "shards"
@@ -244,6 +245,7 @@ def main(args: argparse.Namespace) -> dict:
     import torch
 
     from alod.models import build_detector
+    from dataclasses import asdict
 
     width, height = parse_size(args.size)
     n_base = min(args.baseline_images, args.images)
@@ -259,7 +261,7 @@ def main(args: argparse.Namespace) -> dict:
               f"scenes, ~{pool['jpeg_bytes_mean']:.0f} B each) in {pool['generate_seconds']:.1f} s", flush=True)
         cfg = model_config(width, height)
         torch.manual_seed(0)
-        model = build_detector(cfg, num_classes=10).eval()
+        model = build_detector(num_classes=10, **asdict(cfg)).eval()
         torch.save(model.state_dict(), root / "model.pt")
         n_params = sum(p.numel() for p in model.parameters())
         del model

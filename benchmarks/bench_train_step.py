@@ -16,6 +16,7 @@ during the run slows both alike; ratios, not seconds, are the result.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 import argparse
 import os
 import tempfile
@@ -49,7 +50,7 @@ def _cpu_flags() -> list[str]:
 
 def _trainer(model_cfg: ModelConfig, images, targets, *, bf16: bool = False, channels_last: bool = False):
     torch.manual_seed(0)
-    model = build_detector(model_cfg, num_classes=10)
+    model = build_detector(num_classes=10, **asdict(model_cfg))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)

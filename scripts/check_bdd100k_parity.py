@@ -277,7 +277,7 @@ def main(argv=None) -> int:
     import pycocotools
 
     from alod.evaluation import json_safe
-    from alod.file_evaluation import evaluate_files
+    from alod.evaluation import evaluate_files
     from alod.utils import atomic_write_json, sha256_file
 
     with tempfile.TemporaryDirectory(prefix="alod-parity-") as tmp:

@@ -35,12 +35,18 @@ def main() -> int:
     p.add_argument("--before-commit", default="")
     p.add_argument("--after-commit", default="")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--what", default="the demo before and after a restructuring, from the same scorer checkpoint")
+    p.add_argument("--command", dest="commands", action="append", default=[],
+                   help="a command that made the runs, recorded under 'commands' (repeatable)")
     args = p.parse_args()
     a, b = (args.before / "schedule.json").read_bytes(), (args.after / "schedule.json").read_bytes()
     ca, cb = _cycles(args.before), _cycles(args.after)
+    ckpt = args.before / "pretrain" / "checkpoint_last.pt"
     result = {
-        "what": "the demo before and after a restructuring, from the same scorer checkpoint",
+        "what": args.what,
         "machine": machine_info(),
+        "commands": list(args.commands),
+        "scorer_checkpoint_sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest() if ckpt.is_file() else None,
         "before": {"commit": args.before_commit, "schedule_sha256": hashlib.sha256(a).hexdigest(), "cycles": ca},
         "after": {"commit": args.after_commit, "schedule_sha256": hashlib.sha256(b).hexdigest(), "cycles": cb},
         "schedule_bytes_identical": a == b,

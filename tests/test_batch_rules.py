@@ -1,10 +1,10 @@
-"""Batch rules and the box budget (:mod:`alod.batch_rules`): exact picks on small synthetic arrays."""
+"""Batch rules and the box budget (:mod:`alod.cycle.batch_rules`): exact picks on small synthetic arrays."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from alod.batch_rules import (BATCH_RULES, SelectOptions, choose, predicted_counts, select_coreset, select_kmeanspp,
+from alod.cycle.batch_rules import (BATCH_RULES, SelectOptions, choose, predicted_counts, select_coreset, select_kmeanspp,
                               select_topk, take_to_box_budget)
 from alod.utils import AlodError
 

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from alod.cli import REPO_CONFIGS
+from alod.commands.common import REPO_CONFIGS
 from alod.config import load_config
 from alod.stages.cycles import finished_cycles, run_cycles
 from alod.stages.pretrain import run_pretrain

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from alod.config import load_config
-from alod.engine import load_checkpoint
+from alod.models import load_checkpoint
 from alod.stages.cycles import finished_cycles, run_cycles
 from alod.stages.pretrain import run_pretrain
 from alod.stages.scoring import run_scoring

@@ -2,34 +2,35 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alod.config import load_config, parse_overrides
+from alod.config import parse_overrides
+from alod.stages.setup import load_checked_config
 from alod.utils import AlodError
 
 
 def test_base_include_and_overrides(tmp_path):
     (tmp_path / "base.yaml").write_text("train:\n  lr: 0.5\n  batch_size: 3\nrun:\n  name: base\n")
     (tmp_path / "child.yaml").write_text("_base_: base.yaml\ntrain:\n  batch_size: 4\n")
-    cfg = load_config(tmp_path / "child.yaml", ["run.name=x", "model.anchor_sizes=[8,16,32,64]"])
+    cfg = load_checked_config(tmp_path / "child.yaml", ["run.name=x", "model.anchor_sizes=[8,16,32,64]"])
     assert cfg.train.lr == 0.5 and cfg.train.batch_size == 4 and cfg.run.name == "x"
     assert cfg.model.anchor_sizes == (8, 16, 32, 64)
 
 
 def test_unknown_key_and_bad_type(tmp_path):
     with pytest.raises(AlodError, match=r"unknown key\(s\) \['epoch'\].*valid keys"):
-        load_config(None, ["cycles.epoch=3"])
+        load_checked_config(None, ["cycles.epoch=3"])
     with pytest.raises(AlodError, match="expected an integer"):
-        load_config(None, ["cycles.epochs=many"])
+        load_checked_config(None, ["cycles.epochs=many"])
     with pytest.raises(AlodError, match="does not exist"):
-        load_config(tmp_path / "nope.yaml")
+        load_checked_config(tmp_path / "nope.yaml")
     with pytest.raises(AlodError, match="query_size"):
-        load_config(None, ["schedule.batch_size=10", "schedule.query_size=20"])
+        load_checked_config(None, ["schedule.batch_size=10", "schedule.query_size=20"])
 
 
 def test_shipped_configs_load():
-    from alod.cli import REPO_CONFIGS
+    from alod.commands.common import REPO_CONFIGS
 
-    demo = load_config(REPO_CONFIGS / "demo.yaml")
-    bdd = load_config(REPO_CONFIGS / "bdd100k.yaml")
+    demo = load_checked_config(REPO_CONFIGS / "demo.yaml")
+    bdd = load_checked_config(REPO_CONFIGS / "bdd100k.yaml")
     assert demo.data.kind == "synthetic"
     assert (bdd.pretrain.fraction, bdd.schedule.batch_size, bdd.schedule.query_size, bdd.schedule.num_batches,
             bdd.cycles.epochs, bdd.data.image_size, bdd.model.name) == (
@@ -43,49 +44,49 @@ def test_parse_overrides():
 
 
 def test_strategy_params_are_per_strategy_and_checked_at_load():
-    cfg = load_config(None, ["score.strategy=box_count"])
+    cfg = load_checked_config(None, ["score.strategy=box_count"])
     assert cfg.score.strategy_params() == {}  # box_count runs with its own defaults
-    cfg = load_config(None, ["score.params.entropy.aggregate=max", "score.params.box_count.score_threshold=0.3"])
+    cfg = load_checked_config(None, ["score.params.entropy.aggregate=max", "score.params.box_count.score_threshold=0.3"])
     assert cfg.score.strategy_params() == {"aggregate": "max"}
     # Switching the strategy from the command line picks that strategy's own table.
-    assert load_config(None, ["score.params.entropy.aggregate=max", "score.strategy=random"]).score.strategy_params() == {}
+    assert load_checked_config(None, ["score.params.entropy.aggregate=max", "score.strategy=random"]).score.strategy_params() == {}
     with pytest.raises(AlodError, match=r"score.params.entropy.agregate: strategy 'entropy' has no parameter "
                                         r"'agregate'; its parameters: aggregate, min_score"):
-        load_config(None, ["score.params.entropy.agregate=max"])
+        load_checked_config(None, ["score.params.entropy.agregate=max"])
     with pytest.raises(AlodError, match=r"score.params.entropy.aggregate: 'median' is not one of"):
-        load_config(None, ["score.params.entropy.aggregate=median"])
+        load_checked_config(None, ["score.params.entropy.aggregate=median"])
     with pytest.raises(AlodError, match=r"score.strategy: unknown strategy 'entrpy'; choose one of .*entropy"):
-        load_config(None, ["score.strategy=entrpy"])
+        load_checked_config(None, ["score.strategy=entrpy"])
     # The flat form of earlier versions is refused with the new spelling.
     with pytest.raises(AlodError, match=r"score.params.aggregate: not a strategy.*params: \{entropy: \{aggregate"):
-        load_config(None, ["score.params.aggregate=sum"])
+        load_checked_config(None, ["score.params.aggregate=sum"])
 
 
 def test_base_and_override_params_merge_per_strategy(tmp_path):
     (tmp_path / "base.yaml").write_text("score:\n  params:\n    entropy: {aggregate: max, min_score: 0.2}\n")
     (tmp_path / "child.yaml").write_text("_base_: base.yaml\nscore:\n  params:\n    entropy: {min_score: 0.1}\n")
-    cfg = load_config(tmp_path / "child.yaml")
+    cfg = load_checked_config(tmp_path / "child.yaml")
     assert cfg.score.params == {"entropy": {"aggregate": "max", "min_score": 0.1}}
 
 
 def test_selector_and_oracle_are_checked_at_load():
-    cfg = load_config(None)
+    cfg = load_checked_config(None)
     assert (cfg.cycles.selector, cfg.cycles.oracle) == ("precomputed", "simulated")
     with pytest.raises(AlodError, match=r"cycles.selector: unknown selector 'adaptiv'; choose one of adaptive, precomputed"):
-        load_config(None, ["cycles.selector=adaptiv"])
+        load_checked_config(None, ["cycles.selector=adaptiv"])
     with pytest.raises(AlodError, match=r"cycles.oracle: unknown oracle 'humans'; choose one of human, simulated"):
-        load_config(None, ["cycles.oracle=humans"])
+        load_checked_config(None, ["cycles.oracle=humans"])
 
 
 def test_loading_a_config_does_not_import_torch(tmp_path):
     import subprocess
     import sys
 
-    from alod.cli import REPO_CONFIGS
+    from alod.commands.common import REPO_CONFIGS
     from alod_testing import subprocess_env
 
-    code = ("import sys; from alod.config import load_config; "
-            f"load_config({str(REPO_CONFIGS / 'demo.yaml')!r}); "
+    code = ("import sys; from alod.stages.setup import load_checked_config; "
+            f"load_checked_config({str(REPO_CONFIGS / 'demo.yaml')!r}); "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')); "
             "assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True)
@@ -116,16 +117,16 @@ def test_loading_a_config_does_not_import_torch(tmp_path):
 ])
 def test_settings_that_cannot_work_are_refused_at_load(override, message):
     with pytest.raises(AlodError, match=message):
-        load_config(None, [override])
+        load_checked_config(None, [override])
 
 
 def test_score_subset_must_leave_a_cycle_in_every_batch():
-    assert load_config(None).score.subset == 1.0
-    assert load_config(None, ["score.subset=0.2"]).score.subset == 0.2  # ceil(0.2 x 5000) = 1000 = query_size
+    assert load_checked_config(None).score.subset == 1.0
+    assert load_checked_config(None, ["score.subset=0.2"]).score.subset == 0.2  # ceil(0.2 x 5000) = 1000 = query_size
     # 0.3 x 10 is 3 (not 4 from float noise), enough for cycles of 3
-    assert load_config(None, ["score.subset=0.3", "schedule.batch_size=10", "schedule.query_size=3"]).score.subset == 0.3
+    assert load_checked_config(None, ["score.subset=0.3", "schedule.batch_size=10", "schedule.query_size=3"]).score.subset == 0.3
     with pytest.raises(AlodError, match=r"ceil\(0.25 x 10\) = 3 .* schedule.query_size \(4\)"):
-        load_config(None, ["score.subset=0.25", "schedule.batch_size=10", "schedule.query_size=4"])
+        load_checked_config(None, ["score.subset=0.25", "schedule.batch_size=10", "schedule.query_size=4"])
 
 
 def test_every_range_key_exists():
@@ -166,6 +167,6 @@ def test_any_override_loads_or_is_one_named_error(key, value):
     import yaml
 
     try:
-        load_config(None, [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"])
+        load_checked_config(None, [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"])
     except AlodError as e:
         assert str(e).strip() and "\n" not in str(e).strip()

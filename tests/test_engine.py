@@ -5,6 +5,7 @@ interrupted and resumed, and compared with an uninterrupted run (GUIDE section 3
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 import math
 import shutil
 
@@ -119,14 +120,14 @@ FIT = dict(batch_size=BATCH, lr=0.01, seed=3, progress=False)
 
 def new_model(num_classes: int):
     torch.manual_seed(0)
-    return build_detector(MODEL, num_classes=num_classes)
+    return build_detector(num_classes=num_classes, **asdict(MODEL))
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
     spec = SyntheticConfig(num_train=NUM_TRAIN, num_val=2, width=160, height=96, max_objects=4)
-    generate_dataset(root, spec, progress=False)
+    generate_dataset(root, **asdict(spec), progress=False)
     quiet = dict(fmt="bdd100k", image_size=(160, 96), log=lambda *_: None)
     train = load_index(labels=root / "labels/det_20/det_train.json", image_root=root / "images/100k/train", **quiet)
     val = load_index(labels=root / "labels/det_20/det_val.json", image_root=root / "images/100k/val", **quiet)
@@ -201,7 +202,7 @@ def test_fit_checkpoint_loads_as_model_weights_path(runs, data):
     path = runs["tmp"] / "full" / CHECKPOINT_LAST
     from dataclasses import replace
 
-    loaded = build_detector(replace(MODEL, weights_path=str(path)), num_classes=data[0].index.num_classes)
+    loaded = build_detector(num_classes=data[0].index.num_classes, **asdict(replace(MODEL, weights_path=str(path))))
     for k, v in runs["full_model"].state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
 

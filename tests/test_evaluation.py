@@ -10,7 +10,7 @@ import pytest
 
 from alod.data.index import DetectionIndex
 from alod.evaluation import evaluate_detections
-from alod.file_evaluation import evaluate_files
+from alod.evaluation import evaluate_files
 
 CLASSES = ("car", "bus", "train")
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from alod.config import load_config
-from alod.engine import load_checkpoint
+from alod.models import load_checkpoint
 from alod_testing import REPO, run_layout, subprocess_env, write_tiny_config
 
 pytestmark = pytest.mark.slow  # six subprocess runs of the tiny config: about 1 minute on 2 cores

@@ -6,6 +6,7 @@ Random-init models with ``box_score_thresh=0`` return boxes, so no training is n
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 import json
 
 import numpy as np
@@ -34,7 +35,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return build_detector(tiny_model_config(), num_classes=NUM_CLASSES).eval()
+    return build_detector(num_classes=NUM_CLASSES, **asdict(tiny_model_config())).eval()
 
 
 def random_images(seed: int = 1) -> list[torch.Tensor]:
@@ -175,7 +176,7 @@ def test_run_scoring_with_mc_dropout_writes_a_schedule(tmp_path):
 
     from alod.config import load_config
     from alod.data.dataset import DetectionDataset
-    from alod.data.sources import ensure_synthetic, load_split
+    from alod.data.sources import ensure_dataset, load_split
     from alod.stages.scoring import run_scoring, score_pool
     from alod.strategies import score_images
 
@@ -183,10 +184,10 @@ def test_run_scoring_with_mc_dropout_writes_a_schedule(tmp_path):
         tmp_path, model={"box_score_thresh": 0.0},
         score={"strategy": "mc_dropout", "params": {"mc_dropout": {"passes": 4, "dropout": 0.5}}},
     ))
-    ensure_synthetic(cfg.data, progress=False)
+    ensure_dataset(cfg.data, progress=False)
     train = load_split(cfg.data, "train", log=lambda *_: None)
     torch.manual_seed(0)
-    model = build_detector(cfg.model, num_classes=train.num_classes)
+    model = build_detector(num_classes=train.num_classes, **asdict(cfg.model))
     ckpt = tmp_path / "scorer.pt"
     torch.save({"model": model.state_dict()}, ckpt)
     out = run_scoring(cfg, ckpt=ckpt, progress=False, log=lambda *_: None)

@@ -7,6 +7,7 @@ Random-init models with ``box_score_thresh=0`` return boxes, so no training is n
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import boxes as box_ops
 
 from alod.config import ModelConfig
-from alod.models import MODEL_PRESETS, ProbRoIHeads, build_detector, load_weights
+from alod.models import MODEL_PRESETS, ProbRoIHeads, build_detector, load_detector, load_weights
 from alod.utils import AlodError
 from alod_testing import tiny_model_config
 
@@ -34,7 +35,7 @@ def tiny(**changes) -> ModelConfig:
 
 def build(cfg: ModelConfig = TINY_MODEL, *, seed: int = 0, num_classes: int = NUM_CLASSES):
     torch.manual_seed(seed)
-    return build_detector(cfg, num_classes=num_classes)
+    return build_detector(num_classes=num_classes, **asdict(cfg))
 
 
 def random_images(seed: int = 1) -> list[torch.Tensor]:
@@ -174,9 +175,36 @@ def test_expected_presets_registered():
     assert {"fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn", "resnet18_fpn_light"} <= set(MODEL_PRESETS)
 
 
+def test_build_detector_defaults_are_the_model_sections():
+    # build_detector takes plain keywords; their defaults must not drift from the YAML's (ModelConfig).
+    import inspect
+
+    params = inspect.signature(build_detector).parameters
+    defaults = {k: p.default for k, p in params.items() if k != "num_classes"}
+    expected = asdict(ModelConfig())
+    expected["extra"] = None  # a mutable default: None stands for {}
+    assert {k: (list(v) if isinstance(v, tuple) else v) for k, v in defaults.items()} == \
+        {k: (list(v) if isinstance(v, tuple) else v) for k, v in expected.items()}
+
+
+def test_load_detector_errors_name_the_problem(tmp_path):
+    with pytest.raises(AlodError, match="does not exist"):
+        load_detector(tmp_path / "nope.pt", num_classes=NUM_CLASSES, **asdict(TINY_MODEL))
+    torch.save({"weights": 1}, tmp_path / "plain.pt")
+    with pytest.raises(AlodError, match="not an alod checkpoint"):
+        load_detector(tmp_path / "plain.pt", num_classes=NUM_CLASSES, **asdict(TINY_MODEL))
+    torch.save({"model": build(num_classes=NUM_CLASSES).state_dict()}, tmp_path / "ckpt.pt")
+    with pytest.raises(AlodError, match=f"trained for {NUM_CLASSES} classes, this dataset has 5"):
+        load_detector(tmp_path / "ckpt.pt", num_classes=5, **asdict(TINY_MODEL))
+    with pytest.raises(AlodError, match="does not fit model"):
+        load_detector(tmp_path / "ckpt.pt", num_classes=NUM_CLASSES, **asdict(tiny(fpn_channels=2 * TINY_MODEL.fpn_channels)))
+    model = load_detector(tmp_path / "ckpt.pt", num_classes=NUM_CLASSES, **asdict(TINY_MODEL))
+    _assert_same_state(model, build(num_classes=NUM_CLASSES))
+
+
 def test_unknown_preset_lists_valid_names():
     with pytest.raises(AlodError) as e:
-        build_detector(ModelConfig(name="yolo_v99"), num_classes=3)
+        build_detector(num_classes=3, **asdict(ModelConfig(name="yolo_v99")))
     msg = str(e.value)
     assert "yolo_v99" in msg
     for name in MODEL_PRESETS:
@@ -185,9 +213,9 @@ def test_unknown_preset_lists_valid_names():
 
 def test_light_preset_rejects_detector_weights_and_wrong_anchor_count():
     with pytest.raises(AlodError, match="no pretrained detector weights"):
-        build_detector(tiny(weights="DEFAULT"), num_classes=3)
+        build_detector(num_classes=3, **asdict(tiny(weights="DEFAULT")))
     with pytest.raises(AlodError, match="anchor_sizes"):
-        build_detector(tiny(anchor_sizes=(8, 16, 32)), num_classes=3)
+        build_detector(num_classes=3, **asdict(tiny(anchor_sizes=(8, 16, 32))))
 
 
 # ----------------------------------------------------------------------------------- weights_path
@@ -304,14 +332,14 @@ def test_trunk_width_narrows_layers_1_to_3_and_64_is_resnet18():
 
 def test_trunk_width_other_than_64_refuses_pretrained_backbone_weights():
     with pytest.raises(AlodError, match="trunk_width"):
-        build_detector(tiny(trunk_width=32, weights_backbone="DEFAULT"), num_classes=3)
+        build_detector(num_classes=3, **asdict(tiny(trunk_width=32, weights_backbone="DEFAULT")))
 
 
 # -------------------------------------------------------------------------- model.roi_sampling_ratio
 @pytest.mark.parametrize("name", ["resnet18_fpn_light", "fasterrcnn_mobilenet_v3_large_fpn"])
 def test_roi_sampling_ratio_reaches_the_box_heads_roi_align(name):
-    assert build_detector(tiny(name=name), num_classes=3).roi_heads.box_roi_pool.sampling_ratio == 2
-    assert build_detector(tiny(name=name, roi_sampling_ratio=1), num_classes=3).roi_heads.box_roi_pool.sampling_ratio == 1
+    assert build_detector(num_classes=3, **asdict(tiny(name=name))).roi_heads.box_roi_pool.sampling_ratio == 2
+    assert build_detector(num_classes=3, **asdict(tiny(name=name, roi_sampling_ratio=1))).roi_heads.box_roi_pool.sampling_ratio == 1
 
 
 def test_roi_sampling_ratio_changes_the_pooled_features_and_the_model_still_trains():

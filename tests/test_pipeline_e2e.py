@@ -247,7 +247,7 @@ def test_resume_after_kill_with_every_cost_option_on(finished_run, tmp_path):
     channels_last weights, a narrow trunk, RoIAlign sampling ratio 1):
     SIGKILL during cycle 2's training, rerun, and the run ends as the uninterrupted one (both are
     subprocesses: one thread count, one accelerate state per process)."""
-    from alod.engine import load_checkpoint
+    from alod.models import load_checkpoint
 
     cfg, _, sched, _ = finished_run
     options = dict(cycles={"epochs": 4, "init": "warm", "stop": "plateau", "eval_every": 1, "patience": 1},

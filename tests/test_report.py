@@ -1,4 +1,4 @@
-"""alod.report on hand-made curves with exact expected numbers, plus property tests.
+"""alod.compare.report on hand-made curves with exact expected numbers, plus property tests.
 
 The mAP50 values are mostly dyadic fractions (0.125, 0.25, ...), so areas and linear crossings are
 exact in binary floating point and many assertions use ``==``. Log-interpolated crossings are
@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from alod.report import (
+from alod.compare.report import (
     REPORT_FORMAT,
     aulc,
     build_report,
@@ -297,7 +297,7 @@ def test_write_report_files(tmp_path):
         assert heading in md
     png = (tmp_path / "out" / "curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and b"Software" not in png
-    from alod.report import plot_curves
+    from alod.compare.report import plot_curves
     assert plot_curves(report) == png  # deterministic: no timestamp in the file
 
 
@@ -528,7 +528,7 @@ def test_bad_actions_and_stop_records_name_the_record(mutate, message):
 
 
 def test_write_report_with_actions_and_stopping(tmp_path):
-    from alod.report import curves_figure, plot_curves
+    from alod.compare.report import curves_figure, plot_curves
 
     recs = stopping_records() + action_records(eq=True)[6:]
     report = write_report(recs, FULL, tmp_path, protocol={**PROTOCOL, "stop_agreement": 0.9})
@@ -547,3 +547,41 @@ def test_write_report_with_actions_and_stopping(tmp_path):
     assert len(fig.axes) == 3 and "annotator actions" in fig.axes[2].get_title()
     assert any("stops (agreement >= 0.9)" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
     assert len(curves_figure(build_report(random_runs(), None, protocol=PROTOCOL)).axes) == 2
+
+
+# --------------------------------------------------------------------------- variants against their base
+
+
+def test_a_variant_is_also_compared_with_its_base_strategy_seed_by_seed():
+    base = {s: [m + 0.0625 for m in ms] for s, ms in RANDOM.items()}
+    # The variant's AULC is above the base's by 0.0625 * k / 4 on seed k (differences 0, 1/64, 2/64).
+    variant = {s: [m + 0.0625 * s / 4 for m in ms] for s, ms in base.items()}
+    records = (random_runs() + [run("entropy", s, m) for s, m in base.items()]
+               + [run("entropy+div", s, m, boxes=[b - 100 for b in BOXES]) for s, m in variant.items()])
+    report = build_report(records, None, protocol=PROTOCOL)
+    [v] = report["variant_comparisons"]
+    assert (v["strategy"], v["base"], v["mode"], v["seeds"], v["n"]) == ("entropy+div", "entropy", "precomputed",
+                                                                        [0, 1, 2], 3)
+    per_seed = {p["seed"]: p["strategy"] - p["base"] for p in v["aulc"]["per_seed"]}
+    expected = {s: aulc(IMAGES, variant[s]) - aulc(IMAGES, base[s]) for s in base}
+    assert per_seed == pytest.approx(expected)
+    assert v["aulc"]["difference"] == pytest.approx(np.mean(list(expected.values())))
+    assert v["aulc"]["p_holm"] == pytest.approx(v["aulc"]["p"])  # a family of one
+    assert v["final_boxes"]["difference"] == pytest.approx(-100)
+    assert v["final_actions"] is None  # not recorded in these records
+    # Both strategies are still compared with random, and the markdown has the variants' table.
+    assert {c["strategy"] for c in report["comparisons"]} == {"entropy", "entropy+div"}
+    assert "## Variants against their base strategy" in render_markdown(report)
+
+
+def test_a_report_without_variants_has_no_variant_comparisons():
+    report = build_report(random_runs() + [run("entropy", s, m) for s, m in RANDOM.items()], None,
+                          protocol=PROTOCOL)
+    assert "variant_comparisons" not in report
+    assert "Variants against" not in render_markdown(report)
+
+
+def test_a_variant_without_its_base_runs_is_compared_with_random_only():
+    report = build_report(random_runs() + [run("entropy+div", s, m) for s, m in RANDOM.items()], None,
+                          protocol=PROTOCOL)
+    assert "variant_comparisons" not in report and only(report, "entropy+div")["n"] == 3

@@ -7,10 +7,11 @@ import hashlib
 import numpy as np
 import pytest
 
-from alod.batch_rules import SelectOptions, choose
-from alod.compare import (check_variants, equal_boxes_name, parse_variant, plan, resolve, run_labels, run_name,
-                          split_label, variant_config)
+from alod.compare.protocol import (check_variants, equal_boxes_name, plan, resolve, run_labels,
+                                   run_name, split_label, variant_config)
 from alod.config import load_config
+from alod.stages.setup import load_checked_config
+from alod.cycle.batch_rules import SelectOptions, choose
 from alod.schedule import build_schedule, dumps_schedule
 from alod.strategies import STRATEGIES, box_entropy, difficulty_weights, get_strategy, score_images
 from alod.utils import AlodError
@@ -56,7 +57,7 @@ def test_class_weights_are_an_input_not_a_yaml_parameter():
     with pytest.raises(AlodError, match="takes no class weights"):
         score_images([{}], strategy="random", class_weights=np.ones(3))
     with pytest.raises(AlodError, match="has no parameter 'class_weights'"):
-        load_config(None, ["score.params={entropy: {class_weights: [1, 1]}}"])
+        load_checked_config(None, ["score.params={entropy: {class_weights: [1, 1]}}"])
 
 
 def test_mc_dropout_weight_is_the_most_likely_foreground_class():
@@ -87,7 +88,7 @@ def test_mc_dropout_weight_is_the_most_likely_foreground_class():
 ])
 def test_each_new_key_is_checked_at_load(sets, message):
     with pytest.raises(AlodError, match=message):
-        load_config(None, sets)
+        load_checked_config(None, sets)
 
 
 def test_the_new_keys_default_to_the_original_selection():
@@ -195,7 +196,7 @@ def test_bad_variants_fail_before_any_run():
 def test_the_compare_command_takes_repeated_variants():
     import argparse
 
-    from alod.cli import _compare_parser
+    from alod.commands.pipeline import _compare_parser
 
     p = argparse.ArgumentParser()
     _compare_parser(p)
@@ -207,8 +208,7 @@ def test_the_compare_command_takes_repeated_variants():
 
 def test_run_compare_runs_each_variant_with_its_config_and_equal_boxes_runs(tmp_path, monkeypatch):
     """The orchestration only: every stage is replaced by a recorder of the config it was given."""
-    import alod.compare as compare
-    import alod.report
+    import alod.compare.protocol as compare
 
     ran: list = []
 
@@ -226,7 +226,7 @@ def test_run_compare_runs_each_variant_with_its_config_and_equal_boxes_runs(tmp_
     monkeypatch.setattr(compare, "_protocol", lambda cfg, cycle1, records: {"records": records,
                                                                                     "cycle1_shared": True})
     monkeypatch.setattr(compare, "_write_run_info", lambda *a, **k: None)
-    monkeypatch.setattr(alod.report, "write_report", lambda records, fulls, out_dir, protocol: protocol)
+    monkeypatch.setattr(compare, "write_report", lambda records, fulls, out_dir, protocol: protocol)
     cfg = resolve(load_config(None, [f"run.out_dir={tmp_path}", "run.name=cmp"]), strategies=["entropy", "random"],
                   modes=["adaptive"], seeds=[0], full_seeds=[], variants=["div=score.batch=coreset"])
     report = compare.run_compare(cfg, progress=False, log=lambda *_: None)

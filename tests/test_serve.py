@@ -13,6 +13,7 @@ import json
 import shutil
 import threading
 import urllib.parse
+from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def run(tmp_path_factory):
     """A tiny run whose cycle 1 (3 images) waits for labels, with a random-init 'scorer' checkpoint."""
     import torch
 
-    from alod.data.sources import ensure_synthetic, load_split
+    from alod.data.sources import ensure_dataset, load_split
     from alod.models import build_detector
     from alod.utils import atomic_torch_save
 
@@ -43,10 +44,10 @@ def run(tmp_path_factory):
     config = write_tiny_config(tmp, model={"box_score_thresh": 0.0}, cycles={"oracle": "human"})
     cfg = load_config(config, [])
     layout = run_layout(cfg)
-    ensure_synthetic(cfg.data, progress=False)
+    ensure_dataset(cfg.data, progress=False)
     train = load_split(cfg.data, "train", cache_dir=layout.cache_dir, log=lambda *_: None)
     torch.manual_seed(0)
-    model = build_detector(cfg.model, num_classes=train.num_classes)
+    model = build_detector(num_classes=train.num_classes, **asdict(cfg.model))
     atomic_torch_save({"model": model.state_dict()}, layout.pretrain_checkpoint)
     names = sorted(str(x) for x in train.names)
     return {"cfg": cfg, "layout": layout, "train": train, "cycle1": names[:3], "cycle2": names[3:6],

@@ -138,7 +138,7 @@ def test_check_params_types_and_defaults():
 
 
 def test_register_strategy_reads_parameters_from_the_signature(monkeypatch):
-    monkeypatch.setattr("alod.strategies.STRATEGIES", dict(STRATEGIES))
+    monkeypatch.setattr("alod.strategies.STRATEGIES", STRATEGIES.copy())
     from alod import strategies
 
     @strategies.register_strategy("toy", inference="none", choices={"mode": ("a", "b")})
@@ -244,7 +244,7 @@ def test_mc_dropout_declares_its_sampling_and_refuses_bad_input():
 
 
 def test_a_stochastic_strategy_must_declare_its_sampling(monkeypatch):
-    monkeypatch.setattr("alod.strategies.STRATEGIES", dict(STRATEGIES))
+    monkeypatch.setattr("alod.strategies.STRATEGIES", STRATEGIES.copy())
     from alod import strategies
 
     with pytest.raises(TypeError, match="missing dropout, seed"):

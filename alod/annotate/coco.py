@@ -100,7 +100,8 @@ def _file_of(path: Path) -> Path:
 
 
 def read(path: str | Path, task: ExportTask) -> ImportResult:
-    """Read a COCO instances JSON file (or a folder with ``annotations.json``) against ``task``."""
+    """Read a COCO instances JSON file (or a folder with ``annotations.json``) against ``task``:
+    its categories, its image records (matched to the exported images), then its boxes."""
     path = _file_of(Path(path))
     doc = read_json(path, _EXPECTED)
     if not isinstance(doc, dict):
@@ -110,9 +111,17 @@ def read(path: str | Path, task: ExportTask) -> ImportResult:
             raise AlodError(f"{path}: no {key!r} list; expected {_EXPECTED} "
                             "(an image with no objects still has an image record)")
     b = ImportBuilder(task, path, NAME)
+    category = _categories(doc["categories"], b)
+    name_of, record_ids = _images(doc["images"], task, b)
+    for i, ann in enumerate(doc["annotations"]):
+        _add_annotation(i, ann, b, category=category, name_of=name_of, record_ids=record_ids)
+    return b.finish()
 
+
+def _categories(categories: list, b: ImportBuilder) -> dict:
+    """category id -> name (the first name of an id wins; bad records reported)."""
     category = {}
-    for i, c in enumerate(doc["categories"]):
+    for i, c in enumerate(categories):
         if not (isinstance(c, dict) and is_id(c.get("id")) and isinstance(c.get("name"), str)):
             b.problem(f"categories[{i}]", "not_this_format",
                       "a category needs an integer 'id' and a string 'name'; skipped")
@@ -121,12 +130,16 @@ def read(path: str | Path, task: ExportTask) -> ImportResult:
                       f"id {c['id']} names both {category[c['id']]!r} and {c['name']!r}; the first is used")
         else:
             category.setdefault(c["id"], c["name"])
+    return category
 
+
+def _images(records: list, task: ExportTask, b: ImportBuilder) -> tuple[dict, set]:
+    """``(name_of, record_ids)``: the file's image id -> exported name for accepted records, and
+    every image id the file defines (problems reported, images opened in ``b``)."""
     sizes = {im.name: (int(im.width), int(im.height)) for im in task.images}
     matcher = NameMatcher(sizes)
-    name_of = {}     # the file's image id -> exported name, for accepted records
-    record_ids = set()
-    for i, rec in enumerate(doc["images"]):
+    name_of, record_ids = {}, set()
+    for i, rec in enumerate(records):
         if not (isinstance(rec, dict) and is_id(rec.get("id")) and isinstance(rec.get("file_name"), str)):
             b.problem(f"images[{i}]", "not_this_format", "an image needs an 'id' and a string 'file_name'; skipped")
             continue
@@ -152,43 +165,44 @@ def read(path: str | Path, task: ExportTask) -> ImportResult:
             continue
         if b.image(name, where):
             name_of[rec["id"]] = name
+    return name_of, record_ids
 
-    for i, ann in enumerate(doc["annotations"]):
-        if not isinstance(ann, dict):
-            b.problem(f"annotations[{i}]", "not_this_format", "not an object; skipped")
-            continue
-        where = f"annotation {ann['id']}" if is_id(ann.get("id")) else f"annotations[{i}]"
-        image_id = ann.get("image_id")
-        if not (is_id(image_id) and image_id in name_of):
-            if not (is_id(image_id) and image_id in record_ids):  # else its image was reported already
-                b.problem(where, "image_not_asked_for",
-                          f"image_id {image_id!r} is not one of the file's images; skipped")
-            continue
-        name = name_of[image_id]
-        where = f"{where} (image {name!r})"
-        if ann.get("iscrowd", 0) not in (0, False, None):
-            b.problem(where, "not_a_box", "a crowd region (iscrowd: 1) covers a group of objects; alod labels are "
-                      "single objects, so it is skipped")
-            continue
-        bbox = ann.get("bbox")
-        if bbox is None or bbox == []:
-            b.problem(where, "not_a_box", "no 'bbox' (a segmentation or keypoints only annotation); skipped")
-            continue
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
-            b.problem(where, "degenerate_box", f"bbox must be [x, y, width, height] numbers, got {bbox!r}; skipped")
-            continue
-        category_id = ann.get("category_id")
-        cname = category.get(category_id) if is_id(category_id) else None
-        if cname is None:
-            b.problem(where, "unknown_category",
-                      f"category_id {category_id!r} is not defined in the file's categories; skipped")
-            continue
-        x, y, w, h = bbox
-        if not (w > 0 and h > 0):
-            b.problem(where, "degenerate_box", f"bbox {bbox} has a width or height that is not positive; skipped")
-            continue
-        b.box(name, where, cname, x, y, x + w, y + h)
-    return b.finish()
+
+def _add_annotation(i: int, ann, b: ImportBuilder, *, category: dict, name_of: dict, record_ids: set) -> None:
+    """Add annotation ``i``'s box (``bbox`` ``[x, y, w, h]`` px) to ``b``, or report why not."""
+    if not isinstance(ann, dict):
+        b.problem(f"annotations[{i}]", "not_this_format", "not an object; skipped")
+        return
+    where = f"annotation {ann['id']}" if is_id(ann.get("id")) else f"annotations[{i}]"
+    image_id = ann.get("image_id")
+    if not (is_id(image_id) and image_id in name_of):
+        if not (is_id(image_id) and image_id in record_ids):  # else its image was reported already
+            b.problem(where, "image_not_asked_for", f"image_id {image_id!r} is not one of the file's images; skipped")
+        return
+    name = name_of[image_id]
+    where = f"{where} (image {name!r})"
+    if ann.get("iscrowd", 0) not in (0, False, None):
+        b.problem(where, "not_a_box", "a crowd region (iscrowd: 1) covers a group of objects; alod labels are "
+                  "single objects, so it is skipped")
+        return
+    bbox = ann.get("bbox")
+    if bbox is None or bbox == []:
+        b.problem(where, "not_a_box", "no 'bbox' (a segmentation or keypoints only annotation); skipped")
+        return
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
+        b.problem(where, "degenerate_box", f"bbox must be [x, y, width, height] numbers, got {bbox!r}; skipped")
+        return
+    category_id = ann.get("category_id")
+    cname = category.get(category_id) if is_id(category_id) else None
+    if cname is None:
+        b.problem(where, "unknown_category", f"category_id {category_id!r} is not defined in the file's categories; "
+                  "skipped")
+        return
+    x, y, w, h = bbox
+    if not (w > 0 and h > 0):
+        b.problem(where, "degenerate_box", f"bbox {bbox} has a width or height that is not positive; skipped")
+        return
+    b.box(name, where, cname, x, y, x + w, y + h)
 
 
 def sniff(path: str | Path) -> bool:

@@ -1,4 +1,4 @@
-"""What every annotation format shares: the export task, the import result, problems, the registry.
+"""What every annotation format shares: the export task, the import result, problems, the format type.
 
 Coordinates everywhere here are pixels of the original image, ``x1, y1, x2, y2`` (``float64``);
 labels are ``1..C`` indexing ``classes[label - 1]`` (the dataset's class names, in order). Each
@@ -8,19 +8,18 @@ image's size). Every box then goes through :class:`ImportBuilder`, so the checks
 bounds, degenerate, duplicate and sub-pixel boxes) and their problem kinds are the same for all.
 
 Adding a format: one module that defines an :class:`AnnotationFormat` (``name``, ``export``,
-``read``, ``sniff``) and one line in :data:`ANNOTATION_FORMATS` (see :func:`_load_formats`), plus a
-round-trip test and a test on the real tool's files in ``../shared/data/annotation_samples/``.
+``read``, ``sniff``) and one entry in the registry :data:`alod.annotate.formats.ANNOTATION_FORMATS`,
+plus a round-trip test and a test on the real tool's files in ``../shared/data/annotation_samples/``.
 """
 from __future__ import annotations
 
-import importlib
+import math
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-
-from alod.utils import AlodError
 
 
 @dataclass(frozen=True)
@@ -146,8 +145,6 @@ class ImportBuilder:
 
     def image(self, name: str, where: str) -> bool:
         """Start collecting ``name``; ``False`` (and a problem recorded) when it must be skipped."""
-        import posixpath
-
         norm = posixpath.normpath(str(name).replace("\\", "/")) if name else ""
         if not name or norm.startswith("/") or norm == ".." or norm.startswith("../") or "\x00" in str(name):
             self.problem(where, "unsafe_image_name", f"image name {name!r} leaves the image folder; skipped")
@@ -168,8 +165,6 @@ class ImportBuilder:
         a box already added to the image is ``duplicate_box`` (skipped: one is kept); narrower or
         lower than :data:`TINY_BOX_PX` is ``tiny_box`` (kept, see :meth:`_add`).
         """
-        import math
-
         label = self._label_of.get(category)
         if label is None:
             self.problem(where, "unknown_category",
@@ -256,52 +251,3 @@ class AnnotationFormat:
     sniff: Callable[[Path], bool]
     version: str
     suffixes: tuple[str, ...] = (".json", ".xml")
-
-
-#: name -> module that defines ``FORMAT`` (an AnnotationFormat); one line per format. The order
-#: is the order ``detect_format`` tries them in.
-_FORMAT_MODULES = {
-    "labelme": "alod.annotate.labelme",
-    "cvat": "alod.annotate.cvat",
-    "coco": "alod.annotate.coco",
-    "labelstudio": "alod.annotate.labelstudio",
-    "voc": "alod.annotate.voc",
-    "yolo": "alod.annotate.yolo",
-}
-
-
-def _load_formats() -> dict[str, AnnotationFormat]:
-    """Every registered format. A module that is missing or defines no ``FORMAT`` is an error (a
-    broken install), not a format silently left out of ``--format``'s choices."""
-    out = {}
-    for name, module in _FORMAT_MODULES.items():
-        fmt = getattr(importlib.import_module(module), "FORMAT", None)
-        if not isinstance(fmt, AnnotationFormat) or fmt.name != name:
-            raise RuntimeError(f"{module} must define FORMAT, an AnnotationFormat named {name!r}")
-        out[name] = fmt
-    return out
-
-
-def get_format(name: str) -> AnnotationFormat:
-    formats = _load_formats()
-    if name not in formats:
-        raise AlodError(f"unknown annotation format {name!r}; choose one of {', '.join(formats)}")
-    return formats[name]
-
-
-def format_names() -> list[str]:
-    return list(_load_formats())
-
-
-def detect_format(path: str | Path) -> AnnotationFormat:
-    """The format of ``path`` by content, or a clear error listing the formats tried."""
-    path = Path(path)
-    formats = _load_formats()
-    for fmt in formats.values():
-        try:
-            if fmt.sniff(path):
-                return fmt
-        except (OSError, ValueError):
-            continue
-    raise AlodError(f"{path}: not recognised as any annotation format ({', '.join(formats)}); "
-                    "name it with --format")

@@ -169,9 +169,9 @@ def _read_bytes(path: Path) -> tuple[bytes, str]:
 
 
 def _parse(data: bytes, file: str) -> ET.Element:
-    try:  # imported here so that a missing defusedxml costs CVAT imports only, not the format registry
-        import defusedxml
-        import defusedxml.ElementTree as SafeET
+    try:
+        import defusedxml  # why: a missing defusedxml then costs CVAT imports only, not the format registry
+        import defusedxml.ElementTree as SafeET  # why: as above
     except ImportError:
         raise AlodError("reading CVAT XML needs defusedxml (pip install -r requirements.txt)") from None
     try:

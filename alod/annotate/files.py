@@ -30,6 +30,8 @@ import os
 import posixpath
 import re
 import shutil
+import zipfile
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -379,7 +381,6 @@ def check_images_exist(task: ExportTask) -> None:
 def files_by_stem(task: ExportTask, *, what: str, suffix: str) -> dict[str, str]:
     """``{image name without extension: image name}`` for formats that write one ``<stem><suffix>``
     file per image (VOC, YOLO); refuses two images that would share one file (``what`` names it)."""
-    import posixpath
 
     stems: dict[str, str] = {}
     for im in task.images:
@@ -431,7 +432,6 @@ def read_members(path: Path, *, suffixes: tuple[str, ...], max_bytes: int, max_f
         AlodError: ``path`` does not exist, the zip cannot be read, or more than ``max_files``
             files match.
     """
-    import zipfile
 
     path = Path(path)
     if path.is_dir():
@@ -477,8 +477,6 @@ def _folder_members(root: Path, suffixes, max_bytes: int) -> list[Member]:
 
 
 def _zip_members(zf, file: str, suffixes, max_bytes: int, max_files: int) -> list[Member]:
-    import zipfile
-    import zlib
 
     out = []
     infos = [i for i in zf.infolist() if not i.is_dir() and i.filename.lower().endswith(suffixes)]

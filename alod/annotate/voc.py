@@ -43,12 +43,24 @@ or one XML file:
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+import defusedxml
+import defusedxml.ElementTree as SafeET
+
 from alod.annotate.core import AnnotationFormat, ExportTask, ImportBuilder, ImportResult
-from alod.annotate.files import (NameMatcher, check_export_names, check_images_exist, export_rows, files_by_stem,
-                                 open_image, place_image, read_members)
+from alod.annotate.files import (
+    NameMatcher,
+    check_export_names,
+    check_images_exist,
+    export_rows,
+    files_by_stem,
+    open_image,
+    place_image,
+    read_members,
+)
 from alod.utils import AlodError, atomic_write_text
 
 NAME = "voc"
@@ -134,8 +146,6 @@ def export(task: ExportTask, out_dir: str | Path, *, copy_images: bool = False) 
 
 def _parse(data: bytes) -> tuple[ET.Element | None, str | None]:
     """``(root, None)`` of a VOC file's bytes, or ``(None, why)``."""
-    import defusedxml
-    import defusedxml.ElementTree as SafeET
 
     try:
         root = SafeET.fromstring(data, forbid_dtd=True)
@@ -219,7 +229,6 @@ def read(path: str | Path, task: ExportTask) -> ImportResult:
 def sniff(path: str | Path) -> bool:
     """Whether ``path`` is a VOC XML file, or a folder or zip whose first XML file is one (a folder:
     ``Annotations/`` first, then the folder itself; reads at most 64 KiB of one file)."""
-    import zipfile
 
     path = Path(path)
     try:

@@ -48,11 +48,23 @@ and label files (Label Studio's and CVAT's YOLO exports), nothing extracted:
 from __future__ import annotations
 
 import posixpath
+import zipfile
 from pathlib import Path
 
+import yaml
+
 from alod.annotate.core import AnnotationFormat, ExportTask, ImportBuilder, ImportResult
-from alod.annotate.files import (Member, NameMatcher, check_export_names, check_images_exist, export_rows,
-                                 files_by_stem, place_image, read_members, ref_segments)
+from alod.annotate.files import (
+    Member,
+    NameMatcher,
+    check_export_names,
+    check_images_exist,
+    export_rows,
+    files_by_stem,
+    place_image,
+    read_members,
+    ref_segments,
+)
 from alod.data.yolo import CLASS_FILES, parse_class_names, parse_line, to_pixels
 from alod.utils import AlodError, atomic_write_text
 
@@ -97,7 +109,6 @@ def export(task: ExportTask, out_dir: str | Path, *, copy_images: bool = False) 
             name classes.txt cannot hold, labels outside ``1..C``, a missing image, an unwritable
             folder.
     """
-    import yaml
 
     out_dir = Path(out_dir)
     check_export_names(task.images)
@@ -215,7 +226,6 @@ def read(path: str | Path, task: ExportTask) -> ImportResult:
 def sniff(path: str | Path) -> bool:
     """Whether ``path`` is a folder or zip with a class file (at its top or one folder down) and at
     least one other ``.txt`` file."""
-    import zipfile
 
     path = Path(path)
     try:

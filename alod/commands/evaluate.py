@@ -3,7 +3,7 @@
     alod evaluate --gt det_val.json --pred preds.json --out metrics.json
     alod evaluate --gt instances_val2017.json --pred results.json --out metrics.json   # COCO
 
-No logic here: parse, call :func:`alod.file_evaluation.evaluate_files`, write, print. The
+No logic here: parse, call :func:`alod.evaluation.evaluate_files`, write, print. The
 ``--format`` choices come from the label-format registry (:mod:`alod.data.readers`).
 """
 from __future__ import annotations
@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from alod.utils import AlodError
+from alod.commands.common import Command
+from alod.data.readers import FORMAT_CHOICES
+from alod.evaluation import BOX_CONVENTIONS, evaluate_files, format_table, json_safe
+from alod.utils import AlodError, atomic_write_json
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``evaluate`` arguments to ``parser``."""
-    from alod.data.readers import FORMAT_CHOICES
-    from alod.evaluation import BOX_CONVENTIONS
-
     parser.description = (
         "Evaluate predictions against ground truth with pycocotools, the way the official BDD100K "
         "detection evaluation does (ignored classes as crowd regions, w = x2 - x1 + 1). "
@@ -40,10 +40,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write ``args.out`` atomically, print a per-class table. Raises AlodError on bad input."""
-    from alod.evaluation import json_safe
-    from alod.file_evaluation import evaluate_files, format_table
-    from alod.utils import atomic_write_json
-
     report = evaluate_files(gt=args.gt, pred=args.pred, fmt=args.fmt, box_convention=args.box_convention,
                             max_dets=args.max_dets, log=print)
     atomic_write_json(args.out, json_safe(report))
@@ -54,6 +50,12 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(report, report["classes"], c["gt_per_class"]))
     print(f"mAP50 {report['mAP50']:.4f}  mAP {report['mAP']:.4f} -> {args.out}")
     return 0
+
+
+#: The commands of this module, registered by :mod:`alod.commands`.
+ENTRIES = {
+    "evaluate": Command("mAP of predictions against ground truth (BDD100K or COCO files)", configure_parser, run),
+}
 
 
 def main(argv=None) -> int:

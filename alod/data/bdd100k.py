@@ -38,7 +38,8 @@ import json
 import math
 import os
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -49,6 +50,7 @@ from alod.data.common import (
     check_box,
     is_number,
     json_type_name,
+    problem_reporter,
     rows_to_detections,
     short_json,
 )
@@ -59,10 +61,8 @@ from alod.data.problems import (
     DUPLICATE_NAME,
     IMAGE_OUTSIDE_ROOT,
     MISSING_NAME,
-    NOTE_KINDS,
     UNKNOWN_CATEGORY,
     LabelFileError,
-    Problem,
     ProblemLog,
     image_name_problem,
     malformed_json_error,
@@ -273,114 +273,131 @@ def read_bdd100k(
         raise LabelFileError(f"unknown BDD100K layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     problems = ProblemLog(strict=True) if problems is None else problems
     file = os.fspath(path)
-    allow_poly = layout != "bdd100k"
     width, height = (int(v) for v in image_size)
+    problem = problem_reporter(problems, file)
+    acc = _Parsed()
+    for fi, frame in enumerate(iter_json_array(path)):
+        acc.n_frames += 1
+        checked = _frame_labels(fi, frame, acc.seen_names, problem)
+        if checked is None:
+            continue
+        name, labels = checked
+        acc.seen_names.add(name)
+        acc.names.append(name)
+        acc.frame_pos.append(fi)
+        start = len(acc.codes)
+        _add_labels(acc, fi, name, labels, width=width, height=height, allow_poly=layout != "bdd100k",
+                    problem=problem)
+        acc.counts.append(len(acc.codes) - start)
+    index, code_arr = _bdd_index(acc, width=width, height=height, image_root=image_root, file=file)
+    frame_index = array_to_numpy(acc.frame_pos, np.int64)
+    note_zero_area_boxes(index, frame_index=frame_index, label_pos=array_to_numpy(acc.label_pos, np.uint32),
+                         problems=problems, file=file)
+    if layout == "auto":
+        seen = {_VOCAB[c] for c in np.unique(code_arr)} | acc.poly_seen
+        layout = detect_bdd_layout(seen) or "bdd100k"
+    return ParsedLabels(index=index, frame_index=frame_index, num_frames=acc.n_frames, layout=layout)
 
-    code_of = _CODE
-    names: list[str] = []
-    seen_names: set[str] = set()
-    frame_pos = array("q")
-    counts = array("q")
+
+@dataclass
+class _Parsed:
+    """What the reader keeps while it walks the frames, in file order."""
+
+    names: list[str] = field(default_factory=list)
+    seen_names: set[str] = field(default_factory=set)
+    frame_pos: array = field(default_factory=lambda: array("q"))
+    counts: array = field(default_factory=lambda: array("q"))  # boxes per kept frame
     # x1, y1, x2, y2 per box as float64 (the index dtype: the file's doubles, exactly): 32 bytes a
     # box instead of ~130 for four Python floats in a list.
-    coords = array("d")
-    codes = array("B")
-    label_pos = array("I")  # position of each kept box in its frame's labels, for notes
-    poly_seen: set[str] = set()
-    n_frames = 0
+    coords: array = field(default_factory=lambda: array("d"))
+    codes: array = field(default_factory=lambda: array("B"))
+    label_pos: array = field(default_factory=lambda: array("I"))  # each kept box's position in its frame
+    poly_seen: set[str] = field(default_factory=set)
+    n_frames: int = 0
 
-    def problem(kind, frame, name, label, label_id, detail, skipped):
-        if kind in NOTE_KINDS:
-            problems.add(Problem(kind, file, frame, name, label, label_id, detail, "nothing", severity="note"))
-        else:
-            problems.add(Problem(kind, file, frame, name, label, label_id, detail, skipped))
 
-    for fi, frame in enumerate(iter_json_array(path)):
-        n_frames += 1
-        if type(frame) is not dict:
-            problem(BAD_RECORD, fi, None, None, None,
-                    f"frame is a JSON {json_type_name(frame)}, not an object", "frame")
-            continue
-        name = frame.get("name")
-        if not isinstance(name, str) or not name:
-            problem(MISSING_NAME, fi, None, None, None, f"frame has no image name (name={short_json(name)})", "frame")
-            continue
-        outside = image_name_problem(name)
-        if outside is not None:
-            problem(IMAGE_OUTSIDE_ROOT, fi, name, None, None, outside, "frame")
-            continue
-        if name in seen_names:
-            problem(DUPLICATE_NAME, fi, name, None, None, f"image name {name!r} appears again", "frame")
-            continue
-        labels = frame.get("labels")
-        if labels is None:  # missing or null: a frame without boxes
-            labels = ()
-        elif type(labels) is not list:
-            problem(BAD_RECORD, fi, name, None, None,
-                    f"'labels' is a JSON {json_type_name(labels)}, not a list", "frame")
-            continue
-        seen_names.add(name)
-        names.append(name)
-        frame_pos.append(fi)
-        start = len(codes)
-        for j, lab in enumerate(labels):
-            # Fast path for a well-formed label inside the image; anything unusual (missing key,
-            # wrong type, NaN, inverted box, a box sticking out, unknown or non-box category)
-            # falls to _slow_label, which says what. The chained comparisons also reject NaN
-            # (every comparison with NaN is false); a bool is a number to Python, not to JSON.
-            try:
-                b = lab["box2d"]
-                x1 = b["x1"]
-                y1 = b["y1"]
-                x2 = b["x2"]
-                y2 = b["y2"]
-                code = code_of[lab["category"]]
-                ok = (0.0 <= x1 <= x2 <= width and 0.0 <= y1 <= y2 <= height
-                      and type(x1) is not bool and type(y1) is not bool
-                      and type(x2) is not bool and type(y2) is not bool)
-            except (KeyError, TypeError):
-                ok = False
-            if ok:
-                coords.extend((x1, y1, x2, y2))
-                codes.append(code)
-                label_pos.append(j)
-            else:
-                kind, detail, box = _slow_label(lab, allow_poly=allow_poly, poly_seen=poly_seen,
-                                                width=width, height=height)
-                if kind is not None:
-                    label_id = lab.get("id") if type(lab) is dict else None
-                    problem(kind, fi, name, j, label_id, detail, "box")
-                if box is not None:  # a good box after all, or clipped (a note): never drop it
-                    coords.extend(box[:4])
-                    codes.append(box[4])
-                    label_pos.append(j)
-        counts.append(len(codes) - start)
+def _frame_labels(fi: int, frame, seen_names: set[str], problem) -> tuple[str, Sequence] | None:
+    """``(name, labels)`` of a usable frame record, or ``None`` (the problem reported)."""
+    if type(frame) is not dict:
+        problem(BAD_RECORD, fi, None, None, None, f"frame is a JSON {json_type_name(frame)}, not an object", "frame")
+        return None
+    name = frame.get("name")
+    if not isinstance(name, str) or not name:
+        problem(MISSING_NAME, fi, None, None, None, f"frame has no image name (name={short_json(name)})", "frame")
+        return None
+    outside = image_name_problem(name)
+    if outside is not None:
+        problem(IMAGE_OUTSIDE_ROOT, fi, name, None, None, outside, "frame")
+        return None
+    if name in seen_names:
+        problem(DUPLICATE_NAME, fi, name, None, None, f"image name {name!r} appears again", "frame")
+        return None
+    labels = frame.get("labels")
+    if labels is None:  # missing or null: a frame without boxes
+        return name, ()
+    if type(labels) is not list:
+        problem(BAD_RECORD, fi, name, None, None, f"'labels' is a JSON {json_type_name(labels)}, not a list", "frame")
+        return None
+    return name, labels
 
-    code_arr = array_to_numpy(codes, np.uint8)
-    boxes = array_to_numpy(coords, np.float64).reshape(-1, 4)
+
+def _add_labels(acc: _Parsed, fi: int, name: str, labels: Sequence, *, width: int, height: int, allow_poly: bool,
+                problem) -> None:
+    """Append frame ``fi``'s usable boxes to ``acc``; report the others."""
+    code_of, coords, codes, label_pos = _CODE, acc.coords, acc.codes, acc.label_pos
+    for j, lab in enumerate(labels):
+        # Fast path for a well-formed label inside the image; anything unusual (missing key,
+        # wrong type, NaN, inverted box, a box sticking out, unknown or non-box category)
+        # falls to _slow_label, which says what. The chained comparisons also reject NaN
+        # (every comparison with NaN is false); a bool is a number to Python, not to JSON.
+        try:
+            b = lab["box2d"]
+            x1 = b["x1"]
+            y1 = b["y1"]
+            x2 = b["x2"]
+            y2 = b["y2"]
+            code = code_of[lab["category"]]
+            ok = (0.0 <= x1 <= x2 <= width and 0.0 <= y1 <= y2 <= height
+                  and type(x1) is not bool and type(y1) is not bool
+                  and type(x2) is not bool and type(y2) is not bool)
+        except (KeyError, TypeError):
+            ok = False
+        if ok:
+            coords.extend((x1, y1, x2, y2))
+            codes.append(code)
+            label_pos.append(j)
+            continue
+        kind, detail, box = _slow_label(lab, allow_poly=allow_poly, poly_seen=acc.poly_seen, width=width,
+                                        height=height)
+        if kind is not None:
+            label_id = lab.get("id") if type(lab) is dict else None
+            problem(kind, fi, name, j, label_id, detail, "box")
+        if box is not None:  # a good box after all, or clipped (a note): never drop it
+            coords.extend(box[:4])
+            codes.append(box[4])
+            label_pos.append(j)
+
+
+def _bdd_index(acc: _Parsed, *, width: int, height: int, image_root, file: str) -> tuple[DetectionIndex, np.ndarray]:
+    """``(index, codes uint8[M])``: the :class:`DetectionIndex` of the kept frames, every frame
+    ``width`` x ``height`` px, and each box's vocabulary code."""
+    names = acc.names
+    code_arr = array_to_numpy(acc.codes, np.uint8)
     offsets = np.zeros(len(names) + 1, dtype=np.int64)
-    np.cumsum(array_to_numpy(counts, np.int64), out=offsets[1:])
-    frame_index = array_to_numpy(frame_pos, np.int64)
-
+    np.cumsum(array_to_numpy(acc.counts, np.int64), out=offsets[1:])
     index = DetectionIndex(
         image_root=os.fspath(image_root),
         names=np.asarray(names, dtype=str) if names else np.zeros(0, dtype="<U1"),
         widths=np.full(len(names), width, dtype=np.int32),
         heights=np.full(len(names), height, dtype=np.int32),
         offsets=offsets,
-        boxes=boxes,
+        boxes=array_to_numpy(acc.coords, np.float64).reshape(-1, 4),
         labels=_LABEL_OF_CODE[code_arr],
         ignore=_IGNORE_OF_CODE[code_arr],
         classes=BDD100K_CLASSES,
         source=file,
     )
-    note_zero_area_boxes(index, frame_index=frame_index, label_pos=array_to_numpy(label_pos, np.uint32),
-                         problems=problems, file=file)
-
-    if layout == "auto":
-        seen = {_VOCAB[c] for c in np.unique(code_arr)} | poly_seen
-        layout = detect_bdd_layout(seen) or "bdd100k"
-    return ParsedLabels(index=index, frame_index=frame_index, num_frames=n_frames, layout=layout)
+    return index, code_arr
 
 
 def _slow_label(lab, *, allow_poly: bool, poly_seen: set[str], width: int, height: int):
@@ -465,34 +482,44 @@ def read_bdd100k_predictions(
                             "predict on the ground-truth frames only (check the split)")
         if per_image[slot] is not None:
             raise AlodError(f"{where}: the frame appears more than once; put all its labels in one frame")
-        labels = frame.get("labels")
-        labels = [] if labels is None else labels
-        if type(labels) is not list:
-            raise AlodError(f"{where}: 'labels' must be a list")
-        rows = []
-        for j, lab in enumerate(labels):
-            lw = f"{where}, label {j}"
-            if type(lab) is not dict:
-                raise AlodError(f"{lw}: a label must be an object")
-            cat = lab.get("category")
-            label = label_of.get(cat) if isinstance(cat, str) else None
-            if label is None:
-                known = ", ".join(list(gt.classes) + list(NAME_MAPPING) + list(IGNORE_MAPPING))
-                raise AlodError(f"{lw}: unknown category {cat!r} (known: {known})")
-            score = lab.get("score")
-            if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-                raise AlodError(f"{lw}: a prediction needs a finite numeric 'score' (got {score!r})")
-            b = lab.get("box2d")
-            xs = [b.get(k) for k in ("x1", "y1", "x2", "y2")] if type(b) is dict else None
-            if xs is None or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                     and math.isfinite(v) for v in xs):
-                raise AlodError(f"{lw}: a prediction needs box2d with finite numeric x1, y1, x2, y2 (got {b!r})")
-            rows.append((*xs, float(score), label))
+        rows = _prediction_rows(frame.get("labels"), where=where, label_of=label_of, classes=gt.classes)
         per_image[slot] = rows
         n_dets += len(rows)
     missing = sum(r is None for r in per_image)
     counts = {"frames": n_frames, "detections": n_dets, "missing_frames": missing}
     return [rows_to_detections(r) for r in per_image], counts
+
+
+def _prediction_rows(labels, *, where: str, label_of: dict[str, int], classes) -> list[tuple]:
+    """``(x1, y1, x2, y2, score, label)`` per prediction of one frame (``where`` names it).
+
+    Raises:
+        AlodError: labels that are not a list, a label that is not an object, an unknown category,
+            no finite numeric ``score`` or ``box2d``.
+    """
+    labels = [] if labels is None else labels
+    if type(labels) is not list:
+        raise AlodError(f"{where}: 'labels' must be a list")
+    rows = []
+    for j, lab in enumerate(labels):
+        lw = f"{where}, label {j}"
+        if type(lab) is not dict:
+            raise AlodError(f"{lw}: a label must be an object")
+        cat = lab.get("category")
+        label = label_of.get(cat) if isinstance(cat, str) else None
+        if label is None:
+            known = ", ".join(list(classes) + list(NAME_MAPPING) + list(IGNORE_MAPPING))
+            raise AlodError(f"{lw}: unknown category {cat!r} (known: {known})")
+        score = lab.get("score")
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise AlodError(f"{lw}: a prediction needs a finite numeric 'score' (got {score!r})")
+        b = lab.get("box2d")
+        xs = [b.get(k) for k in ("x1", "y1", "x2", "y2")] if type(b) is dict else None
+        if xs is None or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                 and math.isfinite(v) for v in xs):
+            raise AlodError(f"{lw}: a prediction needs box2d with finite numeric x1, y1, x2, y2 (got {b!r})")
+        rows.append((*xs, float(score), label))
+    return rows
 
 
 # ----------------------------------------------------------------------------- registry entries

@@ -25,6 +25,7 @@ import math
 import os
 from array import array
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,6 +36,7 @@ from alod.data.common import (
     check_box,
     is_number,
     json_type_name,
+    problem_reporter,
     rows_to_detections,
     short_json,
 )
@@ -47,11 +49,9 @@ from alod.data.problems import (
     INVERTED_BOX,
     MISSING_NAME,
     NON_FINITE,
-    NOTE_KINDS,
     UNKNOWN_CATEGORY,
     UNKNOWN_IMAGE_ID,
     LabelFileError,
-    Problem,
     ProblemLog,
     image_name_problem,
     load_json_file,
@@ -103,7 +103,8 @@ def read_coco(
     image_root: str | os.PathLike = "",
     problems: ProblemLog | None = None,
 ) -> ParsedLabels:
-    """Parse a COCO instances file.
+    """Parse a COCO instances file: its images (:func:`_coco_frames`), its annotations
+    (:func:`_coco_boxes`), then the index (:func:`_coco_index`).
 
     Args:
         path: e.g. ``instances_val2017.json``.
@@ -121,23 +122,47 @@ def read_coco(
     data = _check_top_level(path, load_json_file(path))
     categories = data["categories"]
     label_of = coco_label_map(categories, file=file)
-    classes = coco_classes(categories)
+    problem = problem_reporter(problems, file)
+    frames = _coco_frames(data["images"], problem)
+    boxes = _coco_boxes(data["annotations"], frames, label_of, problem)
+    index, order = _coco_index(frames, boxes, classes=coco_classes(categories), image_root=image_root, file=file)
+    note_zero_area_boxes(index, frame_index=frames.frame_index, label_pos=array_to_numpy(boxes.ann_pos, np.int64)[order],
+                         label_ids=[boxes.ann_ids[i] for i in order.tolist()] if len(order) else [],
+                         problems=problems, file=file)
+    return ParsedLabels(index=index, frame_index=frames.frame_index, num_frames=len(data["images"]), layout="coco")
 
-    def problem(kind, frame, name, label, label_id, detail, skipped):
-        if kind in NOTE_KINDS:
-            problems.add(Problem(kind, file, frame, name, label, label_id, detail, "nothing", severity="note"))
-        else:
-            problems.add(Problem(kind, file, frame, name, label, label_id, detail, skipped))
 
-    # ---- images: which records make a usable frame
+@dataclass
+class _Frames:
+    """The image records that make usable frames, in file order."""
+
+    names: list[str]
+    widths: array  # of int
+    heights: array  # of int
+    frame_index: np.ndarray  # int64[n]: position of each frame in ``images``
+    slot_of: dict  # image id -> position in the index
+    skipped_ids: set  # ids of image records dropped (their annotations go with them)
+
+
+@dataclass
+class _Boxes:
+    """The annotations kept, in file order: image slot, corners, label, crowd flag, position, id."""
+
+    slots: array
+    coords: array  # of float, 4 per box: x1, y1, x2, y2
+    labels: array
+    crowd: array
+    ann_pos: array
+    ann_ids: list
+
+
+def _coco_frames(images: list, problem) -> _Frames:
+    """Check every image record; the usable ones become frames (others reported to ``problem``)."""
     names: list[str] = []
-    widths = array("l")
-    heights = array("l")
-    frame_pos = array("q")
-    slot_of: dict = {}  # image id -> position in the index
-    skipped_ids: set = set()  # ids of image records dropped (their annotations go with them)
+    widths, heights, frame_pos = array("l"), array("l"), array("q")
+    slot_of: dict = {}
+    skipped_ids: set = set()
     seen_names: set[str] = set()
-    images = data["images"]
     for fi, im in enumerate(images):
         if type(im) is not dict:
             problem(BAD_RECORD, fi, None, None, None,
@@ -154,45 +179,42 @@ def read_coco(
             problem(BAD_RECORD, fi, name, None, None,
                     f"image id {iid!r} appears again; its annotations stay with the first record", "frame")
             continue
-        if name is None:
+        bad = _image_problem(im, iid, name, seen_names)
+        if bad is not None:
             skipped_ids.add(iid)
-            problem(MISSING_NAME, fi, None, None, None,
-                    f"image id {iid!r} has no file_name (file_name={short_json(im.get('file_name'))})", "frame")
-            continue
-        outside = image_name_problem(name)
-        if outside is not None:
-            skipped_ids.add(iid)
-            problem(IMAGE_OUTSIDE_ROOT, fi, name, None, None, f"file_name: {outside}", "frame")
-            continue
-        if name in seen_names:
-            skipped_ids.add(iid)
-            problem(DUPLICATE_NAME, fi, name, None, None,
-                    f"file_name {name!r} appears again (image id {iid!r})", "frame")
-            continue
-        w, h = im.get("width"), im.get("height")
-        if not (_positive_int(w) and _positive_int(h)):
-            skipped_ids.add(iid)
-            problem(BAD_RECORD, fi, name, None, None,
-                    f"image needs integer width and height in 1..{MAX_SIDE} "
-                    f"(width={short_json(w)}, height={short_json(h)})",
-                    "frame")
+            problem(bad[0], fi, bad[1], None, None, bad[2], "frame")
             continue
         slot_of[iid] = len(names)
         seen_names.add(name)
         names.append(name)
-        widths.append(int(w))
-        heights.append(int(h))
+        widths.append(int(im["width"]))
+        heights.append(int(im["height"]))
         frame_pos.append(fi)
-    frame_index = array_to_numpy(frame_pos, np.int64)
+    return _Frames(names, widths, heights, array_to_numpy(frame_pos, np.int64), slot_of, skipped_ids)
 
-    # ---- annotations
-    slots = array("q")
-    coords = array("d")
-    labels = array("q")
-    crowd = array("B")
-    ann_pos = array("q")
-    ann_ids: list = []
-    for k, a in enumerate(data["annotations"]):
+
+def _image_problem(im: dict, iid, name: str | None, seen_names: set) -> tuple | None:
+    """``(kind, name, detail)`` when an image record with a usable id cannot be a frame, else ``None``."""
+    if name is None:
+        return MISSING_NAME, None, f"image id {iid!r} has no file_name (file_name={short_json(im.get('file_name'))})"
+    outside = image_name_problem(name)
+    if outside is not None:
+        return IMAGE_OUTSIDE_ROOT, name, f"file_name: {outside}"
+    if name in seen_names:
+        return DUPLICATE_NAME, name, f"file_name {name!r} appears again (image id {iid!r})"
+    w, h = im.get("width"), im.get("height")
+    if not (_positive_int(w) and _positive_int(h)):
+        return (BAD_RECORD, name, f"image needs integer width and height in 1..{MAX_SIDE} "
+                                  f"(width={short_json(w)}, height={short_json(h)})")
+    return None
+
+
+def _coco_boxes(annotations: list, frames: _Frames, label_of: dict, problem) -> _Boxes:
+    """Every annotation of a kept frame: a fast path for good boxes, :func:`_classify_annotation`
+    for the rest (reported; a box that sticks out a little is clipped, with a note)."""
+    out = _Boxes(array("q"), array("d"), array("q"), array("B"), array("q"), [])
+    slot_of, widths, heights = frames.slot_of, frames.widths, frames.heights
+    for k, a in enumerate(annotations):
         try:
             iid = a["image_id"]
             cid = a["category_id"]
@@ -210,50 +232,58 @@ def read_coco(
         except (KeyError, TypeError, ValueError, OverflowError):
             ok = False
         if not ok:
-            bad = _classify_annotation(a, slot_of, skipped_ids, label_of, widths, heights)
-            if bad is None:  # belongs to a skipped image: reported with that image
+            box = _slow_path(k, a, frames, label_of, problem)
+            if box is None:
                 continue
-            kind, detail, box = bad
-            if kind is not None:
-                iid = a.get("image_id") if type(a) is dict else None
-                slot = slot_of.get(iid) if _hashable(iid) and type(iid) is not bool else None
-                fi = None if slot is None else int(frame_index[slot])
-                nm = None if slot is None else names[slot]
-                problem(kind, fi, nm, k, a.get("id") if type(a) is dict else None, detail, "box")
-                if box is None:
-                    continue
-            # a good box after all, or clipped (a note): never drop it
             slot = slot_of[a["image_id"]]
             label = label_of[a["category_id"]]
             x, y, x2, y2 = box
-        slots.append(slot)
-        coords.extend((x, y, x2, y2))
-        labels.append(label)
-        crowd.append(1 if a.get("iscrowd") else 0)
-        ann_pos.append(k)
-        ann_ids.append(a.get("id"))
+        out.slots.append(slot)
+        out.coords.extend((x, y, x2, y2))
+        out.labels.append(label)
+        out.crowd.append(1 if a.get("iscrowd") else 0)
+        out.ann_pos.append(k)
+        out.ann_ids.append(a.get("id"))
+    return out
 
-    # Group boxes by image, keeping annotation order within an image (stable sort).
-    slot_arr = array_to_numpy(slots, np.int64)
+
+def _slow_path(k: int, a, frames: _Frames, label_of: dict, problem) -> tuple | None:
+    """The corners of annotation ``k`` the fast path rejected (a good or clipped box: never
+    dropped), or ``None`` when it is dropped (reported, or it belongs to a skipped image)."""
+    bad = _classify_annotation(a, frames.slot_of, frames.skipped_ids, label_of, frames.widths, frames.heights)
+    if bad is None:  # belongs to a skipped image: reported with that image
+        return None
+    kind, detail, box = bad
+    if kind is not None:
+        iid = a.get("image_id") if type(a) is dict else None
+        slot = frames.slot_of.get(iid) if _hashable(iid) and type(iid) is not bool else None
+        fi = None if slot is None else int(frames.frame_index[slot])
+        nm = None if slot is None else frames.names[slot]
+        problem(kind, fi, nm, k, a.get("id") if type(a) is dict else None, detail, "box")
+    return box
+
+
+def _coco_index(frames: _Frames, boxes: _Boxes, *, classes: tuple[str, ...], image_root, file: str):
+    """``(index, order)``: the :class:`DetectionIndex` with boxes grouped by image (annotation order
+    kept within an image: a stable sort), and that sort's order over the kept annotations."""
+    names = frames.names
+    slot_arr = array_to_numpy(boxes.slots, np.int64)
     order = np.argsort(slot_arr, kind="stable")
     offsets = np.zeros(len(names) + 1, dtype=np.int64)
     np.cumsum(np.bincount(slot_arr, minlength=len(names)), out=offsets[1:])
     index = DetectionIndex(
         image_root=os.fspath(image_root),
         names=np.asarray(names, dtype=str) if names else np.zeros(0, dtype="<U1"),
-        widths=array_to_numpy(widths, np.int64).astype(np.int32),
-        heights=array_to_numpy(heights, np.int64).astype(np.int32),
+        widths=array_to_numpy(frames.widths, np.int64).astype(np.int32),
+        heights=array_to_numpy(frames.heights, np.int64).astype(np.int32),
         offsets=offsets,
-        boxes=array_to_numpy(coords, np.float64).reshape(-1, 4)[order],
-        labels=array_to_numpy(labels, np.int64)[order],
-        ignore=array_to_numpy(crowd, np.uint8)[order].astype(bool),
+        boxes=array_to_numpy(boxes.coords, np.float64).reshape(-1, 4)[order],
+        labels=array_to_numpy(boxes.labels, np.int64)[order],
+        ignore=array_to_numpy(boxes.crowd, np.uint8)[order].astype(bool),
         classes=classes,
         source=file,
     )
-    note_zero_area_boxes(index, frame_index=frame_index, label_pos=array_to_numpy(ann_pos, np.int64)[order],
-                         label_ids=[ann_ids[i] for i in order.tolist()] if len(order) else [],
-                         problems=problems, file=file)
-    return ParsedLabels(index=index, frame_index=frame_index, num_frames=len(images), layout="coco")
+    return index, order
 
 
 def _classify_annotation(a, slot_of, skipped_ids, label_of, widths, heights):

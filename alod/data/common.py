@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from alod.data.index import DetectionIndex
-from alod.data.problems import BOX_CLIPPED, BOX_OUTSIDE_IMAGE, INVERTED_BOX, NON_FINITE
+from alod.data.problems import BOX_CLIPPED, BOX_OUTSIDE_IMAGE, INVERTED_BOX, NON_FINITE, NOTE_KINDS, Problem, ProblemLog
 from alod.utils import AlodError
 
 #: The file name endings taken for images when a folder is listed (``data.kind: folder``, the YOLO
@@ -30,6 +31,19 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 #: farther out was drawn for another image size (a wrong ``data.image_size``) or is garbage.
 BOX_SLACK_PX = 2.0
 BOX_SLACK_FRACTION = 0.01
+
+
+def problem_reporter(problems: ProblemLog, file: str):
+    """``problem(kind, frame, name, label, label_id, detail, skipped)``: adds one :class:`Problem`
+    about ``file`` to ``problems`` (a note kind as a note that skips nothing). The readers' one way
+    to report a record."""
+    def problem(kind, frame, name, label, label_id, detail, skipped):
+        if kind in NOTE_KINDS:
+            problems.add(Problem(kind, file, frame, name, label, label_id, detail, "nothing", severity="note"))
+        else:
+            problems.add(Problem(kind, file, frame, name, label, label_id, detail, skipped))
+
+    return problem
 
 
 def box_slack(side: float) -> float:
@@ -224,7 +238,6 @@ def image_header_size(path: str | os.PathLike) -> tuple[tuple[int, int] | None, 
     PIL opens lazily: only the header is read, nothing is decoded (a fraction of a millisecond per
     file), so sizes for a whole folder are cheap.
     """
-    from PIL import Image
 
     p = os.fspath(path)
     try:

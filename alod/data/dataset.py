@@ -72,7 +72,7 @@ def _torchvision_decode_jpeg():
     """torchvision's ``decode_jpeg`` (or ``None`` where it is gone: torchvision 0.29 deprecates its image
     codecs in favour of TorchCodec, which needs FFmpeg; PIL then decodes everything)."""
     try:
-        from torchvision.io import ImageReadMode, decode_jpeg
+        from torchvision.io import ImageReadMode, decode_jpeg  # why: may be gone in later torchvision releases
     except ImportError:  # pragma: no cover - depends on the installed torchvision
         return None
     return lambda data: decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)

@@ -21,6 +21,7 @@ Conventions (shared by readers, datasets, evaluation and scoring):
 """
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from alod.data.problems import image_name_problem
-from alod.utils import AlodError, sha256_strings
+from alod.utils import AlodError, atomic_write_bytes, sha256_strings
 
 INDEX_FORMAT = "alod.index/1"
 
@@ -183,10 +184,6 @@ class DetectionIndex:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
         """Write an ``.npz`` atomically (see :func:`alod.utils.atomic_write_bytes`)."""
-        import io
-
-        from alod.utils import atomic_write_bytes
-
         buf = io.BytesIO()
         np.savez(
             buf,

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from alod.data.common import LabelFormat, ParsedLabels
 from alod.data.index import DetectionIndex
@@ -153,6 +154,28 @@ def load_index(
             ``strict``.
     """
     labels_path = Path(labels)
+    _check_inputs(labels_path, fmt=fmt, image_root=image_root, verify_images=verify_images)
+    entry = _format_entry(labels_path, fmt, classes, image_root)
+    image_size = (int(image_size[0]), int(image_size[1]))
+    problems = ProblemLog(strict=strict)
+    parsed = _cached_or_parsed(labels, entry, fmt=fmt, image_root=image_root, image_size=image_size, strict=strict,
+                               classes=classes, cache_dir=cache_dir, problems=problems, log=log)
+    index = parsed.index
+    if image_root is not None:
+        index = _check_images(parsed, verify=verify_images, problems=problems, file=os.fspath(labels),
+                              follow_symlinks=follow_symlinks, cache_dir=cache_dir, progress=progress, log=log)
+    log(
+        f"{labels}: {len(index)} images, {index.num_boxes} boxes "
+        f"({int(index.ignore.sum())} ignored regions), layout {parsed.layout}"
+    )
+    problems.report(source=os.fspath(labels), log=log, problems_path=problems_path)
+    if problems_path is not None:
+        problems.write_jsonl(problems_path)
+    return index
+
+
+def _check_inputs(labels_path: Path, *, fmt: str, image_root, verify_images: bool) -> None:
+    """Refuse an unknown format, a missing label file or image folder, and verification without images."""
     check_format_choice(fmt)
     if not labels_path.exists():
         raise AlodError(f"label file {labels_path} does not exist; check the labels path in the config")
@@ -162,12 +185,14 @@ def load_index(
         )
     if verify_images and image_root is None:
         raise AlodError("verify_images=True needs an image_root to find the images")
-    entry = _format_entry(labels_path, fmt, classes, image_root)
-    image_size = (int(image_size[0]), int(image_size[1]))
-    problems = ProblemLog(strict=strict)
 
-    parsed: ParsedLabels | None = None
-    cache_npz = None
+
+def _cached_or_parsed(labels, entry, *, fmt: str, image_root, image_size: tuple[int, int], strict: bool,
+                      classes, cache_dir, problems: ProblemLog, log) -> ParsedLabels:
+    """The parse of ``labels`` from the index cache when it holds it (its problems replayed into
+    ``problems``), else parsed now and cached."""
+    labels_path = Path(labels)
+    cache_npz = key = None
     if cache_dir is not None:
         key = index_cache_key(labels=labels_path, fmt=fmt, image_root=image_root, image_size=image_size, strict=strict,
                               classes=classes, fingerprint=_fingerprint(entry, image_root))
@@ -178,33 +203,17 @@ def load_index(
             # The cache stores what the parse found; replay it so reporting is identical.
             for p in parse_problems:
                 problems.add(dataclasses.replace(p, file=os.fspath(labels)))
-            parsed = dataclasses.replace(
-                parsed,
-                index=dataclasses.replace(
-                    parsed.index, source=os.fspath(labels), image_root=_root_str(image_root)
-                ),
-            )
             log(f"{labels}: loaded cached index {cache_npz}")
-    if parsed is None:
-        # The path as the caller spelled it becomes index.source, on fresh and cached loads alike.
-        parsed = _parse(labels, entry, fmt=fmt, image_root=image_root, image_size=image_size, classes=classes,
-                        problems=problems)
-        if cache_npz is not None:
-            _write_cache(cache_npz, key=key, parsed=parsed, problems=problems.problems, log=log)
-
-    index = parsed.index
-    if image_root is not None:
-        index = _check_images(parsed, verify=verify_images, problems=problems, file=os.fspath(labels),
-                              follow_symlinks=follow_symlinks, cache_dir=cache_dir, progress=progress, log=log)
-
-    log(
-        f"{labels}: {len(index)} images, {index.num_boxes} boxes "
-        f"({int(index.ignore.sum())} ignored regions), layout {parsed.layout}"
-    )
-    problems.report(source=os.fspath(labels), log=log, problems_path=problems_path)
-    if problems_path is not None:
-        problems.write_jsonl(problems_path)
-    return index
+            return dataclasses.replace(
+                parsed,
+                index=dataclasses.replace(parsed.index, source=os.fspath(labels), image_root=_root_str(image_root)),
+            )
+    # The path as the caller spelled it becomes index.source, on fresh and cached loads alike.
+    parsed = _parse(labels, entry, fmt=fmt, image_root=image_root, image_size=image_size, classes=classes,
+                    problems=problems)
+    if cache_npz is not None:
+        _write_cache(cache_npz, key=key, parsed=parsed, problems=problems.problems, log=log)
+    return parsed
 
 
 # ----------------------------------------------------------------------------- internals
@@ -284,8 +293,6 @@ def _verify_images(to_decode, *, root: str, cache_dir, strict: bool, progress, l
     """Decode the images of ``to_decode`` (``(i, name, path, [size, mtime_ns])``) that were not
     already checked at their current size and mtime, in threads; ``{i: what is wrong}`` for those
     that do not decode. With ``strict``, stop at the first failure (the caller raises on it)."""
-    from tqdm.auto import tqdm
-
     cache_path = None
     known: dict[str, list] = {}
     abs_root = os.path.abspath(root)

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+from PIL import Image
 
 from alod.utils import AlodError, atomic_write_text
 
@@ -400,8 +401,6 @@ def decode_check(path: str | os.PathLike) -> str | None:
     only warns about (a damaged block in the middle) passes either way. Other formats are decoded
     fully.
     """
-    from PIL import Image
-
     p = os.fspath(path)
     try:
         with Image.open(p) as im:

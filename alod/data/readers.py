@@ -2,7 +2,7 @@
 
 :data:`LABEL_FORMATS` maps a name to its :class:`LabelFormat` entry (reader, file sniffing,
 prediction reader for ``alod evaluate``, default box convention).
-:func:`alod.data.loading.load_index` and :func:`alod.file_evaluation.evaluate_files` go through it
+:func:`alod.data.loading.load_index` and :func:`alod.evaluation.evaluate_files` go through it
 and nothing else, so no code outside a format's own module branches on a format name.
 
 ``"auto"`` is not a format: :func:`detect_format` asks each entry's ``sniff`` in registry order
@@ -27,7 +27,7 @@ Adding a label format
    ``needs_images``, as :mod:`alod.data.yolo` does. ``load_index`` checks
    image names again before it touches an image, so a reader that forgets cannot open files
    outside the image folder.
-2. One line in :data:`LABEL_FORMATS` below: ``"yolo": YOLO_FORMAT,``. ``data.format: yolo``,
+2. One entry in the tuple registered into :data:`LABEL_FORMATS` below: ``YOLO_FORMAT``. ``data.format: yolo``,
    ``load_index(fmt="yolo")`` and ``alod evaluate --format yolo`` then accept it.
 3. Its tests in ``tests/data/test_yolo.py`` (``tests/data/test_readers.py`` shows a toy format
    registered end to end). Bump :data:`alod.data.loading.READER_VERSION` when an existing reader's
@@ -43,7 +43,7 @@ from alod.data.common import LabelFormat, ParsedLabels
 from alod.data.problems import LabelFileError
 from alod.data.voc import VOC_FORMAT
 from alod.data.yolo import YOLO_FORMAT
-from alod.utils import AlodError
+from alod.utils import AlodError, Registry
 
 __all__ = [
     "FORMAT_CHOICES",
@@ -58,13 +58,9 @@ __all__ = [
 ]
 
 #: name -> entry. Order matters for ``auto``: the first entry whose ``sniff`` accepts a file wins.
-LABEL_FORMATS: dict[str, LabelFormat] = {
-    "bdd100k": BDD100K_FORMAT,
-    "bdd100k_2018": BDD100K_2018_FORMAT,
-    "coco": COCO_FORMAT,
-    "voc": VOC_FORMAT,
-    "yolo": YOLO_FORMAT,
-}
+LABEL_FORMATS: Registry[LabelFormat] = Registry("label format")
+for _entry in (BDD100K_FORMAT, BDD100K_2018_FORMAT, COCO_FORMAT, VOC_FORMAT, YOLO_FORMAT):
+    LABEL_FORMATS.register(_entry.name, _entry)
 
 #: What ``data.format`` / ``--format`` accept (for argparse choices). Code that must see formats
 #: registered later (tests) calls :func:`format_choices` instead.
@@ -85,10 +81,7 @@ def get_label_format(name: str) -> LabelFormat:
     Raises:
         AlodError: ``name`` is not registered; the message lists the registered names.
     """
-    entry = LABEL_FORMATS.get(name) if isinstance(name, str) else None
-    if entry is None:
-        raise AlodError(f"unknown label format {name!r}; choose one of {', '.join(LABEL_FORMATS)}")
-    return entry
+    return LABEL_FORMATS.get(name)
 
 
 def check_format_choice(fmt: str) -> None:

@@ -44,10 +44,10 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from alod.config import DataConfig
 from alod.data.common import IMAGE_EXTENSIONS, image_header_size, list_image_names  # noqa: F401 (IMAGE_EXTENSIONS: re-exported)
 from alod.data.index import DetectionIndex
 from alod.data.loading import load_index
@@ -60,12 +60,9 @@ from alod.data.problems import (
     stat_image_file,
 )
 from alod.data.readers import format_choices, get_label_format
-from alod.utils import AlodError, atomic_write_json
+from alod.data.synthetic import generate_dataset, is_generated
+from alod.utils import AlodError, Registry, atomic_write_json
 
-if TYPE_CHECKING:
-    # Annotations only: alod.config calls check_data_config, so importing it here at run time
-    # would make the two modules import each other.
-    from alod.config import DataConfig
 
 SPLITS = ("train", "val")
 
@@ -93,7 +90,7 @@ class DataKind:
             ``None``: ``data.format`` decides.
         image_size: ``(width, height)`` px given to frames whose label file carries no sizes,
             from the config section.
-        generated: the data is generated into ``data.root`` by :func:`ensure_synthetic`.
+        generated: the data is generated into ``data.root`` by :func:`ensure_dataset`.
         missing_labels_hint: what to tell the user when a split's label file is not there.
         labeled: the training split has labels. ``False`` (``folder``): the training split is the
             image folder's listing (:func:`list_image_folder`, no boxes, classes from
@@ -116,23 +113,25 @@ class DataKind:
 
 
 #: ``data.kind`` -> its description. One line per kind.
-DATA_KINDS: dict[str, DataKind] = {
-    "synthetic": DataKind("synthetic", "labels/det_20/det_{split}.json", "images/100k/{split}", "bdd100k",
+DATA_KINDS: Registry[DataKind] = Registry("data kind")
+for _kind in (
+    DataKind("synthetic", "labels/det_20/det_{split}.json", "images/100k/{split}", "bdd100k",
                           _synthetic_image_size, generated=True),
-    "bdd100k": DataKind("bdd100k", "labels/det_20/det_{split}.json", "images/100k/{split}", None,
+    DataKind("bdd100k", "labels/det_20/det_{split}.json", "images/100k/{split}", None,
                         _config_image_size, missing_labels_hint="see the README section on laying out BDD100K"),
-    "coco": DataKind("coco", None, None, None, _config_image_size),
-    "folder": DataKind("folder", None, "images/{split}", None, _config_image_size, labeled=False,
+    DataKind("coco", None, None, None, _config_image_size),
+    DataKind("folder", None, "images/{split}", None, _config_image_size, labeled=False,
                        missing_labels_hint="data.kind=folder evaluates on a labeled val split: set "
                                            "data.val_labels to its label file"),
-    "voc": DataKind("voc", "ImageSets/Main/{split}.txt", "JPEGImages", "voc", _config_image_size,
+    DataKind("voc", "ImageSets/Main/{split}.txt", "JPEGImages", "voc", _config_image_size,
                     optional_classes=True,
                     missing_labels_hint="data.kind=voc reads data.train_labels / data.val_labels: an "
                                         "ImageSets/Main list (default under data.root) or a folder of VOC XML files"),
-    "yolo": DataKind("yolo", "labels/{split}", "images/{split}", "yolo", _config_image_size, optional_classes=True,
-                     missing_labels_hint="data.kind=yolo reads data.train_labels / data.val_labels: a folder of "
-                                         "<image stem>.txt files (default <data.root>/labels/{train,val})"),
-}
+    DataKind("yolo", "labels/{split}", "images/{split}", "yolo", _config_image_size, optional_classes=True,
+             missing_labels_hint="data.kind=yolo reads data.train_labels / data.val_labels: a folder of "
+                                 "<image stem>.txt files (default <data.root>/labels/{train,val})"),
+):
+    DATA_KINDS.register(_kind.name, _kind)
 
 #: Bump when the folder listing changes for the same files, so that old caches are not reused.
 FOLDER_INDEX_VERSION = "alod.folder-index/1"
@@ -140,14 +139,13 @@ FOLDER_INDEX_VERSION = "alod.folder-index/1"
 
 def get_data_kind(name: str) -> DataKind:
     """The :class:`DataKind` registered as ``name``; :class:`AlodError` listing the valid ones."""
-    kind = DATA_KINDS.get(name) if isinstance(name, str) else None
-    if kind is None:
+    if name not in DATA_KINDS:  # the message lists the kinds in registration order (tests pin it)
         raise AlodError(f"data.kind must be one of {', '.join(DATA_KINDS)} (got {name!r})")
-    return kind
+    return DATA_KINDS.get(name)
 
 
 def check_data_config(cfg: DataConfig) -> None:
-    """Check the ``data:`` section before anything runs (called by config validation).
+    """Check the ``data:`` section before anything runs (called by :func:`alod.stages.setup.check_config`).
 
     Raises:
         AlodError: one line for an unknown ``kind`` or ``format`` (listing the valid values), or a
@@ -221,15 +219,21 @@ def _split_paths(cfg: DataConfig, split: str, kind: DataKind) -> tuple[Path | No
     return Path(labels), Path(images)
 
 
-def ensure_synthetic(cfg: DataConfig, *, progress: bool = True) -> None:
-    """Generate the built-in dataset if ``cfg.kind`` is a generated kind (``synthetic``) and it is
-    not there yet; otherwise do nothing. Call it in the main process before :func:`load_split`."""
-    kind = DATA_KINDS.get(cfg.kind) if isinstance(cfg.kind, str) else None
+def ensure_dataset(cfg: DataConfig, *, progress: bool = True, log: Callable[[str], object] = print) -> None:
+    """Generate the built-in dataset when ``cfg.kind`` is a generated kind (``synthetic``) and
+    ``cfg.root`` does not hold it yet (saying so through ``log``); otherwise do nothing.
+
+    An explicit step: the stage entry points call it (main process) before loading a split with
+    :func:`load_split`; nothing else generates data.
+    """
+    kind = DATA_KINDS[cfg.kind] if cfg.kind in DATA_KINDS else None
     if kind is None or not kind.generated:
         return
-    from alod.data.synthetic import generate_dataset
-
-    generate_dataset(cfg.root, cfg.synthetic, progress=progress)
+    spec = dataclasses.asdict(cfg.synthetic)
+    if not is_generated(cfg.root, **spec):
+        log(f"data: generating the built-in dataset into {cfg.root} ({spec['num_train']} training and "
+            f"{spec['num_val']} validation scenes of {spec['width']}x{spec['height']} px)")
+    generate_dataset(cfg.root, **spec, progress=progress)
 
 
 def load_split(
@@ -240,7 +244,7 @@ def load_split(
     problems_path: Path | None = None,
     log: Callable[[str], object] = print,
 ) -> DetectionIndex:
-    """The index of ``split`` ("train" or "val"). Call :func:`ensure_synthetic` first (main process).
+    """The index of ``split`` ("train" or "val"). Call :func:`ensure_dataset` first (main process).
 
     Args:
         cfg: the ``data:`` section.
@@ -375,9 +379,30 @@ def list_image_folder(
                         "data.train_images (default <data.root>/images/train)")
     file = os.fspath(root)
     problems = ProblemLog(strict=strict)
-    listing: list[tuple[int, str, str, list[int]]] = []  # (position, name, path, [size, mtime_ns])
-    for pos, name in enumerate(list_image_names(root_path)):
-        path, why = confine_image_name(root_path, name)
+    listing = _folder_listing(root_path, file=file, problems=problems)
+    key = hashlib.sha256(json.dumps({
+        "version": FOLDER_INDEX_VERSION, "root": os.path.abspath(root), "classes": list(classes),
+        "strict": bool(strict), "files": [[name, *stamp] for _, name, _, stamp in listing],
+    }, sort_keys=True).encode()).hexdigest()
+    npz = Path(cache_dir) / f"folder-{key[:16]}.npz" if cache_dir is not None else None
+    index = _read_folder_cache(npz, key, problems, log) if npz is not None else None
+    if index is None:
+        index = _folder_index(root, listing, classes=classes, file=file, problems=problems, npz=npz, key=key, log=log)
+    else:
+        index = dataclasses.replace(index, image_root=os.fspath(root), source=file)
+    log(f"{file}: {len(index)} images without labels (data.kind=folder), classes {list(classes)}")
+    problems.report(source=file, log=log, problems_path=problems_path)
+    if problems_path is not None:
+        problems.write_jsonl(problems_path)
+    return index
+
+
+def _folder_listing(root: Path, *, file: str, problems: ProblemLog) -> list[tuple[int, str, str, list[int]]]:
+    """``(position, name, path, [size, mtime_ns])`` of every usable image file under ``root``; names
+    that leave the folder and unusable files are reported to ``problems``."""
+    listing = []
+    for pos, name in enumerate(list_image_names(root)):
+        path, why = confine_image_name(root, name)
         if why is not None:
             problems.add(Problem(IMAGE_OUTSIDE_ROOT, file, pos, name, None, None, why, "frame"))
             continue
@@ -386,45 +411,38 @@ def list_image_folder(
             problems.add(Problem(problem[0], file, pos, name, None, None, problem[1], "frame"))
             continue
         listing.append((pos, name, os.fspath(path), [int(st.st_size), int(st.st_mtime_ns)]))
+    return listing
 
-    key = hashlib.sha256(json.dumps({
-        "version": FOLDER_INDEX_VERSION, "root": os.path.abspath(root), "classes": list(classes),
-        "strict": bool(strict), "files": [[name, *stamp] for _, name, _, stamp in listing],
-    }, sort_keys=True).encode()).hexdigest()
-    npz = Path(cache_dir) / f"folder-{key[:16]}.npz" if cache_dir is not None else None
-    index = _read_folder_cache(npz, key, problems, log) if npz is not None else None
-    if index is None:
-        header_problems: list[Problem] = []
-        names, widths, heights = [], [], []
-        for pos, name, path, _ in listing:
-            size, why = image_header_size(path)
-            if why is not None:
-                p = Problem(UNREADABLE_IMAGE, file, pos, name, None, None, why, "frame")
-                problems.add(p)  # raises when strict
-                header_problems.append(p)
-                continue
-            names.append(name)
-            widths.append(size[0])
-            heights.append(size[1])
-        n = len(names)
-        index = DetectionIndex.from_lists(
-            image_root=root, names=names, widths=widths, heights=heights,
-            boxes_per_image=[np.zeros((0, 4))] * n, labels_per_image=[np.zeros(0, dtype=np.int64)] * n,
-            classes=tuple(classes), source=file)
-        if npz is not None:
-            try:
-                atomic_write_json(npz.with_suffix(".json"), {
-                    "format": FOLDER_INDEX_VERSION, "key": key,
-                    "problems": [p.to_json() for p in header_problems]}, indent=None)
-                index.save(npz)
-            except OSError as e:  # a read-only or full cache folder must not stop the run
-                log(f"warning: could not write the index cache {npz} ({e}); continuing without it")
-    else:
-        index = dataclasses.replace(index, image_root=os.fspath(root), source=file)
-    log(f"{file}: {len(index)} images without labels (data.kind=folder), classes {list(classes)}")
-    problems.report(source=file, log=log, problems_path=problems_path)
-    if problems_path is not None:
-        problems.write_jsonl(problems_path)
+
+def _folder_index(root, listing: list, *, classes: tuple[str, ...], file: str, problems: ProblemLog,
+                  npz: Path | None, key: str, log) -> DetectionIndex:
+    """Read every listed image's size from its header (unreadable ones reported) into an index
+    without boxes, and cache it in ``npz`` (with the header problems) when given."""
+    header_problems: list[Problem] = []
+    names, widths, heights = [], [], []
+    for pos, name, path, _ in listing:
+        size, why = image_header_size(path)
+        if why is not None:
+            p = Problem(UNREADABLE_IMAGE, file, pos, name, None, None, why, "frame")
+            problems.add(p)  # raises when strict
+            header_problems.append(p)
+            continue
+        names.append(name)
+        widths.append(size[0])
+        heights.append(size[1])
+    n = len(names)
+    index = DetectionIndex.from_lists(
+        image_root=root, names=names, widths=widths, heights=heights,
+        boxes_per_image=[np.zeros((0, 4))] * n, labels_per_image=[np.zeros(0, dtype=np.int64)] * n,
+        classes=tuple(classes), source=file)
+    if npz is not None:
+        try:
+            atomic_write_json(npz.with_suffix(".json"), {
+                "format": FOLDER_INDEX_VERSION, "key": key,
+                "problems": [p.to_json() for p in header_problems]}, indent=None)
+            index.save(npz)
+        except OSError as e:  # a read-only or full cache folder must not stop the run
+            log(f"warning: could not write the index cache {npz} ({e}); continuing without it")
     return index
 
 

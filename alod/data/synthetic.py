@@ -25,14 +25,14 @@ so the files depend only on (seed, split, index, size) and not on the order of g
 """
 from __future__ import annotations
 
+import io
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from tqdm import tqdm
 
-from alod.config import SyntheticConfig
 from alod.utils import atomic_write_bytes, atomic_write_json
 
 GENERATOR_VERSION = 1
@@ -383,41 +383,54 @@ def _paths(root: Path, split: str) -> tuple[Path, Path]:
     return root / "images" / "100k" / split, root / "labels" / "det_20" / f"det_{split}.json"
 
 
-def generate_dataset(root: str | Path, spec: SyntheticConfig = SyntheticConfig(), *, progress: bool = True) -> Path:
-    """Write the dataset under ``root`` unless an identical one is already there.
+def generate_dataset(root: str | Path, *, seed: int = 0, num_train: int = 600, num_val: int = 120, width: int = 320,
+                     height: int = 192, max_objects: int = 14, jpeg_quality: int = 90, progress: bool = True) -> Path:
+    """Write the dataset under ``root`` unless an identical one is already there (:func:`is_generated`).
 
-    The label files are written last (atomically), and the spec file after them, so an interrupted
-    generation is detected and redone on the next call.
+    The keywords are the ``data.synthetic:`` section's fields (:class:`alod.config.SyntheticConfig`
+    has the same defaults): scene ``i`` of a split depends only on ``(seed, split, i)``, the size
+    (``width`` x ``height`` px) and ``max_objects``. The label files are written last (atomically),
+    and the spec file after them, so an interrupted generation is detected and redone on the next call.
+
+    Returns:
+        ``root`` as a :class:`~pathlib.Path`.
     """
-    from tqdm import tqdm
-
     root = Path(root)
-    spec_path = root / "alod_synthetic.json"
-    wanted = {"generator_version": GENERATOR_VERSION, **asdict(spec)}
-    if spec_path.exists():
-        try:
-            if json.loads(spec_path.read_text()) == wanted and all(_paths(root, s)[1].exists() for s in SPLIT_IDS):
-                return root
-        except json.JSONDecodeError:
-            pass
-    for split, n in (("train", spec.num_train), ("val", spec.num_val)):
+    spec = dict(seed=seed, num_train=num_train, num_val=num_val, width=width, height=height,
+                max_objects=max_objects, jpeg_quality=jpeg_quality)
+    if is_generated(root, **spec):
+        return root
+    for split, n in (("train", num_train), ("val", num_val)):
         img_dir, label_path = _paths(root, split)
         img_dir.mkdir(parents=True, exist_ok=True)
         frames = []
         for i in tqdm(range(n), desc=f"generating {split} scenes", disable=not progress, unit="img"):
-            rng = np.random.default_rng([spec.seed, SPLIT_IDS[split], i])
-            img, labels, attributes = generate_scene(rng, width=spec.width, height=spec.height,
-                                                     max_objects=spec.max_objects)
+            rng = np.random.default_rng([seed, SPLIT_IDS[split], i])
+            img, labels, attributes = generate_scene(rng, width=width, height=height, max_objects=max_objects)
             name = f"{split}_{i:05d}.jpg"
-            import io
-
             buf = io.BytesIO()
-            img.save(buf, format="JPEG", quality=spec.jpeg_quality)
+            img.save(buf, format="JPEG", quality=jpeg_quality)
             atomic_write_bytes(img_dir / name, buf.getvalue())
             frames.append({"name": name, "attributes": attributes, "timestamp": 10000, "labels": labels})
         atomic_write_json(label_path, frames, indent=None)
-    atomic_write_json(spec_path, wanted)
+    atomic_write_json(_spec_path(root), {"generator_version": GENERATOR_VERSION, **spec})
     return root
+
+
+def _spec_path(root: Path) -> Path:
+    return root / "alod_synthetic.json"
+
+
+def is_generated(root: str | Path, **spec) -> bool:
+    """Whether ``root`` holds a complete dataset generated with ``spec`` (:func:`generate_dataset`'s
+    keywords, all of them) by this generator version."""
+    root = Path(root)
+    wanted = {"generator_version": GENERATOR_VERSION, **spec}
+    try:
+        written = json.loads(_spec_path(root).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return written == wanted and all(_paths(root, s)[1].exists() for s in SPLIT_IDS)
 
 
 def spec_summary(frames: list[dict]) -> dict[str, int]:
@@ -429,4 +442,4 @@ def spec_summary(frames: list[dict]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-__all__ = ["generate_dataset", "generate_scene", "CLASS_WEIGHTS", "spec_summary"]
+__all__ = ["generate_dataset", "generate_scene", "is_generated", "CLASS_WEIGHTS", "spec_summary"]

@@ -5,18 +5,11 @@ from typing import Callable
 
 import torch
 
-from alod.utils import AlodError
+from alod.utils import Registry
 
 Transform = Callable[[torch.Tensor, dict], tuple[torch.Tensor, dict]]
-TRANSFORM_PRESETS: dict[str, Callable[[], Transform | None]] = {}
-
-
-def register_transform(name: str):
-    def deco(fn):
-        TRANSFORM_PRESETS[name] = fn
-        return fn
-
-    return deco
+#: ``train.transforms`` -> a factory of the transform (``None``: no transform).
+TRANSFORM_PRESETS: Registry[Callable[[], Transform | None]] = Registry("transform preset")
 
 
 def _hflip(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
@@ -28,12 +21,12 @@ def _hflip(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
     return image, {**target, "boxes": boxes}
 
 
-@register_transform("none")
+@TRANSFORM_PRESETS.register("none")
 def _none() -> Transform | None:
     return None
 
 
-@register_transform("hflip")
+@TRANSFORM_PRESETS.register("hflip")
 def _random_hflip() -> Transform:
     def apply(image, target):
         # torch's global RNG: seeded per process and per DataLoader worker, so runs are repeatable.
@@ -45,6 +38,5 @@ def _random_hflip() -> Transform:
 
 
 def get_transform(name: str) -> Transform | None:
-    if name not in TRANSFORM_PRESETS:
-        raise AlodError(f"unknown transform preset {name!r}; choose one of {sorted(TRANSFORM_PRESETS)}")
-    return TRANSFORM_PRESETS[name]()
+    """A fresh transform of the preset ``name``; :class:`AlodError` listing the presets."""
+    return TRANSFORM_PRESETS.get(name, where="train.transforms")()

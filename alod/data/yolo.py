@@ -57,6 +57,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from alod.data.common import LabelFormat, ParsedLabels, check_box, image_header_size, list_image_names
 from alod.data.index import DetectionIndex
@@ -131,7 +132,6 @@ def parse_class_names(text: str, *, yaml_file: bool, where: str) -> tuple[str, .
 
 def _yaml_names(text: str, where: str) -> list:
     """The ``names`` of an ultralytics ``data.yaml`` as a list in id order."""
-    import yaml
 
     try:
         doc = yaml.safe_load(text)

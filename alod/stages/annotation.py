@@ -1,5 +1,5 @@
 """Humans in the loop: ``alod export`` hands a cycle's selected images to an annotation tool and
-``alod import`` brings the annotators' labels back for the ``human`` oracle (:mod:`alod.oracles`).
+``alod import`` brings the annotators' labels back for the ``human`` oracle (:mod:`alod.cycle.oracles`).
 
 With ``cycles.oracle: human`` the cycle loop stops after *select* and prints both commands. Then:
 
@@ -15,7 +15,7 @@ With ``cycles.oracle: human`` the cycle loop stops after *select* and prints bot
    answer refuse the import unless ``allow_partial`` (then they go back to the unlabeled pool). A
    refused import changes no stored file: its problems go to
    ``cycle_NN/import_problems.refused-NNN.jsonl``. The labels are stored as
-   ``cycle_NN/labels.npz`` + ``labels.json`` (:func:`alod.oracles.store_labels`). When the same
+   ``cycle_NN/labels.npz`` + ``labels.json`` (:func:`alod.cycle.oracles.store_labels`). When the same
    format's export carried pre-annotations, ``labels.json`` also records what the annotators changed
    (``edits``, :func:`import_edits`).
 4. Rerunning ``main_sample.py`` continues from the label step with the stored labels.
@@ -38,12 +38,21 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from alod.annotate.core import ExportImage, ExportTask
+from alod.annotate.formats import detect_format, get_format
 from alod.config import Config
-from alod.stage import StageContext, open_stage
+from alod.cycle.actions import add_edits, edit_counts
+from alod.cycle.oracles import read_labels_record, store_labels, stored_labels_intact
+from alod.data.index import DetectionIndex
+from alod.engine import predict
+from alod.models import build_detector, load_detector
+from alod.schedule import load_schedule
+from alod.stages.setup import StageContext, open_stage
 from alod.utils import AlodError, atomic_write_json, atomic_write_text, sha256_file, sha256_strings
 
 #: The cycles state format this stage reads (``alod.stages.cycles.STATE_FORMAT``; a stage does not
@@ -118,8 +127,6 @@ def _task(ctx: StageContext, train, names: list[str], cycle: int, *, priorities:
           detections: dict | None = None):
     """The :class:`~alod.annotate.core.ExportTask` of ``names`` (dataset names; sizes from ``train``;
     ``detections``: name -> ``(boxes float64[N, 4], labels int64[N], scores float64[N])``)."""
-    from alod.annotate.core import ExportImage, ExportTask
-
     pos = train.name_to_index()
     unknown = [x for x in names if x not in pos]
     if unknown:
@@ -143,8 +150,6 @@ def _task(ctx: StageContext, train, names: list[str], cycle: int, *, priorities:
 def _schedule_scores(state: dict) -> dict[str, float] | None:
     """Every image's score in the precomputed schedule the cycles use, or ``None`` when the run has
     none (another selector, or the file is gone)."""
-    from alod.schedule import load_schedule
-
     sel = state.get("selector") or {}
     if sel.get("name") != "precomputed" or not sel.get("schedule") or not Path(sel["schedule"]).is_file():
         return None
@@ -172,18 +177,10 @@ def _detections(ctx: StageContext, train, names: list[str], cycle: int, threshol
     """name -> ``(boxes float64[N, 4], labels int64[N], scores float64[N])`` of the detections with
     score >= ``threshold`` of the model in ``ckpt`` (``None``: ``model.weights_path``), and the
     weights used (a path)."""
-    from alod.engine import load_checkpoint, predict
-    from alod.models import build_detector
-
     cfg = ctx.cfg
-    model = build_detector(cfg.model, num_classes=train.num_classes)  # loads model.weights_path if set
-    if ckpt is not None:
-        state = load_checkpoint(ckpt)
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise AlodError(f"{ckpt} does not fit model {cfg.model.name} with {train.num_classes} classes "
-                            f"({str(e).strip().splitlines()[0]}); was it trained with another config?") from None
+    model_kwargs = asdict(cfg.model)  # builds with model.weights_path when it is set
+    model = (build_detector(num_classes=train.num_classes, **model_kwargs) if ckpt is None
+             else load_detector(ckpt, num_classes=train.num_classes, **model_kwargs))
     model.to(ctx.accelerator.device)
     pos = train.name_to_index()
     subset = train.subset([pos[x] for x in names])
@@ -268,12 +265,11 @@ def run_export(cfg: Config, *, cycle: int, fmt: str, preannotate: bool = False, 
         open or upload; ``import_path`` what ``alod import`` takes after labeling (a path, or a
         placeholder in ``<...>`` for the file the tool exports).
     """
-    from alod.annotate.core import get_format
-
     fmt_ = get_format(fmt)
     if not 0.0 <= threshold <= 1.0:
         raise AlodError(f"--threshold {threshold}: a detection score threshold lies in [0, 1]")
     with open_stage(cfg, "annotate", amp=cfg.train.amp, progress=progress, log=log) as ctx:
+        ctx.ensure_dataset()
         state = _read_cycles_state(ctx)
         _cycle_record(ctx, state, cycle)
         out_dir = ctx.layout.cycle_export_dir(cycle, fmt_.name)
@@ -338,10 +334,9 @@ def run_import(cfg: Config, *, cycle: int, path: str | Path, fmt: str = "auto", 
             (:meth:`alod.layout.RunLayout.cycle_refused_import_problems`), not over the last
             accepted import's ``import_problems.jsonl``.
     """
-    from alod.annotate.core import detect_format, get_format
-
     path = Path(path)
     with open_stage(cfg, "annotate", progress=progress, log=log) as ctx:
+        ctx.ensure_dataset()
         if cfg.cycles.oracle != "human":
             ctx.log(f"note: this config has cycles.oracle={cfg.cycles.oracle!r}; the labels are used only when the "
                     "cycles run with --set cycles.oracle=human")
@@ -386,7 +381,6 @@ def import_edits(export_record: Path, result, labeled: list[str]) -> dict:
         of this format, an export without ``--preannotate``, one made before alod kept its boxes, or
         one of other images), ``{"preannotated": False, "export", "reason"}`` and no counts.
     """
-    from alod.cycle.actions import add_edits, edit_counts
 
     def none(reason: str) -> dict:
         return {"preannotated": False, "export": str(export_record) if export_record.is_file() else None,
@@ -415,8 +409,6 @@ def _previous_import(ctx: StageContext, state: dict, rec: dict, *, path: Path, s
     """``(previous labels record or None, result or None)``: the result when the same file is
     already imported (nothing to do). Raises when the cycle's label step has run and ``path`` is a
     different file (its labels are in the pool and in a trained model)."""
-    from alod.oracles import read_labels_record, stored_labels_intact
-
     layout, cycle = ctx.layout, rec["cycle"]
     previous = read_labels_record(layout, cycle)
     intact = previous is not None and stored_labels_intact(layout, cycle, previous)
@@ -478,9 +470,6 @@ def _accept_answer(ctx: StageContext, result, names: list[str], *, cycle: int, p
 def _store(ctx: StageContext, train, result, names: list[str], missing: list[str], *, cycle: int, record: dict,
            previous: dict | None) -> dict:
     """Store the accepted answer as ``labels.npz`` + ``labels.json`` and log what was imported."""
-    from alod.data.index import DetectionIndex
-    from alod.oracles import store_labels
-
     layout = ctx.layout
     labeled = [n for n in names if n in result.boxes]
     pos = train.name_to_index()

@@ -2,9 +2,9 @@
 
 A cycle ``n`` is ``select -> label -> train -> evaluate``:
 
-1. **select** (:func:`select_step`): the selector (``cycles.selector``, :mod:`alod.selection`)
+1. **select** (:func:`select_step`): the selector (``cycles.selector``, :mod:`alod.cycle.selection`)
    names the images; they are recorded in the state.
-2. **label** (:func:`label_step`): the oracle (``cycles.oracle``, :mod:`alod.oracles`) provides
+2. **label** (:func:`label_step`): the oracle (``cycles.oracle``, :mod:`alod.cycle.oracles`) provides
    their labels and they join the labeled pool with their cycle and label source. An oracle that
    has no labels yet (a human one) stops the loop here; rerunning continues from this step.
 3. **train** (:func:`train_step`): with ``cycles.init: scratch`` (the original's protocol) a fresh
@@ -30,13 +30,20 @@ pools, state and metrics as an uninterrupted run.
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from alod.config import Config
-from alod.pool import LabeledPool
-from alod.stage import StageContext, evaluate_detector, open_stage, train_detector
+from alod.cycle.oracles import build_oracle
+from alod.cycle.pool import LabeledPool
+from alod.cycle.selection import build_selector
+from alod.data.dataset import DetectionDataset
+from alod.engine import Plateau
+from alod.models import load_checkpoint
+from alod.stages.setup import StageContext, evaluate_detector, open_stage, train_detector
+from alod.tb import RunLogger
 from alod.utils import AlodError, atomic_write_json
 
 STATE_FORMAT = "alod.cycles/2"
@@ -165,8 +172,6 @@ def _train(run: CycleRun, n: int):
     ctx, cfg = run.ctx, run.ctx.cfg
     cycle_logger = None
     if ctx.is_main:
-        from alod.tb import RunLogger
-
         ctx.layout.cycle_dir(n).mkdir(parents=True, exist_ok=True)
         cycle_logger = RunLogger(ctx.layout.cycle_tb(n))
 
@@ -191,8 +196,6 @@ def _init_weights(run: CycleRun, n: int) -> dict | None:
     """``cycles.init: warm``: cycle ``n - 1``'s final weights (the best ones under plateau stopping)."""
     if run.ctx.cfg.cycles.init != "warm" or n == 1:
         return None
-    from alod.engine import load_checkpoint
-
     return load_checkpoint(run.ctx.layout.cycle_checkpoint(n - 1))["model"]
 
 
@@ -202,7 +205,6 @@ def _plateau(run: CycleRun, n: int):
     cfg = run.ctx.cfg.cycles
     if cfg.stop != "plateau":
         return None
-    from alod.engine import Plateau
 
     def val_map50(model, epoch: int) -> float:
         metrics, _ = evaluate_detector(run.ctx, model, run.val, metrics_path=run.ctx.layout.cycle_epoch_metrics(n, epoch),
@@ -251,8 +253,6 @@ def evaluate_step(run: CycleRun, n: int, model, result: dict) -> None:
 
 
 def _log_cycle(run: CycleRun, n: int, metrics: dict, dets: list[dict], result: dict) -> None:
-    from alod.data.dataset import DetectionDataset
-
     logger, size = run.logger, len(run.pool)
     # mAP50 against the cycle number and against the labeled-pool size.
     logger.scalars({"mAP50": metrics["mAP50"], "mAP": metrics["mAP"]}, step=n, record={"cycle": n, "pool_size": size})
@@ -300,8 +300,6 @@ def _label_commands(run: CycleRun, n: int) -> str:
     whatever ``--set`` overrides the run was started with; ``--preannotate`` only when there is a
     model to pre-annotate with (cycle ``n - 1``'s, for cycle 1 the scorer, or ``model.weights_path``).
     """
-    import shlex
-
     layout, cfg = run.ctx.layout, run.ctx.cfg
     config = shlex.quote(str(layout.stage_config("cycles")))
     model = layout.cycle_checkpoint(n - 1) if n > 1 else layout.pretrain_checkpoint
@@ -332,13 +330,11 @@ def run_cycles(
     ``max_cycles`` stops after that many evaluated cycles in total (the state says where to continue).
     """
     with open_stage(cfg, "cycles", accelerator=accelerator, amp=cfg.train.amp, progress=progress, log=log) as ctx:
+        ctx.ensure_dataset()
         return _run_cycles(ctx, schedule_file=schedule_file, max_cycles=max_cycles)
 
 
 def _run_cycles(ctx: StageContext, *, schedule_file, max_cycles: int | None) -> dict:
-    from alod.oracles import build_oracle
-    from alod.selection import build_selector
-
     cfg = ctx.cfg
     train, val = ctx.load_split("train"), ctx.load_split("val")
     selector = build_selector(cfg.cycles.selector, ctx=ctx, train=train, schedule_file=schedule_file)
@@ -363,8 +359,6 @@ def _run_cycles(ctx: StageContext, *, schedule_file, max_cycles: int | None) -> 
         n_cycles = min(n_cycles, cfg.cycles.num_cycles)
     logger = None
     if ctx.is_main:
-        from alod.tb import RunLogger
-
         logger = RunLogger(ctx.layout.cycles_tb, jsonl=ctx.layout.cycles_log)
     run = CycleRun(ctx=ctx, train=train, val=val, selector=selector, oracle=oracle, pool=pool, state=state,
                    logger=logger)

@@ -15,7 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from alod.config import Config
-from alod.stage import evaluate_detector, open_stage, train_detector
+from alod.data.sources import training_split_labeled
+from alod.schedule import cycle1_images
+from alod.stages.setup import evaluate_detector, open_stage, train_detector
+from alod.tb import RunLogger
 from alod.utils import AlodError, atomic_write_json
 
 PARTITION_FORMAT = "alod.partition/1"
@@ -38,8 +41,6 @@ def scorer_images(train, cfg: Config) -> np.ndarray:
     extra for them.
     """
     if cfg.pretrain.images == "cycle1":
-        from alod.schedule import cycle1_images
-
         s = cfg.schedule
         first = set(cycle1_images(train.names, batch_size=s.batch_size, query_size=s.query_size,
                                   num_batches=s.num_batches, seed=s.seed))
@@ -50,13 +51,11 @@ def scorer_images(train, cfg: Config) -> np.ndarray:
 def run_pretrain(cfg: Config, *, accelerator=None, progress: bool = True, log=print) -> Path:
     """Train (or resume) the scorer and evaluate it. Returns the checkpoint path."""
     with open_stage(cfg, "pretrain", accelerator=accelerator, amp=cfg.train.amp, progress=progress, log=log) as ctx:
+        ctx.ensure_dataset()
         return _pretrain(ctx, log)
 
 
 def _pretrain(ctx, log) -> Path:
-    from alod.data.sources import training_split_labeled
-    from alod.tb import RunLogger
-
     cfg, layout = ctx.cfg, ctx.layout
     if not training_split_labeled(cfg.data):
         raise AlodError(

@@ -31,10 +31,10 @@ changing any of them starts a fresh set instead of mixing results.
   ``schedule.query_size``, ``schedule.num_batches`` and the subset only, so shards and processes
   change nothing. An image keeps its pool position, so its score equals its score in a full run.
   The schedule records the images not scored (:mod:`alod.schedule`).
-* Selection options (:class:`alod.batch_rules.SelectOptions`): a batch rule that reads embeddings
+* Selection options (:class:`alod.cycle.batch_rules.SelectOptions`): a batch rule that reads embeddings
   (``score.batch: kmeanspp | coreset``) makes every shard also hold ``embeddings float16[n, d]``
   (the mean-pooled last FPN level of each image, captured in the same forward pass:
-  :class:`alod.scorer.EmbeddingHook`); ``score.class_weights: difficulty`` weights the boxes by
+  :class:`alod.cycle.scorer.EmbeddingHook`); ``score.class_weights: difficulty`` weights the boxes by
   ``1 - AP50`` of the scorer's own validation ``metrics.json`` (beside the checkpoint); a budget in
   boxes counts the predicted boxes from the shards' per-box scores. The options in effect (and the
   weights) join the shard key, so default keys and shards keep their bytes. A strategy that needs no
@@ -52,13 +52,22 @@ import hashlib
 import io
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from alod.config import Config
+from alod.config import Config, ModelConfig
+from alod.cycle.batch_rules import SelectOptions, predicted_counts
+from alod.cycle.scorer import iter_scored, stack_embeddings
+from alod.cycle.selection import class_weights_from
+from alod.engine import autocast_on
 from alod.layout import RunLayout
-from alod.stage import open_stage
+from alod.models import load_detector
+from alod.schedule import build_schedule, save_schedule, scoring_sample
+from alod.stages.setup import open_stage
+from alod.strategies import box_entropy, check_params, get_strategy
 from alod.utils import AlodError, atomic_write_bytes, atomic_write_json, sha256_file
 
 SHARD_FORMAT = "alod.scores/1"
@@ -92,10 +101,6 @@ def scoring_model_settings(cfg: Config) -> dict:
     anchors, ...), where they differ from :class:`alod.config.ModelConfig`'s defaults. Part of the
     shard key: the checkpoint holds only weights, so scoring it with, say, another
     ``box_score_thresh`` must not resume from the first setting's shards."""
-    from dataclasses import asdict
-
-    from alod.config import ModelConfig
-
     defaults = json.loads(json.dumps(asdict(ModelConfig())))  # as the manifest writes them (tuples as lists)
     current = json.loads(json.dumps(asdict(cfg.model)))
     return {k: v for k, v in sorted(current.items()) if k not in _NOT_INFERENCE and v != defaults[k]}
@@ -105,8 +110,6 @@ def scoring_numerics(cfg: Config, device_type: str) -> dict:
     """What, beyond the checkpoint, changes the scores' last bits: bf16 autocast where ``score.amp``
     turns it on for ``device_type``, and ``model.channels_last``. Part of the shard key, so a rerun
     with other numerics scores afresh instead of mixing shards of both."""
-    from alod.engine import autocast_on
-
     out = {}
     if autocast_on(device_type, cfg.score.amp):
         out["autocast"] = "bf16"
@@ -124,8 +127,6 @@ def _shard_positions(positions: np.ndarray, k: int, shard_size: int) -> np.ndarr
 
 
 def _box_stats(det: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from alod.strategies import box_entropy
-
     probs = det.get("probs")
     ent = box_entropy(probs) if probs is not None and len(probs) else np.zeros(len(det["scores"]))
     return (
@@ -184,7 +185,6 @@ def load_shards(shard_dir: Path, n_shards: int, positions: np.ndarray | None = N
 
 
 def _stacked(embeddings: list):
-    from alod.scorer import stack_embeddings
 
     return stack_embeddings(embeddings)
 
@@ -195,7 +195,6 @@ def load_shard_arrays(shard_dir: Path, n_shards: int, *, embeddings: bool = Fals
     float16[n, d]`` (with ``embeddings``) and ``predicted int64[n]``, the boxes with a score
     (float16, as stored) ``>= box_threshold`` (with a threshold). An error names a shard made
     without embeddings (delete the folder and rerun)."""
-    from alod.batch_rules import predicted_counts
 
     embs, counts = [], []
     for k in range(n_shards):
@@ -245,11 +244,6 @@ def score_pool(
     Monte Carlo dropout detections (with ``mc_probs``) from its own ``passes``, ``dropout`` and
     ``seed``. ``class_weights float[C + 1]`` and ``embed`` (shards hold embeddings): module docstring.
     """
-    from tqdm import tqdm
-
-    from alod.scorer import iter_scored
-    from alod.strategies import check_params
-
     check_params(strategy, params)  # unknown names and parameters fail before any inference
     pool = np.arange(len(dataset)) if positions is None else np.asarray(positions, dtype=np.int64)
     n = len(pool)
@@ -315,8 +309,6 @@ def run_scoring(cfg: Config, *, ckpt: str | Path | None = None, accelerator=None
     A strategy whose inference is ``none`` (``random``) needs no checkpoint: ``ckpt`` is ignored and
     the schedule records ``checkpoint: null``.
     """
-    from alod.strategies import get_strategy
-
     strategy, params = cfg.score.strategy, cfg.score.strategy_params()
     spec = get_strategy(strategy)
     ckpt_path = None
@@ -328,123 +320,40 @@ def run_scoring(cfg: Config, *, ckpt: str | Path | None = None, accelerator=None
                 "accelerate launch train_part_entropy.py --config <config> (or pass --ckpt PATH)"
             )
     with open_stage(cfg, "batches", accelerator=accelerator, amp=cfg.score.amp, progress=progress, log=log) as ctx:
+        ctx.ensure_dataset()
         return _score_and_schedule(ctx, spec=spec, params=params, ckpt=ckpt, ckpt_path=ckpt_path, log=log)
 
 
 def _score_and_schedule(ctx, *, spec, params: dict, ckpt, ckpt_path: Path | None, log) -> Path:
-    from alod.schedule import build_schedule, save_schedule, scoring_sample
-    from alod.strategies import check_params
-
-    cfg, strategy, progress = ctx.cfg, spec.name, ctx.progress
+    """The stage's steps: load the pool, draw the scored sample, score (with the model or without),
+    write the schedule (main process). Returns the schedule's path."""
+    cfg, strategy = ctx.cfg, spec.name
     opts, extras = _selection_options(cfg, spec), {}
     train = ctx.load_split("train")
     fingerprint = train.fingerprint()  # of the whole training split: the cycles check it
     if cfg.score.pool == "unseen":
         train = _unseen_by_scorer(ctx, train)
-
-    subset = cfg.score.subset
-    sample = scoring_sample(len(train), batch_size=cfg.schedule.batch_size, query_size=cfg.schedule.query_size,
-                            num_batches=cfg.schedule.num_batches, seed=cfg.schedule.seed, subset=subset)
-    if sample is not None:
-        ctx.log(f"scoring: score.subset={subset:g}: scoring a seeded sample of {len(sample)} of the {len(train)} "
-                "images (arrival batches 2 on; batch 1's cycle is a random draw and is not scored)")
-
+    sample = _scored_sample(ctx, train)
     if spec.inference == "none":
         if ckpt:
             ctx.log(f"scoring: strategy {strategy!r} needs no model; --ckpt {ckpt} is not read")
         scores = spec.fn([{}] * len(train), **check_params(strategy, params))
         checkpoint = None
     else:
-        ckpt_sha = sha256_file(ckpt_path)
-        checkpoint = {"path": str(ckpt_path), "sha256": ckpt_sha}
-        model = _load_scorer(cfg, ckpt_path, num_classes=train.num_classes)
-        model.to(ctx.accelerator.device)
-        # Keyed by the scored images (the whole split, or the unseen part of it; under a subset, the sample).
-        positions_sha = _positions_sha256(sample) if sample is not None else None
-        shard_size = cfg.score.shard_size
-        numerics = scoring_numerics(cfg, ctx.accelerator.device.type)
-        model_settings = scoring_model_settings(cfg)
-        weights, selection = _selection_of(opts, ckpt_path, train)
-        key = _shard_key(ckpt_sha=ckpt_sha, strategy=strategy, params=params, fingerprint=train.fingerprint(),
-                         shard_size=shard_size, positions_sha256=positions_sha, numerics=numerics,
-                         model=model_settings, selection=_shard_selection(opts, selection))
-        shard_dir = ctx.layout.score_shards(key)
-        n_scored = len(train) if sample is None else len(sample)
-        manifest = shard_dir / "manifest.json"
-        todo_shards = todo_images = 0
-        if ctx.is_main:
-            shard_dir.mkdir(parents=True, exist_ok=True)
-            doc = {
-                "format": SHARD_FORMAT, "checkpoint": str(ckpt_path), "checkpoint_sha256": ckpt_sha,
-                "strategy": strategy, "params": params, "dataset": train.fingerprint(), "shard_size": shard_size,
-            }
-            if sample is not None:
-                doc.update(subset=subset, num_scored=n_scored, positions_sha256=positions_sha)
-            if numerics:
-                doc["numerics"] = numerics
-            if model_settings:
-                doc["model"] = model_settings
-            if selection:
-                doc["selection"] = selection
-            doc["timings"] = _previous_timings(manifest)
-            atomic_write_json(manifest, doc)
-            # Counted before any process starts (they all wait below): what this run will score.
-            todo_shards, todo_images = missing_shards(shard_dir, n=n_scored, shard_size=shard_size)
-        ctx.wait()
-        t0 = time.perf_counter()
-        scores = score_pool(
-            model, ctx.dataset(train), strategy=strategy, params=params, shard_dir=shard_dir,
-            shard_size=shard_size, batch_size=cfg.score.batch_size, num_workers=cfg.score.num_workers,
-            accelerator=ctx.accelerator, amp=cfg.score.amp, progress=progress, log=ctx.log, positions=sample,
-            class_weights=weights, embed=bool(selection) and opts.needs_embeddings,
-        )
-        seconds = time.perf_counter() - t0  # score_pool ends after every process is done
-        if sample is not None:
-            full = np.full(len(train), np.nan)
-            full[sample] = scores
-            scores = full
-        if ctx.is_main and todo_images:
-            rate = todo_images / seconds if seconds > 0 else None
-            _record_timing(manifest, {"images": todo_images, "seconds": round(seconds, 3),
-                                      "images_per_s": round(rate, 3) if rate is not None else None,
-                                      "processes": ctx.accelerator.num_processes, "shards": todo_shards})
-            resumed = f"; {n_scored - todo_images} were scored before" if todo_images < n_scored else ""
-            ctx.log(f"scoring: {todo_images} images scored in {seconds:.1f} s ({rate or 0:.1f} images/s, "
-                    f"{ctx.accelerator.num_processes} process(es)){resumed}; recorded in {manifest}")
-        elif ctx.is_main:
-            ctx.log(f"scoring: all {n_scored} images were already scored ({shard_dir})")
-        n_shards = (n_scored + shard_size - 1) // shard_size
-        extras = _selection_extras(opts, selection, shard_dir, n_shards, sample=sample, n=len(train))
-        ctx.report_unreadable({str(train.names[p]): "failed to decode while scoring; scored 0 (ranked as certain)"
-                               for p in unreadable_positions(shard_dir, n_shards)}, stage="scoring")
+        checkpoint = {"path": str(ckpt_path), "sha256": sha256_file(ckpt_path)}
+        scores, extras = _score_with_model(ctx, train, strategy=strategy, params=params, checkpoint=checkpoint,
+                                           sample=sample, opts=opts)
     out = ctx.layout.schedule
     if ctx.is_main:
-        schedule = build_schedule(
-            names=[str(x) for x in train.names],
-            scores=scores,
-            batch_size=cfg.schedule.batch_size,
-            query_size=cfg.schedule.query_size,
-            num_batches=cfg.schedule.num_batches,
-            seed=cfg.schedule.seed,
-            dataset=fingerprint,
-            checkpoint=checkpoint,
-            strategy={"name": strategy, "params": params},
-            pool=cfg.score.pool,
-            subset=subset,
-            **extras,
-        )
-        save_schedule(schedule, out)
-        log(f"schedule: {len(schedule['cycles'])} cycles of {cfg.schedule.query_size} images "
-            f"from batches of {cfg.schedule.batch_size} -> {out}")
+        _write_schedule(ctx, train, scores, out=out, fingerprint=fingerprint, checkpoint=checkpoint,
+                        strategy={"name": strategy, "params": params}, extras=extras, log=log)
     ctx.wait()
     return out
 
 
 def _selection_options(cfg: Config, spec):
-    """The selection options (:class:`alod.batch_rules.SelectOptions`); ``NotImplementedError`` for a
+    """The selection options (:class:`alod.cycle.batch_rules.SelectOptions`); ``NotImplementedError`` for a
     strategy that runs no model here, which leaves the options nothing to work from."""
-    from alod.batch_rules import SelectOptions
-
     opts = SelectOptions.from_config(cfg)
     if opts.active and spec.inference == "none":
         raise NotImplementedError(
@@ -457,14 +366,12 @@ def _selection_options(cfg: Config, spec):
 def _selection_of(opts, ckpt_path: Path, train) -> tuple[np.ndarray | None, dict]:
     """``(class weights float64[C + 1] or None, the schedule's selection record)`` for ``opts``; the
     weights come from the scorer's validation metrics beside its checkpoint. Unlike adaptive
-    selection (which measures the labeled pool, :func:`alod.selection.labeled_pool_metrics`), this
+    selection (which measures the labeled pool, :func:`alod.cycle.selection.labeled_pool_metrics`), this
     reads the split the scorer was validated on: keep that split apart from the one you report."""
     if not opts.active:
         return None, {}
     weights = None
     if opts.class_weights == "difficulty":
-        from alod.selection import class_weights_from
-
         weights = class_weights_from(RunLayout.metrics_beside(ckpt_path), train.classes)
     selection = dict(opts.identity())
     if weights is not None:
@@ -499,6 +406,124 @@ def _selection_extras(opts, selection: dict, shard_dir: Path, n_shards: int, *, 
 
     return {"selection": selection, "embeddings": full(arrays["embeddings"]),
             "predicted_boxes": full(arrays["predicted"])}
+def _scored_sample(ctx, train) -> np.ndarray | None:
+    """Positions ``int64[k]`` of the images ``score.subset < 1`` scores (``None``: all of them)."""
+    cfg, subset = ctx.cfg, ctx.cfg.score.subset
+    sample = scoring_sample(len(train), batch_size=cfg.schedule.batch_size, query_size=cfg.schedule.query_size,
+                            num_batches=cfg.schedule.num_batches, seed=cfg.schedule.seed, subset=subset)
+    if sample is not None:
+        ctx.log(f"scoring: score.subset={subset:g}: scoring a seeded sample of {len(sample)} of the {len(train)} "
+                "images (arrival batches 2 on; batch 1's cycle is a random draw and is not scored)")
+    return sample
+
+
+def _score_with_model(ctx, train, *, strategy: str, params: dict, checkpoint: dict, sample: np.ndarray | None,
+                      opts) -> tuple[np.ndarray, dict]:
+    """Scores ``float64[len(train)]`` (NaN outside ``sample``) from the scorer ``checkpoint`` (``path``,
+    ``sha256``), through resumable shards keyed by everything that changes them, and the schedule's
+    selection extras (:func:`_selection_extras`; ``{}`` without selection options ``opts``)."""
+    cfg = ctx.cfg
+    model = load_detector(checkpoint["path"], num_classes=train.num_classes, **asdict(cfg.model))
+    model.to(ctx.accelerator.device)
+    # Keyed by the scored images (the whole split, or the unseen part of it; under a subset, the sample).
+    positions_sha = _positions_sha256(sample) if sample is not None else None
+    shard_size = cfg.score.shard_size
+    numerics = scoring_numerics(cfg, ctx.accelerator.device.type)
+    model_settings = scoring_model_settings(cfg)
+    weights, selection = _selection_of(opts, Path(checkpoint["path"]), train)
+    key = _shard_key(ckpt_sha=checkpoint["sha256"], strategy=strategy, params=params, fingerprint=train.fingerprint(),
+                     shard_size=shard_size, positions_sha256=positions_sha, numerics=numerics, model=model_settings,
+                     selection=_shard_selection(opts, selection))
+    shard_dir = ctx.layout.score_shards(key)
+    n_scored = len(train) if sample is None else len(sample)
+    manifest = shard_dir / "manifest.json"
+    todo = (0, 0)
+    if ctx.is_main:
+        _write_manifest(manifest, checkpoint=checkpoint, strategy=strategy, params=params, train=train,
+                        shard_size=shard_size, sample=sample, subset=cfg.score.subset, positions_sha=positions_sha,
+                        numerics=numerics, model_settings=model_settings, selection=selection)
+        # Counted before any process starts (they all wait below): what this run will score.
+        todo = missing_shards(shard_dir, n=n_scored, shard_size=shard_size)
+    ctx.wait()
+    t0 = time.perf_counter()
+    scores = score_pool(
+        model, ctx.dataset(train), strategy=strategy, params=params, shard_dir=shard_dir,
+        shard_size=shard_size, batch_size=cfg.score.batch_size, num_workers=cfg.score.num_workers,
+        accelerator=ctx.accelerator, amp=cfg.score.amp, progress=ctx.progress, log=ctx.log, positions=sample,
+        class_weights=weights, embed=bool(selection) and opts.needs_embeddings,
+    )
+    seconds = time.perf_counter() - t0  # score_pool ends after every process is done
+    if sample is not None:
+        full = np.full(len(train), np.nan)
+        full[sample] = scores
+        scores = full
+    if ctx.is_main:
+        _log_throughput(ctx, manifest, todo=todo, n_scored=n_scored, seconds=seconds, shard_dir=shard_dir)
+    n_shards = (n_scored + shard_size - 1) // shard_size
+    ctx.report_unreadable({str(train.names[p]): "failed to decode while scoring; scored 0 (ranked as certain)"
+                           for p in unreadable_positions(shard_dir, n_shards)}, stage="scoring")
+    return scores, _selection_extras(opts, selection, shard_dir, n_shards, sample=sample, n=len(train))
+
+
+def _write_manifest(manifest: Path, *, checkpoint: dict, strategy: str, params: dict, train, shard_size: int,
+                    sample: np.ndarray | None, subset: float, positions_sha: str | None, numerics: dict,
+                    model_settings: dict, selection: dict) -> None:
+    """``manifest.json`` of a shard folder: what its shards were scored with (earlier timings kept)."""
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "format": SHARD_FORMAT, "checkpoint": checkpoint["path"], "checkpoint_sha256": checkpoint["sha256"],
+        "strategy": strategy, "params": params, "dataset": train.fingerprint(), "shard_size": shard_size,
+    }
+    if sample is not None:
+        doc.update(subset=subset, num_scored=len(sample), positions_sha256=positions_sha)
+    if numerics:
+        doc["numerics"] = numerics
+    if model_settings:
+        doc["model"] = model_settings
+    if selection:
+        doc["selection"] = selection
+    doc["timings"] = _previous_timings(manifest)
+    atomic_write_json(manifest, doc)
+
+
+def _log_throughput(ctx, manifest: Path, *, todo: tuple[int, int], n_scored: int, seconds: float,
+                    shard_dir: Path) -> None:
+    """Record and log this run's images per second (main process); ``todo``: (shards, images) it scored."""
+    todo_shards, todo_images = todo
+    if not todo_images:
+        ctx.log(f"scoring: all {n_scored} images were already scored ({shard_dir})")
+        return
+    rate = todo_images / seconds if seconds > 0 else None
+    _record_timing(manifest, {"images": todo_images, "seconds": round(seconds, 3),
+                              "images_per_s": round(rate, 3) if rate is not None else None,
+                              "processes": ctx.accelerator.num_processes, "shards": todo_shards})
+    resumed = f"; {n_scored - todo_images} were scored before" if todo_images < n_scored else ""
+    ctx.log(f"scoring: {todo_images} images scored in {seconds:.1f} s ({rate or 0:.1f} images/s, "
+            f"{ctx.accelerator.num_processes} process(es)){resumed}; recorded in {manifest}")
+
+
+def _write_schedule(ctx, train, scores: np.ndarray, *, out: Path, fingerprint: dict, checkpoint: dict | None,
+                    strategy: dict, extras: dict, log) -> None:
+    """Build ``schedule.json`` from ``scores float64[len(train)]`` (and the selection ``extras``) and
+    write it to ``out`` (main process)."""
+    cfg = ctx.cfg
+    schedule = build_schedule(
+        names=[str(x) for x in train.names],
+        scores=scores,
+        batch_size=cfg.schedule.batch_size,
+        query_size=cfg.schedule.query_size,
+        num_batches=cfg.schedule.num_batches,
+        seed=cfg.schedule.seed,
+        dataset=fingerprint,
+        checkpoint=checkpoint,
+        strategy=strategy,
+        pool=cfg.score.pool,
+        subset=cfg.score.subset,
+        **extras,
+    )
+    save_schedule(schedule, out)
+    log(f"schedule: {len(schedule['cycles'])} cycles of {cfg.schedule.query_size} images "
+        f"from batches of {cfg.schedule.batch_size} -> {out}")
 
 
 def _unseen_by_scorer(ctx, train):
@@ -508,10 +533,6 @@ def _unseen_by_scorer(ctx, train):
     images it has seen as confidently right, so ranking only the others asks whether that bias
     matters.
     """
-    import json
-
-    import numpy as np
-
     path = ctx.layout.partition
     if not path.is_file():
         raise AlodError(f"score.pool: unseen needs the pretraining partition {path}; run the pretraining stage "
@@ -521,19 +542,3 @@ def _unseen_by_scorer(ctx, train):
     ctx.log(f"scoring: score.pool=unseen: ranking the {len(keep)} images the scorer did not train on "
             f"(of {len(train)})")
     return train.subset(keep)
-
-
-def _load_scorer(cfg: Config, ckpt: Path, *, num_classes: int):
-    from alod.engine import load_checkpoint
-    from alod.models import build_detector
-
-    state = load_checkpoint(ckpt)
-    model = build_detector(cfg.model, num_classes=num_classes)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as e:
-        raise AlodError(
-            f"{ckpt} does not fit model {cfg.model.name!r} with {num_classes} classes ({e}); "
-            "was it trained with another config?"
-        ) from e
-    return model

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from alod.annotate import cvat
-from alod.annotate.core import ExportImage, ExportTask, detect_format
+from alod.annotate.core import ExportImage, ExportTask
+from alod.annotate.formats import detect_format
 from alod.utils import AlodError
 from alod_testing import EXPORT_CLASSES, EXPORT_SPECS, export_task
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from alod.annotate import labelstudio as ls
-from alod.annotate.core import format_names, get_format
+from alod.annotate.formats import format_names, get_format
 from alod_testing import export_task
 
 #: One image with a box, its exact duplicate, and a box 0.11 px high (as seen in a real export).

@@ -10,7 +10,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alod.annotate.core import ExportImage, ExportTask, ImportResult, get_format
+from alod.annotate.core import ExportImage, ExportTask, ImportResult
+from alod.annotate.formats import get_format
 from alod.utils import AlodError
 
 CLASSES = ("car", "pedestrian")

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from alod.annotate import voc
-from alod.annotate.core import ExportImage, ExportTask, detect_format
+from alod.annotate.core import ExportImage, ExportTask
+from alod.annotate.formats import detect_format
 from alod.data.problems import ProblemLog
 from alod.data.voc import read_voc
 from alod.utils import AlodError

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from alod.annotate import yolo
-from alod.annotate.core import detect_format
+from alod.annotate.formats import detect_format
 from alod.data.yolo import read_yolo
 from alod.utils import AlodError
 from alod_testing import EXPORT_CLASSES, export_task

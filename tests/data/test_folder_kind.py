@@ -13,7 +13,7 @@ import pytest
 from alod_testing import write_tiny_config
 from PIL import Image
 
-from alod.config import load_config
+from alod.stages.setup import load_checked_config
 from alod.data.problems import LabelFileError
 from alod.data.sources import (
     check_data_config,
@@ -101,7 +101,7 @@ def test_cache_keyed_by_listing(folder, tmp_path):
 
 def _folder_cfg(tmp_path, data: dict, *sets):
     path = write_tiny_config(tmp_path, data=data)
-    return load_config(path, list(sets))
+    return load_checked_config(path, list(sets))
 
 
 def test_config_checks(tmp_path, folder):

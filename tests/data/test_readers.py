@@ -192,7 +192,7 @@ def test_a_registered_format_loads_end_to_end(toy, tmp_path):
 
 
 def test_a_registered_format_evaluates(toy, tmp_path):
-    from alod.file_evaluation import evaluate_files
+    from alod.evaluation import evaluate_files
 
     pred = tmp_path / "pred.csv"
     pred.write_text("a.jpg,cat,0.9,1,2,30,40\na.jpg,dog,0.8,40,40,50,47\n")
@@ -211,7 +211,7 @@ def test_a_registered_format_evaluates(toy, tmp_path):
 def test_a_format_without_prediction_reader_is_refused_by_evaluate(monkeypatch, toy, tmp_path):
     import dataclasses
 
-    from alod.file_evaluation import evaluate_files
+    from alod.evaluation import evaluate_files
 
     monkeypatch.setitem(LABEL_FORMATS, "toy", dataclasses.replace(TOY_FORMAT, read_predictions=None))
     pred = tmp_path / "pred.csv"

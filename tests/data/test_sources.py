@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from alod.config import DataConfig
-from alod.data.sources import DATA_KINDS, check_data_config, ensure_synthetic, get_data_kind, load_split
+from alod.data.sources import DATA_KINDS, check_data_config, ensure_dataset, get_data_kind, load_split
 from alod.utils import AlodError
 
 
@@ -50,8 +50,8 @@ def test_sources_import_without_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_ensure_synthetic_does_nothing_for_real_data(tmp_path):
-    ensure_synthetic(DataConfig(kind="bdd100k", root=str(tmp_path / "bdd")), progress=False)
+def test_ensure_dataset_does_nothing_for_real_data(tmp_path):
+    ensure_dataset(DataConfig(kind="bdd100k", root=str(tmp_path / "bdd")), progress=False)
     assert not (tmp_path / "bdd").exists()
 
 

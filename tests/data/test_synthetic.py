@@ -1,6 +1,7 @@
 """The built-in scene generator: deterministic by seed, BDD100K layout and categories, imbalance."""
 from __future__ import annotations
 
+from dataclasses import asdict
 import hashlib
 import json
 
@@ -22,22 +23,22 @@ def _digest(root):
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
-    a = generate_dataset(tmp_path / "a", SPEC, progress=False)
-    b = generate_dataset(tmp_path / "b", SPEC, progress=False)
+    a = generate_dataset(tmp_path / "a", **asdict(SPEC), progress=False)
+    b = generate_dataset(tmp_path / "b", **asdict(SPEC), progress=False)
     assert _digest(a) == _digest(b)
-    c = generate_dataset(tmp_path / "c", SyntheticConfig(**{**SPEC.__dict__, "seed": 4}), progress=False)
+    c = generate_dataset(tmp_path / "c", **asdict(SyntheticConfig(**{**SPEC.__dict__, "seed": 4})), progress=False)
     assert _digest(c) != _digest(a)
 
 
 def test_image_depends_only_on_seed_split_index(tmp_path):
-    small = generate_dataset(tmp_path / "s", SPEC, progress=False)
-    big = generate_dataset(tmp_path / "l", SyntheticConfig(**{**SPEC.__dict__, "num_train": 50}), progress=False)
+    small = generate_dataset(tmp_path / "s", **asdict(SPEC), progress=False)
+    big = generate_dataset(tmp_path / "l", **asdict(SyntheticConfig(**{**SPEC.__dict__, "num_train": 50})), progress=False)
     for name in ("train_00000.jpg", "train_00039.jpg"):
         assert (small / "images/100k/train" / name).read_bytes() == (big / "images/100k/train" / name).read_bytes()
 
 
 def test_layout_categories_and_imbalance(tmp_path):
-    root = generate_dataset(tmp_path / "d", SyntheticConfig(seed=0, num_train=150, num_val=4, width=160, height=96),
+    root = generate_dataset(tmp_path / "d", **asdict(SyntheticConfig(seed=0, num_train=150, num_val=4, width=160, height=96)),
                             progress=False)
     frames = json.loads((root / "labels/det_20/det_train.json").read_text())
     assert len(frames) == 150 and all({"name", "attributes", "labels"} <= set(f) for f in frames)
@@ -60,12 +61,12 @@ def test_layout_categories_and_imbalance(tmp_path):
 
 
 def test_existing_dataset_is_reused_and_interrupted_one_redone(tmp_path):
-    root = generate_dataset(tmp_path / "r", SPEC, progress=False)
+    root = generate_dataset(tmp_path / "r", **asdict(SPEC), progress=False)
     stamp = (root / "labels/det_20/det_train.json").stat().st_mtime_ns
-    generate_dataset(root, SPEC, progress=False)
+    generate_dataset(root, **asdict(SPEC), progress=False)
     assert (root / "labels/det_20/det_train.json").stat().st_mtime_ns == stamp
     (root / "alod_synthetic.json").unlink()  # as if killed before the spec file was written
-    generate_dataset(root, SPEC, progress=False)
+    generate_dataset(root, **asdict(SPEC), progress=False)
     assert (root / "alod_synthetic.json").is_file()
 
 
@@ -73,7 +74,7 @@ def test_generated_boxes_load_without_any_problem(tmp_path):
     """The generator clips its boxes to the scene, so the reader (which checks boxes against the
     scene size) finds nothing to say: no error, no note, and every image decodes."""
     spec = SyntheticConfig(seed=1, num_train=30, num_val=4)  # the demo's 320x192 scenes
-    root = generate_dataset(tmp_path / "d", spec, progress=False)
+    root = generate_dataset(tmp_path / "d", **asdict(spec), progress=False)
     out = tmp_path / "problems.jsonl"
     for split in ("train", "val"):
         ix = load_index(labels=root / f"labels/det_20/det_{split}.json", image_root=root / f"images/100k/{split}",

@@ -289,7 +289,7 @@ def test_load_index_folder_format_and_classes_checks(voc, tmp_path):
 
 
 def test_alod_evaluate_refuses_voc_cleanly(voc, tmp_path):
-    from alod.file_evaluation import evaluate_files
+    from alod.evaluation import evaluate_files
 
     ann, _ = voc(THREE)
     pred = tmp_path / "pred.json"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from alod.config import load_config
-from alod.oracles import ORACLES, SimulatedOracle
+from alod.cycle.oracles import ORACLES, SimulatedOracle
 from alod.stages.cycles import STATE_FORMAT, STEPS, finished_cycles, load_state, run_cycles, summary_table
 from alod.stages.pretrain import run_pretrain
 from alod.stages.scoring import run_scoring
@@ -168,7 +168,7 @@ def test_warm_start_begins_from_the_previous_cycles_weights(scheduled, monkeypat
     import torch
 
     import alod.stages.cycles as cycles_mod
-    from alod.engine import load_checkpoint
+    from alod.models import load_checkpoint
 
     sched, path = scheduled
     given = {}

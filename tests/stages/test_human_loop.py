@@ -22,8 +22,8 @@ from alod.cli import main as alod_main
 from alod.config import load_config
 from alod.data.index import DetectionIndex
 from alod.data.sources import load_split
-from alod.oracles import HumanOracle, store_labels
-from alod.pool import LabeledPool
+from alod.cycle.oracles import HumanOracle, store_labels
+from alod.cycle.pool import LabeledPool
 from alod.stages.annotation import annotation_sha256
 from alod.utils import AlodError
 from alod_testing import run_layout, write_tiny_config
@@ -298,13 +298,13 @@ def test_a_folder_is_known_by_its_annotation_files_only(tmp_path):
 def test_an_interrupted_import_is_done_again_not_reported_as_done(tmp_path):
     """A kill between ``labels.npz`` and ``labels.json`` leaves a record that no longer matches: the
     same file imported again is stored again (not "already imported")."""
-    from alod.data.sources import ensure_synthetic
-    from alod.oracles import load_stored_labels
+    from alod.data.sources import ensure_dataset
+    from alod.cycle.oracles import load_stored_labels
     from alod.stages.annotation import run_import
 
     cfg = load_config(write_tiny_config(tmp_path), ["cycles.oracle=human"])
     layout = run_layout(cfg)
-    ensure_synthetic(cfg.data, progress=False)
+    ensure_dataset(cfg.data, progress=False)
     train = load_split(cfg.data, "train", cache_dir=layout.cache_dir, log=lambda *_: None)
     names = [str(n) for n in train.names[:2]]
     layout.cycles_state.parent.mkdir(parents=True)
@@ -329,11 +329,11 @@ def test_an_interrupted_import_is_done_again_not_reported_as_done(tmp_path):
 def _selected_cycle(tmp_path, n: int = 4):
     """A tiny human-oracle run whose cycle 1 has selected the first ``n`` training images (the cycles
     state written by hand: nothing trained). Returns ``(cfg, layout, train, names)``."""
-    from alod.data.sources import ensure_synthetic
+    from alod.data.sources import ensure_dataset
 
     cfg = load_config(write_tiny_config(tmp_path), ["cycles.oracle=human"])
     layout = run_layout(cfg)
-    ensure_synthetic(cfg.data, progress=False)
+    ensure_dataset(cfg.data, progress=False)
     train = load_split(cfg.data, "train", cache_dir=layout.cache_dir, log=lambda *_: None)
     names = sorted(str(x) for x in train.names[:n])
     layout.cycles_state.parent.mkdir(parents=True)

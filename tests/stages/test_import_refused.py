@@ -8,7 +8,7 @@ import json
 import pytest
 
 from alod.config import load_config
-from alod.data.sources import ensure_synthetic, load_split
+from alod.data.sources import ensure_dataset, load_split
 from alod.stages.annotation import annotation_sha256, run_import
 from alod.utils import AlodError
 from alod_testing import run_layout, write_tiny_config
@@ -27,7 +27,7 @@ def selected(tmp_path):
     """A run whose cycle 1 has selected two images (written as the cycles stage would)."""
     cfg = load_config(write_tiny_config(tmp_path), ["cycles.oracle=human"])
     layout = run_layout(cfg)
-    ensure_synthetic(cfg.data, progress=False)
+    ensure_dataset(cfg.data, progress=False)
     train = load_split(cfg.data, "train", cache_dir=layout.cache_dir, log=quiet)
     names = [str(n) for n in train.names[:2]]
     layout.cycles_state.parent.mkdir(parents=True)

@@ -5,6 +5,7 @@ split, ``data.classes``) runs the whole loop with people as the oracle and no pr
 the simulated oracle refuse, saying what to do instead."""
 from __future__ import annotations
 
+from dataclasses import asdict
 import json
 import shutil
 
@@ -30,7 +31,7 @@ def test_new_project_first_cycle_with_people(tmp_path, capsys):
     from alod.stages.annotation import run_export, run_import
 
     gen = tmp_path / "generated"
-    generate_dataset(gen, SyntheticConfig(num_train=20, num_val=6, width=160, height=96, max_objects=4),
+    generate_dataset(gen, **asdict(SyntheticConfig(num_train=20, num_val=6, width=160, height=96, max_objects=4)),
                      progress=False)
     gen_train = gen / "images" / "100k" / "train"
     truth = load_index(labels=gen / "labels" / "det_20" / "det_train.json", image_root=gen_train, log=quiet)

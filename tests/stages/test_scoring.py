@@ -1,12 +1,13 @@
 """Score shards: written as they finish, resumed after a kill, merged in pool order."""
 from __future__ import annotations
 
+from dataclasses import asdict
 import numpy as np
 import pytest
 
 from alod.config import load_config
 from alod.data.dataset import DetectionDataset
-from alod.data.sources import ensure_synthetic, load_split
+from alod.data.sources import ensure_dataset, load_split
 from alod.models import build_detector
 from alod.stages.scoring import load_shards, score_pool
 from alod.utils import AlodError
@@ -18,12 +19,12 @@ def setup(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("scoring")
     cfg = load_config(write_tiny_config(tmp))
-    ensure_synthetic(cfg.data, progress=False)
+    ensure_dataset(cfg.data, progress=False)
     train = load_split(cfg.data, "train", log=lambda *_: None)
     import torch
 
     torch.manual_seed(0)
-    model = build_detector(cfg.model, num_classes=train.num_classes)
+    model = build_detector(num_classes=train.num_classes, **asdict(cfg.model))
     return tmp, DetectionDataset(train), model
 
 

@@ -9,6 +9,7 @@ images are scored and chosen, not how well.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import numpy as np
@@ -29,16 +30,16 @@ def scorer(tmp_path_factory):
     """``(data_root, checkpoint, train index)``: the tiny data generated once and a random-init scorer."""
     import torch
 
-    from alod.data.sources import ensure_synthetic, load_split
+    from alod.data.sources import ensure_dataset, load_split
     from alod.models import build_detector
 
     tmp = tmp_path_factory.mktemp("subset")
     cfg = load_config(write_tiny_config(tmp, data_root=tmp / "data", model={"box_score_thresh": 0.0}))
-    ensure_synthetic(cfg.data, progress=False)
+    ensure_dataset(cfg.data, progress=False)
     train = load_split(cfg.data, "train", log=QUIET)
     torch.manual_seed(0)
     ckpt = tmp / "scorer.pt"
-    torch.save({"model": build_detector(cfg.model, num_classes=train.num_classes).state_dict()}, ckpt)
+    torch.save({"model": build_detector(num_classes=train.num_classes, **asdict(cfg.model)).state_dict()}, ckpt)
     return tmp / "data", ckpt, train
 
 
@@ -59,17 +60,20 @@ def _sample(cfg) -> np.ndarray:
 
 @pytest.fixture
 def inference_counter(monkeypatch):
-    """The pool positions the detector runs on, in call order (wraps :func:`alod.scorer.iter_scored`)."""
-    import alod.scorer
+    """The pool positions the detector runs on, in call order (wraps :func:`alod.cycle.scorer.iter_scored`,
+    where the scorer and the scoring stage call it)."""
+    import alod.cycle.scorer
+    import alod.stages.scoring
 
     seen: list[int] = []
-    real = alod.scorer.iter_scored
+    real = alod.cycle.scorer.iter_scored
 
     def counting(model, dataset, positions, **kw):
         seen.extend(int(p) for p in positions)
         yield from real(model, dataset, positions, **kw)
 
-    monkeypatch.setattr(alod.scorer, "iter_scored", counting)
+    monkeypatch.setattr(alod.cycle.scorer, "iter_scored", counting)
+    monkeypatch.setattr(alod.stages.scoring, "iter_scored", counting)
     return seen
 
 
@@ -127,7 +131,7 @@ def test_subset_scores_only_the_sample_and_never_selects_an_unscored_image(score
     assert any("score.subset=0.5: scoring a seeded sample of 12 of the 36 images" in x for x in lines)
 
     # A schedule edited to take an unscored image by score is refused by the cycles' selector.
-    from alod.selection import PrecomputedSelector
+    from alod.cycle.selection import PrecomputedSelector
 
     s["cycles"][1]["images"][0] = s["unscored"][0]
     bad = tmp_path / "edited.json"
@@ -154,7 +158,7 @@ def test_sampled_images_keep_the_scores_of_a_full_run(scorer, reference, tmp_pat
 def test_subset_schedule_is_the_same_for_reruns_shard_sizes_and_processes(scorer, reference, tmp_path,
                                                                         inference_counter):
     from alod.data.dataset import DetectionDataset
-    from alod.engine import load_checkpoint
+    from alod.models import load_checkpoint
     from alod.models import build_detector
     from alod.stages.scoring import run_scoring, score_pool
 
@@ -173,7 +177,7 @@ def test_subset_schedule_is_the_same_for_reruns_shard_sizes_and_processes(scorer
     assert any("all 12 images were already scored" in x for x in lines)
 
     # Two processes (each scores the shards k % 2 == rank; rank 0 merges once both are done).
-    model = build_detector(cfg.model, num_classes=train.num_classes)
+    model = build_detector(num_classes=train.num_classes, **asdict(cfg.model))
     model.load_state_dict(load_checkpoint(ckpt)["model"])
     sample, ds = _sample(cfg), DetectionDataset(train)
     kw = dict(strategy="entropy", params={"aggregate": "sum"}, shard_dir=tmp_path / "two", shard_size=5,
@@ -242,7 +246,8 @@ class _Pool:
 
 def _adaptive(scorer, tmp_path, monkeypatch, *, subset: float, name: str = "adaptive"):
     """An adaptive selector whose re-scoring is replaced by a fixed score per image (recorded)."""
-    import alod.selection as selection
+    import alod.cycle.scorer as scorer_module
+    import alod.cycle.selection as selection
 
     _, _, train = scorer
     cfg = _config(tmp_path, scorer, name=name, subset=subset)
@@ -252,7 +257,7 @@ def _adaptive(scorer, tmp_path, monkeypatch, *, subset: float, name: str = "adap
         calls.append(list(positions))
         return np.array([(int(p) * 7919) % 101 for p in positions], dtype=np.float64)
 
-    monkeypatch.setattr(selection, "score_with_checkpoint", fake_scores)
+    monkeypatch.setattr(scorer_module, "score_with_checkpoint", fake_scores)  # the selector imports it at call time
     ctx = SimpleNamespace(cfg=cfg, layout=run_layout(cfg), log=QUIET)
     return (lambda: selection.AdaptiveSelector(ctx=ctx, train=train)), calls
 

@@ -7,15 +7,15 @@ go (shards, schedule, state, ``selection.json``), not how good the picks are.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from alod.batch_rules import SelectOptions, choose
 from alod.config import load_config
+from alod.cycle.batch_rules import SelectOptions, choose
 from alod.layout import RunLayout
-from alod.utils import AlodError
 from alod_testing import run_layout, write_tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -30,17 +30,17 @@ def scorer(tmp_path_factory):
     """``(data_root, checkpoint, train index)``; the checkpoint has a validation metrics.json beside it."""
     import torch
 
-    from alod.data.sources import ensure_synthetic, load_split
+    from alod.data.sources import ensure_dataset, load_split
     from alod.models import build_detector
 
     tmp = tmp_path_factory.mktemp("options")
     cfg = load_config(write_tiny_config(tmp, data_root=tmp / "data", model={"box_score_thresh": 0.0}))
-    ensure_synthetic(cfg.data, progress=False)
+    ensure_dataset(cfg.data, progress=False)
     train = load_split(cfg.data, "train", log=QUIET)
     torch.manual_seed(0)
     ckpt = tmp / "pretrain" / "scorer.pt"
     ckpt.parent.mkdir()
-    torch.save({"model": build_detector(cfg.model, num_classes=train.num_classes).state_dict()}, ckpt)
+    torch.save({"model": build_detector(num_classes=train.num_classes, **asdict(cfg.model)).state_dict()}, ckpt)
     metrics = {f"AP50/{c}": ap for c, ap in zip(train.classes, [0.9, 0.2, float("nan"), 0.5, 0.7, 0.1])}
     RunLayout.metrics_beside(ckpt).write_text(json.dumps(metrics))
     return tmp / "data", ckpt, train
@@ -114,14 +114,14 @@ def test_precomputed_random_with_an_option_is_not_implemented(scorer, tmp_path):
 
 
 def test_embeddings_do_not_depend_on_the_batch(scorer):
+    from alod.cycle.scorer import score_positions_details
     from alod.data.dataset import DetectionDataset
     from alod.engine import load_checkpoint
     from alod.models import build_detector
-    from alod.scorer import score_positions_details
     from alod_testing import tiny_model_config
 
     _, ckpt, train = scorer
-    model = build_detector(tiny_model_config(), num_classes=train.num_classes)
+    model = build_detector(num_classes=train.num_classes, **asdict(tiny_model_config()))
     model.load_state_dict(load_checkpoint(ckpt)["model"])
     dataset = DetectionDataset(train)
     kw = dict(strategy="entropy", params={}, embed=True, box_threshold=0.05, progress=False)
@@ -141,7 +141,8 @@ class _Pool:
 
 def _fake_adaptive(scorer, tmp_path, monkeypatch, **kw):
     """An adaptive selector whose scoring pass is replaced by fixed arrays per pool position."""
-    import alod.selection as selection
+    import alod.cycle.scorer as scorer_module
+    import alod.cycle.selection as selection
 
     _, _, train = scorer
     cfg = _config(tmp_path, scorer, name="adaptive", sets=["cycles.selector=adaptive"], **kw)
@@ -154,13 +155,14 @@ def _fake_adaptive(scorer, tmp_path, monkeypatch, **kw):
                 "embeddings": np.stack([np.sin(p), np.cos(3 * p)], axis=1).astype(np.float16),
                 "predicted": (p % 7).astype(np.int64)}
 
-    monkeypatch.setattr(selection, "score_details_with_checkpoint", fake)
+    # Patched where the adaptive selector imports it at call time (alod.cycle.scorer).
+    monkeypatch.setattr(scorer_module, "score_details_with_checkpoint", fake)
     ctx = SimpleNamespace(cfg=cfg, layout=run_layout(cfg), log=QUIET, is_main=True)
     return selection.AdaptiveSelector(ctx=ctx, train=train), calls, ctx
 
 
 def test_adaptive_box_budget_stops_at_the_right_image_and_records_both_counts(scorer, tmp_path, monkeypatch):
-    from alod.selection import box_counts
+    from alod.cycle.selection import box_counts
 
     _, _, train = scorer
     selector, calls, ctx = _fake_adaptive(scorer, tmp_path, monkeypatch,
@@ -190,7 +192,7 @@ def test_adaptive_box_budget_stops_at_the_right_image_and_records_both_counts(sc
 def test_adaptive_class_weights_come_from_the_previous_model_on_the_labeled_pool(scorer, tmp_path, monkeypatch):
     """Cycle n's weights are 1 - AP50 of cycle n - 1's model on the labeled pool, never on the
     validation split whose mAP is reported."""
-    import alod.selection as selection
+    import alod.cycle.selection as selection
     from alod.strategies import difficulty_weights
 
     _, _, train = scorer
@@ -232,7 +234,7 @@ def test_adaptive_class_weights_come_from_the_previous_model_on_the_labeled_pool
 
 
 def test_precomputed_selector_records_the_schedules_counts(scorer, tmp_path):
-    from alod.selection import PrecomputedSelector, box_counts
+    from alod.cycle.selection import PrecomputedSelector, box_counts
     from alod.stages.scoring import run_scoring
 
     _, ckpt, train = scorer

@@ -23,9 +23,9 @@ def _truncate(path):
 
 def test_strict_stops_with_the_file_and_the_option(tmp_path):
     cfg = load_config(write_tiny_config(tmp_path, pretrain={"epochs": 1}))
-    from alod.data.sources import ensure_synthetic
+    from alod.data.sources import ensure_dataset
 
-    ensure_synthetic(cfg.data, progress=False)
+    ensure_dataset(cfg.data, progress=False)
     _truncate(tmp_path / "data" / "images" / "100k" / "train" / "train_00003.jpg")
     with pytest.raises(AlodError, match=r"train_00003.jpg .*cannot be decoded.*data.strict: false"):
         run_pretrain(cfg, progress=False, log=QUIET)
@@ -34,9 +34,9 @@ def test_strict_stops_with_the_file_and_the_option(tmp_path):
 def test_non_strict_skips_lists_and_goes_on(tmp_path):
     path = write_tiny_config(tmp_path, pretrain={"epochs": 1}, cycles={"epochs": 1, "num_cycles": 2})
     cfg = load_config(path, ["data.strict=false"])
-    from alod.data.sources import ensure_synthetic
+    from alod.data.sources import ensure_dataset
 
-    ensure_synthetic(cfg.data, progress=False)
+    ensure_dataset(cfg.data, progress=False)
     for split, name in (("train", "train_00001.jpg"), ("train", "train_00020.jpg"), ("val", "val_00002.jpg")):
         _truncate(tmp_path / "data" / "images" / "100k" / split / name)
     said = []

@@ -1,6 +1,6 @@
 import pytest
 
-from alod.pool import LabeledPool
+from alod.cycle.pool import LabeledPool
 from alod.utils import AlodError
 
 

@@ -2,7 +2,7 @@
 
 A selector is chosen by name (``cycles.selector`` in the YAML) from :data:`SELECTORS`. Its factory
 is called once per run of the cycles stage with keyword arguments (``ctx``: the stage context,
-:class:`alod.stage.StageContext`; ``train``: the training index; ``schedule_file``: an explicit
+:class:`alod.stages.setup.StageContext`; ``train``: the training index; ``schedule_file``: an explicit
 schedule path or ``None``) and returns an object with:
 
 * ``identity() -> dict``: recorded in ``state.json``; resuming under another identity (another
@@ -16,7 +16,7 @@ unlabeled images with the previous cycle's model) and ``random_boxes`` (random i
 count: the baseline at equal annotation cost). All three start cycle 1 from the same seeded draw
 (:func:`alod.schedule.cycle1_draw`).
 
-Selection options (:class:`alod.batch_rules.SelectOptions`, all off by default): a batch rule for
+Selection options (:class:`alod.cycle.batch_rules.SelectOptions`, all off by default): a batch rule for
 diversity (``score.batch``), class weights from the current model's AP per class
 (``score.class_weights``; adaptive selection measures it on the labeled pool, see
 :func:`labeled_pool_metrics`) and a budget in predicted boxes (``schedule.budget: boxes``). The adaptive
@@ -26,14 +26,29 @@ cycle's predicted boxes, its labeled boxes (simulated oracles: the dataset's) an
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
-from alod.oracles import DATASET_ORACLES
-from alod.pool import LabeledPool
-from alod.utils import AlodError, sha256_file
+import numpy as np
+
+from alod.cycle.batch_rules import SelectOptions, choose
+from alod.cycle.oracles import DATASET_ORACLES
+from alod.cycle.pool import LabeledPool
+from alod.schedule import (
+    STREAM_BATCH_RULE,
+    STREAM_RANDOM_BOXES,
+    SUBSET_STREAM_ADAPTIVE,
+    arrival_batches,
+    check_schedule_matches,
+    cycle1_draw,
+    draw_sample,
+    load_schedule,
+)
+from alod.strategies import difficulty_weights
+from alod.utils import AlodError, Registry, atomic_write_json, sha256_file
 
 
 @dataclass(frozen=True)
@@ -53,31 +68,25 @@ class Selector(Protocol):
     def select(self, cycle: int, pool: LabeledPool) -> Selection: ...
 
 
-SELECTORS: dict[str, Callable[..., Selector]] = {}
-
-
-def register_selector(name: str):
-    def deco(factory):
-        SELECTORS[name] = factory
-        return factory
-
-    return deco
+SELECTORS: Registry[Callable[..., Selector]] = Registry("selector")
 
 
 def build_selector(name: str, **kwargs) -> Selector:
-    if name not in SELECTORS:
-        raise AlodError(f"unknown selector {name!r}; choose one of {', '.join(sorted(SELECTORS))}")
-    return SELECTORS[name](**kwargs)
+    """The selector ``name`` built with ``kwargs`` (``ctx``, ``train``, ``schedule_file``)."""
+    return SELECTORS.get(name)(**kwargs)
 
 
-@register_selector("precomputed")
+def check_selector(name: str) -> None:
+    """Refuse an unknown ``cycles.selector`` when the config is checked, before any work."""
+    SELECTORS.get(name, where="config: cycles.selector")
+
+
+@SELECTORS.register("precomputed")
 class PrecomputedSelector:
     """Cycle ``n`` takes the images the schedule lists for it (``schedule.json``, see
     :mod:`alod.schedule`). The schedule must have been made for this training set."""
 
     def __init__(self, *, ctx, train, schedule_file: str | Path | None = None):
-        from alod.schedule import check_schedule_matches, load_schedule
-
         self.path = Path(schedule_file) if schedule_file else ctx.layout.schedule
         self.schedule = load_schedule(self.path)
         check_schedule_matches(self.schedule, train.fingerprint(), path=self.path)
@@ -115,7 +124,7 @@ class PrecomputedSelector:
         return Selection(images=list(entry["images"]), rule=str(entry["rule"]))
 
 
-@register_selector("adaptive")
+@SELECTORS.register("adaptive")
 class AdaptiveSelector:
     """Re-score with the latest model before every cycle (``cycles.selector: adaptive``).
 
@@ -146,10 +155,6 @@ class AdaptiveSelector:
     """
 
     def __init__(self, *, ctx, train, schedule_file: str | Path | None = None):
-        import numpy as np
-
-        from alod.schedule import arrival_batches, cycle1_draw
-
         cfg = ctx.cfg
         s = cfg.schedule
         rng = np.random.default_rng(s.seed)
@@ -161,8 +166,6 @@ class AdaptiveSelector:
         self.strategy, self.params = cfg.score.strategy, cfg.score.strategy_params()
         self.subset, self.seed = cfg.score.subset, s.seed
         self._fingerprint = train.fingerprint()
-        from alod.batch_rules import SelectOptions
-
         self.options = SelectOptions.from_config(cfg)
 
     def identity(self) -> dict:
@@ -179,8 +182,6 @@ class AdaptiveSelector:
         return len(self.batches)
 
     def select(self, cycle: int, pool: LabeledPool) -> Selection:
-        import numpy as np
-
         if cycle == 1:
             return Selection(images=list(self.cycle1), rule="random")
         names = self.train.names
@@ -190,8 +191,6 @@ class AdaptiveSelector:
             raise AlodError(f"cycle {cycle}: only {len(candidates)} unlabeled images have arrived, fewer than "
                             f"schedule.query_size={self.query_size}")
         if self.subset < 1.0:
-            from alod.schedule import SUBSET_STREAM_ADAPTIVE, draw_sample
-
             arrived = len(candidates)
             candidates = draw_sample(candidates, subset=self.subset, query_size=self.query_size, seed=self.seed,
                                      stream=SUBSET_STREAM_ADAPTIVE, n=cycle).tolist()
@@ -201,6 +200,8 @@ class AdaptiveSelector:
         if self.options.active:
             return self._select_with_options(cycle, candidates, ckpt, pool)
         t0 = time.perf_counter()
+        from alod.cycle.scorer import score_with_checkpoint  # why: keeps torch out of config checks
+
         scores = score_with_checkpoint(self.ctx, self.train, candidates, ckpt=ckpt, strategy=self.strategy,
                                        params=self.params, desc=f"cycle {cycle} select")
         seconds = time.perf_counter() - t0
@@ -212,10 +213,7 @@ class AdaptiveSelector:
 
     def _select_with_options(self, cycle: int, candidates: list[int], ckpt: Path, pool: LabeledPool) -> Selection:
         """Cycle ``cycle``'s images from ``candidates`` (pool positions) under :attr:`options`."""
-        import numpy as np
-
-        from alod.batch_rules import choose
-        from alod.schedule import STREAM_BATCH_RULE
+        from alod.cycle.scorer import score_details_with_checkpoint  # why: keeps torch out of config checks
 
         opts, names = self.options, self.train.names
         weights = None
@@ -244,54 +242,6 @@ class AdaptiveSelector:
         return Selection(images=chosen, rule=rule, info=info)
 
 
-def score_with_checkpoint(ctx, index, positions: list[int], *, ckpt: Path, strategy: str, params: dict,
-                          desc: str):
-    """Scores ``float64[len(positions)]`` of ``index``'s images ``positions`` under ``strategy``,
-    with the detector in ``ckpt`` (not read for a strategy that needs no inference): ``float64[n]``."""
-
-    from alod.strategies import check_params, get_strategy
-
-    spec = get_strategy(strategy)
-    resolved = check_params(strategy, params)
-    if spec.inference == "none":
-        return spec.fn([{}] * len(positions), **resolved)
-    from alod.scorer import score_positions
-
-    model, cfg = checkpoint_model(ctx, index, ckpt), ctx.cfg
-    return score_positions(model, ctx.dataset(index), positions, strategy=strategy, params=resolved,
-                           batch_size=cfg.score.batch_size, num_workers=cfg.score.num_workers,
-                           device=ctx.accelerator.device, amp=cfg.score.amp, desc=desc,
-                           progress=ctx.progress and ctx.is_main)
-
-
-def checkpoint_model(ctx, index, ckpt: Path):
-    """The detector of ``ckpt`` for ``index``'s classes, on the stage's device."""
-    from alod.engine import load_checkpoint
-    from alod.models import build_detector
-
-    model = build_detector(ctx.cfg.model, num_classes=index.num_classes)
-    model.load_state_dict(load_checkpoint(ckpt)["model"])
-    return model.to(ctx.accelerator.device)
-
-
-def score_details_with_checkpoint(ctx, index, positions: list[int], *, ckpt: Path, strategy: str, params: dict,
-                                  class_weights=None, embed: bool = False, box_threshold: float | None = None,
-                                  desc: str) -> dict:
-    """:func:`score_with_checkpoint` plus embeddings and predicted box counts from the same pass
-    (:func:`alod.scorer.score_positions_details`): ``{"scores", "embeddings", "predicted"}``. The
-    detector runs even for a strategy that needs no inference: the options need its predictions."""
-    from alod.scorer import score_positions_details
-    from alod.strategies import check_params
-
-    resolved = check_params(strategy, params)
-    model, cfg = checkpoint_model(ctx, index, ckpt), ctx.cfg
-    return score_positions_details(model, ctx.dataset(index), positions, strategy=strategy, params=resolved,
-                                   batch_size=cfg.score.batch_size, num_workers=cfg.score.num_workers,
-                                   device=ctx.accelerator.device, amp=cfg.score.amp, class_weights=class_weights,
-                                   embed=embed, box_threshold=box_threshold, desc=desc,
-                                   progress=ctx.progress and ctx.is_main)
-
-
 def labeled_pool_metrics(ctx, index, positions: list[int], *, ckpt: Path, metrics_path: Path, desc: str) -> dict:
     """The detector of ``ckpt`` evaluated on ``index``'s images ``positions`` (the labeled pool),
     written to ``metrics_path``: what ``score.class_weights: difficulty`` reads in adaptive selection.
@@ -302,23 +252,24 @@ def labeled_pool_metrics(ctx, index, positions: list[int], *, ckpt: Path, metric
     does better on its training images than on new ones, but what the weights need is which classes
     it does worst on (PPAL's difficulty is likewise measured on the labeled set).
     """
-    from alod.stage import evaluate_detector
+    from alod.cycle.scorer import checkpoint_model  # why: keeps torch out of config checks
+    from alod.engine import predict  # why: (same)
+    from alod.evaluation import evaluate_detections, json_safe  # why: (same: pycocotools)
 
-    model = checkpoint_model(ctx, index, ckpt)
-    Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
-    metrics, _ = evaluate_detector(ctx, model, index.subset(positions), metrics_path=metrics_path, desc=desc)
+    cfg, labeled = ctx.cfg, index.subset(positions)
+    dets = predict(checkpoint_model(ctx, index, ckpt), ctx.dataset(labeled), batch_size=cfg.train.eval_batch_size,
+                   accelerator=ctx.accelerator, amp=cfg.train.amp, desc=desc, progress=ctx.progress)
+    readable = [i for i, d in enumerate(dets) if "unreadable" not in d]  # as evaluate_detector leaves them out
+    metrics = evaluate_detections(labeled.subset(readable), [dets[i] for i in readable])
+    if ctx.is_main:
+        Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(metrics_path, json_safe(metrics))
     return metrics
 
 
-def class_weights_from(metrics_path: Path, classes) -> "np.ndarray":
+def class_weights_from(metrics_path: Path, classes) -> np.ndarray:
     """``score.class_weights: difficulty`` weights ``float64[C + 1]`` from a ``metrics.json``
     (:func:`alod.strategies.difficulty_weights`); an error naming the file when it is missing."""
-    import json
-
-    import numpy as np
-
-    from alod.strategies import difficulty_weights
-
     path = Path(metrics_path)
     if not path.is_file():
         raise AlodError(f"score.class_weights: difficulty needs the current model's validation metrics {path}; "
@@ -330,10 +281,8 @@ def class_weights_from(metrics_path: Path, classes) -> "np.ndarray":
 def record_selection(ctx, train, cycle: int, images: list[str], *, rule: str, info: dict) -> dict:
     """Write ``cycle_NN/selection.json`` (main process) and return what it holds: ``info`` plus the
     images, the rule and, with an oracle that reveals the dataset's labels
-    (:data:`alod.oracles.DATASET_ORACLES`), ``labeled_boxes`` (the dataset's boxes of the images:
+    (:data:`alod.cycle.oracles.DATASET_ORACLES`), ``labeled_boxes`` (the dataset's boxes of the images:
     what annotators will draw, against the model's ``predicted_boxes``)."""
-    from alod.utils import atomic_write_json
-
     out = {"cycle": int(cycle), "rule": rule, "images": len(images), **info}
     if ctx.cfg.cycles.oracle in DATASET_ORACLES:
         counts, pos = box_counts(train), train.name_to_index()
@@ -345,17 +294,15 @@ def record_selection(ctx, train, cycle: int, images: list[str], *, rule: str, in
     return out
 
 
-def box_counts(index) -> "np.ndarray":
+def box_counts(index) -> np.ndarray:
     """Labeled boxes ``int64[n]`` of every image of ``index`` (ignored regions not counted): what an
     annotator draws, and what the comparison's boxes axis counts."""
-    import numpy as np
-
     offsets = np.asarray(index.offsets, dtype=np.int64)
     kept = np.concatenate([[0], np.cumsum(~np.asarray(index.ignore, dtype=bool))])
     return (kept[offsets[1:]] - kept[offsets[:-1]]).astype(np.int64)
 
 
-@register_selector("random_boxes")
+@SELECTORS.register("random_boxes")
 class RandomBoxesSelector(AdaptiveSelector):
     """The random baseline at equal boxes (``cycles.selector: random_boxes``, used by ``alod compare``).
 
@@ -393,10 +340,6 @@ class RandomBoxesSelector(AdaptiveSelector):
         return min(len(self.batches), len(self.targets) + 1)
 
     def select(self, cycle: int, pool: LabeledPool) -> Selection:
-        import numpy as np
-
-        from alod.schedule import STREAM_RANDOM_BOXES
-
         if cycle == 1:
             return Selection(images=list(self.cycle1), rule="random")
         names, pos = self.train.names, self.train.name_to_index()

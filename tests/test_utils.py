@@ -1,4 +1,5 @@
-"""One command at a time on a run folder; a lock left by a killed command is taken over."""
+"""alod.utils: the run folder lock (one command at a time on a run folder; a lock left by a killed
+command is taken over) and the Registry every registry is."""
 from __future__ import annotations
 
 import os
@@ -10,13 +11,12 @@ import time
 import pytest
 
 from alod.config import load_config
-from alod.runlock import RunLock
-from alod.utils import AlodError
+from alod.utils import AlodError, RunLock
 from alod_testing import REPO, run_layout, subprocess_env
 
 HOLD = """
 import sys, time
-from alod.runlock import RunLock
+from alod.utils import RunLock
 lock = RunLock(sys.argv[1] + "/.lock", owner_path=sys.argv[1] + "/.lock.owner.json", log=print).acquire()
 print("locked", flush=True)
 time.sleep(120)
@@ -77,3 +77,28 @@ def test_a_stage_refuses_a_run_in_use(tiny_config, tmp_path):
                        cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert layout.schedule.is_file() and not layout.lock_owner.exists()
+
+
+# ---------------------------------------------------------------------------------------- Registry
+def test_registry_registers_gets_and_lists_in_order():
+    from alod.utils import Registry
+
+    reg = Registry("widget")
+
+    @reg.register("b")
+    def b():
+        return "b"
+
+    reg.register("a", "entry a")
+    assert reg.get("b") is b and reg["a"] == "entry a" and "a" in reg and len(reg) == 2
+    assert reg.names() == ["b", "a"] and list(reg) == ["b", "a"]  # registration order
+    assert reg.get("zz", None) is None  # dict-like default (monkeypatch.setitem relies on it)
+    with pytest.raises(AlodError, match=r"^unknown widget 'c'; choose one of a, b$"):
+        reg.get("c")
+    with pytest.raises(AlodError, match=r"^config: x.kind: unknown widget 'c'; choose one of a, b$"):
+        reg.get("c", where="config: x.kind")
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("a", "again")
+    copy = reg.copy()
+    copy.register("c", "entry c")
+    assert "c" in copy and "c" not in reg

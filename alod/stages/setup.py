@@ -1,24 +1,70 @@
-"""What every stage does the same way: set-up, training a detector, evaluating it.
+"""What every stage does the same way: checking the config, set-up, training a detector, evaluating it.
 
-* :func:`open_stage`: the run folder's lock (:mod:`alod.runlock`), the accelerator, the built-in
-  dataset generated on first use, the resolved config written next to the stage's outputs, every
-  process waiting for the main one; returns a :class:`StageContext` (a context manager that
-  releases the lock) that loads the splits with the run's index cache.
+* :func:`check_config`: the one place every registry checks its own section of a loaded config
+  (strategies, selectors, oracles, data kinds and label formats, the scoring subset, the selection
+  options, and each ``compare.variants`` run config); the CLI
+  (:func:`load_checked_config`) and :func:`open_stage` call it, so a bad YAML is refused before
+  any work.
+* :func:`open_stage`: the config checked, the run folder's lock (:class:`alod.utils.RunLock`), the
+  accelerator, the resolved config written next to the stage's outputs, every process waiting for
+  the main one; returns a :class:`StageContext` (a context manager that releases the lock) that
+  loads the splits with the run's index cache. It does no other work: generating the built-in
+  dataset is the explicit next step, :meth:`StageContext.ensure_dataset`, which every stage entry
+  point calls.
 * :func:`train_detector`: a fresh detector trained (or resumed) with the ``train:`` settings.
 * :func:`evaluate_detector`: predictions on the validation split, the metrics dict on every
   process, ``metrics.json`` written atomically by the main process.
 
-Stages (``alod.stages.*``) and orchestrators use this module; it never imports a stage.
+Stages (``alod.stages.*``), orchestrators and the CLI use this module; it never imports a stage.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from alod.config import Config, TrainConfig, dump_config
+import numpy as np
+
+from alod.cycle.batch_rules import check_selection_options
+from alod.config import Config, TrainConfig, apply_overrides, dump_config, load_config
+from alod.cycle.oracles import check_oracle
+from alod.cycle.selection import check_selector
+from alod.data.sources import check_data_config, ensure_dataset, load_split
+from alod.evaluation import evaluate_detections, json_safe
 from alod.layout import RunLayout
-from alod.utils import atomic_write_json, atomic_write_text
+from alod.schedule import check_subset
+from alod.strategies import check_strategy_section
+from alod.utils import AlodError, RunLock, atomic_write_json, atomic_write_text, seed_everything
+
+
+def check_config(cfg: Config) -> Config:
+    """Each registry checks its own section of ``cfg`` (a config :func:`alod.config.load_config`
+    already checked for types and ranges); returns ``cfg``.
+
+    Raises:
+        AlodError: the first problem, one line naming the key and the valid choices.
+    """
+    check_subset(subset=cfg.score.subset, batch_size=cfg.schedule.batch_size, query_size=cfg.schedule.query_size)
+    check_data_config(cfg.data)
+    check_strategy_section(cfg.score)
+    check_selector(cfg.cycles.selector)
+    check_oracle(cfg.cycles.oracle)
+    check_selection_options(cfg.score, cfg.schedule)
+    base = dataclasses.replace(cfg, compare=dataclasses.replace(cfg.compare, variants={}))
+    for name, table in cfg.compare.variants.items():  # each variant's run config passes the same checks
+        variant = apply_overrides(base, table, where=f"compare.variants.{name}")
+        try:
+            check_config(variant)
+        except AlodError as e:
+            raise AlodError(f"compare.variants.{name}: {e}") from None
+    return cfg
+
+
+def load_checked_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """:func:`alod.config.load_config` followed by :func:`check_config`: what the CLI loads."""
+    return check_config(load_config(path, overrides))
 
 
 def _quiet(*_args) -> None:
@@ -61,7 +107,7 @@ class StageContext:
     def dataset(self, index, *, transform=None):
         """A :class:`~alod.data.dataset.DetectionDataset`; with ``data.strict: false`` it skips images
         that fail to decode instead of stopping the run."""
-        from alod.data.dataset import DetectionDataset
+        from alod.data.dataset import DetectionDataset  # why: keeps torch out of config checks (alod CLI)
 
         return DetectionDataset(index, transform=transform, skip_unreadable=not self.cfg.data.strict)
 
@@ -69,8 +115,6 @@ class StageContext:
         """List images that failed to decode in ``unreadable_images.jsonl`` and say how many (main process)."""
         if not names_reasons or not self.is_main:
             return
-        import json
-
         path = self.layout.unreadable_images
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as f:
@@ -79,10 +123,15 @@ class StageContext:
         self.log(f"{stage}: {len(names_reasons)} image(s) could not be decoded and were skipped "
                  f"(data.strict: false); listed in {path}")
 
+    def ensure_dataset(self) -> None:
+        """Generate the built-in dataset if the config names it and it is not there yet (main
+        process, logged; :func:`alod.data.sources.ensure_dataset`); every process waits for it."""
+        if self.is_main:
+            ensure_dataset(self.cfg.data, progress=self.progress, log=self.log)
+        self.wait()
+
     def load_split(self, split: str):
         """The :class:`~alod.data.index.DetectionIndex` of ``split``, through the run's index cache."""
-        from alod.data.sources import load_split
-
         return load_split(self.cfg.data, split, cache_dir=self.layout.cache_dir,
                           problems_path=self.layout.problems_path(split), log=self.log)
 
@@ -91,17 +140,19 @@ def open_stage(cfg: Config, stage: str, *, accelerator=None, amp: bool = False, 
                log: Callable[[str], object] = print) -> StageContext:
     """Set up ``stage`` (one of :data:`alod.layout.STAGES`) for ``cfg``; use as ``with open_stage(...) as ctx``.
 
+    Checks ``cfg`` (:func:`check_config`), takes the run folder's lock and writes the resolved
+    config (main process), and waits for every process. Nothing else: the stage then calls
+    :meth:`StageContext.ensure_dataset` itself.
+
     Raises:
-        AlodError: another command holds the run folder's lock.
+        AlodError: a bad config, or another command holds the run folder's lock.
 
     ``accelerator``: reuse one (``alod demo`` runs the three stages in one process); ``None`` makes
     one with bf16 autocast on GPU when ``amp``.
     """
-    from alod.data.sources import ensure_synthetic
-    from alod.engine import make_accelerator
+    from alod.engine import make_accelerator  # why: keeps torch out of config checks (alod CLI)
 
-    from alod.runlock import RunLock
-
+    check_config(cfg)
     accelerator = accelerator or make_accelerator(amp=amp)
     layout = RunLayout.from_config(cfg.run)
     main = accelerator.is_main_process
@@ -109,7 +160,6 @@ def open_stage(cfg: Config, stage: str, *, accelerator=None, amp: bool = False, 
     if main:
         lock = RunLock(layout.lock, owner_path=layout.lock_owner, log=log).acquire()
         try:
-            ensure_synthetic(cfg.data, progress=progress)
             atomic_write_text(layout.stage_config(stage), dump_config(cfg))
         except BaseException:
             lock.release()
@@ -148,14 +198,13 @@ def train_detector(ctx: StageContext, index, *, num_classes: int, model_seed: in
     Returns:
         ``(model, result)`` with ``result`` as :func:`alod.engine.fit` returns it.
     """
-    from alod.data.transforms import get_transform
-    from alod.engine import fit
-    from alod.models import build_detector
-    from alod.utils import seed_everything
+    from alod.data.transforms import get_transform  # why: keeps torch out of config checks (alod CLI)
+    from alod.engine import fit  # why: as above
+    from alod.models import build_detector  # why: as above
 
     cfg = ctx.cfg
     seed_everything(model_seed)
-    model = build_detector(cfg.model, num_classes=num_classes)
+    model = build_detector(num_classes=num_classes, **asdict(cfg.model))
     if init_weights is not None:
         model.load_state_dict(init_weights)
     result = fit(
@@ -186,10 +235,7 @@ def evaluate_detector(ctx: StageContext, model, val, *, metrics_path: Path, desc
         ``(metrics, detections)`` on every process: the :func:`alod.evaluation.evaluate_detections`
         dict (NaN for classes without ground truth) and one detections dict per ``val`` image.
     """
-    import numpy as np
-
-    from alod.engine import predict
-    from alod.evaluation import evaluate_detections, json_safe
+    from alod.engine import predict  # why: keeps torch out of config checks (alod CLI)
 
     cfg = ctx.cfg
     dets = predict(model, ctx.dataset(val), batch_size=cfg.train.eval_batch_size, accelerator=ctx.accelerator,
@@ -211,7 +257,7 @@ def broadcast(accelerator, obj):
     """``obj`` from the main process, on every process (a no-op with one process)."""
     if accelerator.num_processes == 1:
         return obj
-    from accelerate.utils import broadcast_object_list
+    from accelerate.utils import broadcast_object_list  # why: keeps torch out of config checks (alod CLI)
 
     box = [obj]
     broadcast_object_list(box, from_process=0)

@@ -35,7 +35,7 @@ An orchestrator over the stages. The protocol (the ``compare:`` section of the c
   same command after a kill continues the comparison, and a finished one only rewrites the report.
 
 Writes under ``runs/<name>/compare/``: ``report.json``, ``report.md``, ``curves.png`` (from
-:mod:`alod.report`), ``runs.json`` (every curve record), ``timings.json`` (wall seconds per stage,
+:mod:`alod.compare.report`), ``runs.json`` (every curve record), ``timings.json`` (wall seconds per stage,
 kept across reruns) and ``run.json`` (command, commit, machine, wall time, resolved config).
 """
 from __future__ import annotations
@@ -51,12 +51,22 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from alod.config import Config
+from alod.compare.report import write_report
+from alod.config import Config, apply_overrides, dotted_keys, nest_overrides, parse_overrides, validate
+from alod.cycle.actions import ACCEPT, STOP_AGREEMENT, add_actions, annotator_actions, mean_agreement, stop_cycle
+from alod.cycle.selection import box_counts
+from alod.data.dataset import DetectionDataset
+from alod.data.sources import load_split
+from alod.engine import iter_predictions
 from alod.layout import RunLayout
+from alod.models import load_detector
 from alod.stages.cycles import finished_cycles, run_cycles
 from alod.stages.pretrain import run_pretrain
 from alod.stages.scoring import run_scoring
+from alod.stages.setup import check_config
+from alod.strategies import STRATEGIES, get_strategy
 from alod.utils import AlodError, atomic_write_json
 
 MODES = ("precomputed", "adaptive")
@@ -96,7 +106,6 @@ def run_labels(strategies, variants) -> list[str]:
 
 def parse_variant(text: str) -> tuple[str, dict]:
     """``"div=score.batch=kmeanspp;score.batch_pool=4"`` -> ``("div", {"score": {...}})`` (values as YAML)."""
-    from alod.config import parse_overrides
 
     name, sep, rest = text.partition("=")
     items = [x.strip() for x in rest.split(";") if x.strip()]
@@ -110,7 +119,6 @@ def variant_config(cfg: Config, label: str, *, seed: int, name: str, mode: str, 
     :func:`_seeded`, then the variant's overrides, validated as a loaded config would be. With
     ``baseline`` (the equal-boxes random run of a variant) the strategy is random and the options
     only a scored selection uses are left off: ``random_boxes`` ignores them."""
-    from alod.config import apply_overrides
 
     strategy, variant = split_label(label)
     seeded = _seeded(cfg, seed=seed, name=name, strategy=BASELINE if baseline else strategy, mode=mode)
@@ -127,18 +135,22 @@ def variant_config(cfg: Config, label: str, *, seed: int, name: str, mode: str, 
 
 
 def check_variants(cfg: Config) -> None:
-    """Build every variant run's config once, so a bad override fails before any training."""
+    """Build and check (:func:`alod.stages.setup.check_config`) every variant run's config once, so a
+    bad override fails before any training."""
     c = cfg.compare
     for label in run_labels(c.strategies, c.variants)[len(c.strategies):]:
         for mode in c.modes:
-            variant_config(cfg, label, seed=c.seeds[0], name="check", mode=mode)
-            variant_config(cfg, label, seed=c.seeds[0], name="check", mode=mode, baseline=True)
+            for baseline in (False, True):
+                run_cfg = variant_config(cfg, label, seed=c.seeds[0], name="check", mode=mode, baseline=baseline)
+                try:
+                    check_config(run_cfg)
+                except AlodError as e:
+                    raise AlodError(f"compare.variants.{split_label(label)[1]}: {e}") from None
 
 
 def _scorer_name(cfg: Config, label: str, seed: int) -> str:
     """The precomputed scorer's run: the seed's shared one, or the variant's own when it changes
     what the scorer is (its model, training or pretraining settings)."""
-    from alod.config import dotted_keys, nest_overrides
 
     _, variant = split_label(label)
     keys = dotted_keys(nest_overrides(cfg.compare.variants[variant])) if variant else []
@@ -153,8 +165,6 @@ def plan(strategies, modes, seeds) -> list[tuple[int, str, str]]:
 
 
 def check_request(strategies, modes, seeds) -> None:
-    from alod.strategies import STRATEGIES
-
     if not strategies or not modes or not seeds:
         raise AlodError("compare needs at least one strategy, one mode and one seed")
     unknown = [s for s in strategies if s not in STRATEGIES]
@@ -194,7 +204,6 @@ def resolve(cfg: Config, **overrides) -> Config:
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if v is not None}
     out = _with(cfg, compare=fields) if fields else cfg
     if variants:  # --variant replaces compare.variants, as --strategies replaces compare.strategies
-        from alod.config import validate
 
         parsed = dict(parse_variant(v) for v in variants)
         if len(parsed) != len(variants):
@@ -209,8 +218,6 @@ def resolve(cfg: Config, **overrides) -> Config:
 
 def run_compare(cfg: Config, *, progress: bool = True, log=print, command: str | None = None) -> dict:
     """Run (or resume) the protocol of ``cfg.compare`` and write the report. Returns the report dict."""
-    from alod.report import write_report
-
     c = cfg.compare
     check_request(list(c.strategies), list(c.modes), list(c.seeds))
     check_variants(cfg)
@@ -296,8 +303,6 @@ def full_epochs(cfg: Config, pool_sizes: list[int], n_train: int) -> int:
 
 
 def _full_run(cfg, timings, records, *, seed, progress, log) -> dict:
-    from alod.selection import box_counts
-
     baseline = next(r for r in records if r["strategy"] == BASELINE and r.get("equal_boxes_to") is None)
     train = _train_index(cfg)
     epochs = full_epochs(cfg, [c["images"] for c in baseline["cycles"]], len(train))
@@ -330,7 +335,6 @@ def _add_label_work(cfg: Config, state: dict, record: dict, *, log) -> None:
     never labeled. Both are measured after the run (no retraining; about one inference pass over
     the pool's new images and the probe per cycle) and cached in ``cycles/label_work.json``.
     """
-    from alod.cycle.actions import ACCEPT, STOP_AGREEMENT, stop_cycle
 
     path = RunLayout.from_config(cfg.run).label_work
     cycles = [c["cycle"] for c in record["cycles"]]
@@ -346,7 +350,6 @@ def _add_label_work(cfg: Config, state: dict, record: dict, *, log) -> None:
 
 
 def _label_work(cfg: Config, state: dict, cycles: list[int]) -> dict:
-    from alod.cycle.actions import add_actions, annotator_actions, mean_agreement
 
     train = _train_index(cfg)
     pos = train.name_to_index()
@@ -373,24 +376,17 @@ def _label_work(cfg: Config, state: dict, cycles: list[int]) -> dict:
 
 
 def _cycle_model(cfg: Config, cycle: int, num_classes: int):
-    from alod.engine import load_checkpoint
-    from alod.models import build_detector
-
-    model = build_detector(cfg.model, num_classes=num_classes)
-    model.load_state_dict(load_checkpoint(RunLayout.from_config(cfg.run).cycle_checkpoint(cycle))["model"])
-    return model
+    """Cycle ``cycle``'s detector (:func:`alod.models.load_detector`), on the CPU."""
+    return load_detector(RunLayout.from_config(cfg.run).cycle_checkpoint(cycle), num_classes=num_classes,
+                         **dataclasses.asdict(cfg.model))
 
 
 def _predict(cfg: Config, model, index, positions: list[int]) -> list[dict]:
-    from alod.data.dataset import DetectionDataset
-    from alod.engine import iter_predictions
-
     dataset = DetectionDataset(index, skip_unreadable=not cfg.data.strict)
     return [d for _, d in iter_predictions(model, dataset, positions, batch_size=cfg.train.eval_batch_size)]
 
 
 def _protocol(cfg: Config, cycle1: dict[int, list[list[str]]], records: list[dict]) -> dict:
-    from alod.cycle.actions import ACCEPT, STOP_AGREEMENT
 
     shared = all(all(sorted(x) == sorted(firsts[0]) for x in firsts) for firsts in cycle1.values())
     c = cfg.compare
@@ -415,8 +411,6 @@ def _cycle1(state: dict) -> list[str]:
 
 
 def _needs_scorer(strategy: str) -> bool:
-    from alod.strategies import get_strategy
-
     return get_strategy(strategy).inference != "none"
 
 
@@ -437,16 +431,12 @@ def _scoring_seconds(timings: _Timings, base: str, name: str, seed: int, mode: s
 
 
 def _train_index(cfg: Config):
-    from alod.data.sources import load_split
-
     layout = RunLayout.from_config(cfg.run)
     return load_split(cfg.data, "train", cache_dir=layout.cache_dir, log=lambda *_: None)
 
 
 def _record(cfg: Config, state: dict, *, seed: int, mode: str, strategy: str, scoring_seconds: float) -> dict:
-    """One curve record of :mod:`alod.report` from a finished run's state and metrics."""
-    from alod.selection import box_counts
-
+    """One curve record of :mod:`alod.compare.report` from a finished run's state and metrics."""
     layout = RunLayout.from_config(cfg.run)
     train = _train_index(cfg)
     boxes, pos = box_counts(train), train.name_to_index()
@@ -476,8 +466,6 @@ def _record(cfg: Config, state: dict, *, seed: int, mode: str, strategy: str, sc
 
 def machine_info() -> dict:
     """What a wall time depends on: CPU model and count, torch, its thread count and CPU capability."""
-    import torch
-
     cpu = platform.processor()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()

@@ -46,6 +46,8 @@ Every new key is optional: records without ``actions``, ``agreement`` and ``stop
 report they gave before those keys existed (the new report keys are then ``None`` / ``False``).
 
 Runs with strategy ``random`` and no ``equal_boxes_to`` are the *baseline at equal images*, per mode.
+A strategy named ``<base>+<variant>`` (``alod compare``'s variants) is also compared with ``<base>``
+of its mode, seed by seed (``variant_comparisons``): does the option help the strategy it modifies?
 
 Definitions (``n`` = number of paired seeds; every interval and test is over per-seed differences):
 
@@ -134,6 +136,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import FixedLocator, NullFormatter, StrMethodFormatter
 from scipy import stats
 
 from alod.utils import AlodError, atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -547,17 +552,18 @@ def _check_equal_box_runs(groups: Mapping[GroupKey, dict[int, dict]]) -> None:
 # --------------------------------------------------------------------------- comparisons
 
 
-def _difference(pairs: Sequence[tuple[int, dict, dict]], value) -> dict[str, Any]:
-    """Strategy mean, reference mean and the paired difference of ``value(run)`` over ``pairs``."""
+def _difference(pairs: Sequence[tuple[int, dict, dict]], value, *, ref: str = "random") -> dict[str, Any]:
+    """Strategy mean, reference mean (under the key ``ref``) and the paired difference of
+    ``value(run)`` over ``pairs``."""
     a = [value(run) for _, run, _ in pairs]
-    b = [value(ref) for _, _, ref in pairs]
+    b = [value(r) for _, _, r in pairs]
     if any(v is None for v in a + b):
-        return {"strategy": _mean(a), "random": _mean(b), "difference": None, "ci95": None, "p": None,
+        return {"strategy": _mean(a), ref: _mean(b), "difference": None, "ci95": None, "p": None,
                 "p_holm": None, "n": 0}
     t = paired_test([x - y for x, y in zip(a, b)])
-    return {"strategy": float(np.mean(a)), "random": float(np.mean(b)), "difference": t["mean"],
+    return {"strategy": float(np.mean(a)), ref: float(np.mean(b)), "difference": t["mean"],
             "ci95": t["ci95"], "p": t["p"], "p_holm": None, "n": t["n"],
-            "per_seed": [{"seed": s, "strategy": x, "random": y} for (s, _, _), x, y in zip(pairs, a, b)]}
+            "per_seed": [{"seed": s, "strategy": x, ref: y} for (s, _, _), x, y in zip(pairs, a, b)]}
 
 
 def _aulc_of(axis: str):
@@ -674,6 +680,19 @@ def _comparison(groups: Mapping[GroupKey, dict[int, dict]], key: GroupKey, *, ac
             "scorer_images": _mean([r["scorer_images"] for r in runs]),
             "scorer_charged": _mean([r["scorer_charged"] for r in runs]),
             "scorer_boxes_charged": _mean([r["scorer_boxes_charged"] for r in runs])}
+
+
+def _against_base(groups: Mapping[GroupKey, dict[int, dict]], key: GroupKey, *,
+                  actions: bool = False) -> dict[str, Any]:
+    """A variant ``<base>+<name>`` (mode m) against ``<base>`` (mode m), paired by seed: AULC on the
+    images and boxes axes, final mAP50, boxes and (when recorded) actions; the reference is ``base``."""
+    base = (key[0].partition("+")[0], key[1], None)
+    pairs = _pairs(groups, key, base)
+    diff = lambda value: _difference(pairs, value, ref="base")  # noqa: E731
+    return {"strategy": key[0], "base": base[0], "mode": key[1], "seeds": [s for s, _, _ in pairs],
+            "n": len(pairs), "aulc": diff(_aulc_of("images")), "aulc_boxes": diff(_aulc_of("boxes")),
+            "final_mAP50": diff(_final_of("mAP50")), "final_boxes": diff(_final_of("boxes")),
+            "final_actions": diff(_final_of("actions")) if actions else None}
 
 
 def _apply_holm(comparisons: list[dict[str, Any]]) -> None:
@@ -951,6 +970,10 @@ def build_report(records: Sequence[Mapping[str, Any]], full: Sequence[Mapping[st
     keys = [k for k in groups if k[0] != BASELINE and k[2] is None]
     comparisons = [_comparison(groups, k, actions=actions) for k in keys]
     _apply_holm(comparisons)
+    variants = [_against_base(groups, k, actions=actions) for k in keys
+                if "+" in k[0] and (k[0].partition("+")[0], k[1], None) in groups]
+    for v, p in zip(variants, holm([v["aulc"]["p"] for v in variants])):  # their own family
+        v["aulc"]["p_holm"] = p
     for c in comparisons:
         c["sentence"] = sentence(c)
     notes = [f"{_label(k)} ran seeds {list(runs)}, not every protocol seed {proto['seeds']}"
@@ -970,6 +993,8 @@ def build_report(records: Sequence[Mapping[str, Any]], full: Sequence[Mapping[st
               "actions_recorded": actions,
               "actions_partly_recorded": not actions and any(r["has_actions"] for r in checked),
               "stopping_recorded": any(c["stopping"] is not None for c in curves)}
+    if variants:  # only then, so that a report without variants keeps its bytes
+        report["variant_comparisons"] = variants
     return _no_nan(report)
 
 
@@ -1052,6 +1077,22 @@ def _md_headline(report: Mapping[str, Any]) -> list[str]:
         lines.append(_row([c["strategy"], c["mode"], c["n"], _f(a["strategy"]), _f(a["random"]),
                            _f(a["difference"], "{:+.3f}"), _ci_cell(c["ci95"]), _p(c["p"]), _p(c["p_holm"]),
                            f"{b['strategy']:,.0f} / {b['random']:,.0f}"]))
+    return lines
+
+
+def _md_variants(report: Mapping[str, Any]) -> list[str]:
+    if not report.get("variant_comparisons"):
+        return []
+    lines = ["", "## Variants against their base strategy (paired by seed; Holm within this table)", "",
+             *_table(["variant", "mode", "seeds", "AULC", "base", "difference", "95% CI", "Holm p",
+                      "AULC on boxes: difference", "final mAP50: difference", "final boxes: difference"])]
+    for v in report["variant_comparisons"]:
+        a, ab, fm, fb = v["aulc"], v["aulc_boxes"], v["final_mAP50"], v["final_boxes"]
+        lines.append(_row([v["strategy"], v["mode"], v["n"], _f(a["strategy"]), _f(a["base"]),
+                           _f(a["difference"], "{:+.3f}"), _ci_cell(a["ci95"]), _p(a["p_holm"]),
+                           f"{_f(ab['difference'], '{:+.3f}')} {_ci_cell(ab['ci95'])}",
+                           f"{_f(fm['difference'], '{:+.3f}')} {_ci_cell(fm['ci95'])}",
+                           f"{_f(fb['difference'], '{:+,.0f}')} {_ci_cell(fb['ci95'], '{:+,.0f}')}"]))
     return lines
 
 
@@ -1163,9 +1204,10 @@ def _md_per_class(report: Mapping[str, Any]) -> list[str]:
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
-    """``report.md``: protocol header, runs, headline, annotator actions, equal boxes, targets, stopping,
-    per class, sentences (rounded). Sections on actions and stopping appear only when recorded."""
-    lines = [*_md_header(report), *_md_runs(report), *_md_headline(report), *_md_actions(report),
+    """``report.md``: protocol header, runs, headline, variants against their base, annotator actions,
+    equal boxes, targets, stopping, per class, sentences (rounded). Sections on actions and stopping appear only when recorded."""
+    lines = [*_md_header(report), *_md_runs(report), *_md_headline(report), *_md_variants(report),
+             *_md_actions(report),
              *_md_equal_boxes(report), *_md_targets(report), *_md_stopping(report), *_md_per_class(report),
              "", "## In words", ""]
     lines += [f"- {c['sentence']}" for c in report["comparisons"]] or ["- No strategy besides random was run."]
@@ -1218,8 +1260,6 @@ def _plot_targets(ax, report: Mapping[str, Any], colours: Mapping[str, str]) -> 
 
 def _symlog_y(ax) -> None:
     """Symlog y (linear below 0.01, log above) with plain-number ticks: early cycles sit near 0."""
-    from matplotlib.ticker import FixedLocator, NullFormatter, StrMethodFormatter
-
     ax.set_yscale("symlog", linthresh=0.01)
     top = max(ax.get_ylim()[1], 0.02)
     ax.set_ylim(0, top)
@@ -1250,9 +1290,6 @@ def _plot_stops(ax, report: Mapping[str, Any], colours: Mapping[str, str]) -> No
 def curves_figure(report: Mapping[str, Any], *, dpi: int = 120):
     """The ``matplotlib.figure.Figure`` of :func:`plot_curves`: one axes per panel (2, or 3 with
     annotator actions recorded)."""
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
     panels = ("images", "boxes", "actions") if report["actions_recorded"] else ("images", "boxes")
     fig = Figure(figsize=(6.5 * len(panels), 5.2), dpi=dpi, layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True)

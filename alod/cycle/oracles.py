@@ -47,8 +47,11 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from alod.pool import LabeledPool
-from alod.utils import AlodError, atomic_write_json, sha256_file
+from alod.cycle.actions import ACCEPT, add_actions, annotator_actions
+from alod.cycle.pool import LabeledPool
+from alod.data.index import DetectionIndex
+from alod.data.sources import training_split_labeled
+from alod.utils import AlodError, Registry, atomic_write_json, sha256_file
 
 
 @dataclass(frozen=True)
@@ -68,33 +71,27 @@ class Oracle(Protocol):
     def training_index(self, pool: LabeledPool): ...
 
 
-ORACLES: dict[str, Callable[..., Oracle]] = {}
+ORACLES: Registry[Callable[..., Oracle]] = Registry("oracle")
 #: Oracles that reveal the dataset's own labels (pool source ``"dataset"``).
 DATASET_ORACLES = ("simulated", "simulated_boxes")
 
 
-def register_oracle(name: str):
-    def deco(factory):
-        ORACLES[name] = factory
-        return factory
-
-    return deco
-
-
 def build_oracle(name: str, **kwargs) -> Oracle:
-    if name not in ORACLES:
-        raise AlodError(f"unknown oracle {name!r}; choose one of {', '.join(sorted(ORACLES))}")
-    return ORACLES[name](**kwargs)
+    """The oracle ``name`` built with ``kwargs`` (``ctx``, ``train``)."""
+    return ORACLES.get(name)(**kwargs)
 
 
-@register_oracle("simulated")
+def check_oracle(name: str) -> None:
+    """Refuse an unknown ``cycles.oracle`` when the config is checked, before any work."""
+    ORACLES.get(name, where="config: cycles.oracle")
+
+
+@ORACLES.register("simulated")
 class SimulatedOracle:
     """Labels come from the dataset's label file (source ``"dataset"``)."""
 
     def __init__(self, *, ctx=None, train):
         if ctx is not None:
-            from alod.data.sources import training_split_labeled
-
             if not training_split_labeled(ctx.cfg.data):
                 raise AlodError(f"cycles.oracle={ctx.cfg.cycles.oracle} reveals the dataset's labels, and data.kind="
                                 f"{ctx.cfg.data.kind} has no training labels to reveal; use cycles.oracle=human "
@@ -115,20 +112,18 @@ class SimulatedOracle:
 LABEL_WORK_FORMAT = "alod.cycle-label-work/1"
 
 
-@register_oracle("simulated_boxes")
+@ORACLES.register("simulated_boxes")
 class SimulatedBoxesOracle(SimulatedOracle):
     """The dataset's labels, and the annotator's work against pre-annotations (module docstring).
 
     ``predict(cycle, positions) -> list[dict] | None``: the detections (``boxes float[N, 4]``,
     ``labels int[N]``, ``scores float[N]``) of the model that pre-annotates cycle ``cycle`` on the
     training images ``positions``, ``None`` when there is none. Default: cycle ``cycle - 1``'s
-    checkpoint (:func:`alod.selection.checkpoint_model`, :func:`alod.engine.predict`); cycle 1:
+    checkpoint (:func:`alod.cycle.scorer.checkpoint_model`, :func:`alod.engine.predict`); cycle 1:
     ``None``. Tests inject their own. ``ctx=None``: nothing is written (counting only).
     """
 
     def __init__(self, *, ctx=None, train, predict: Callable | None = None, accept: float | None = None):
-        from alod.cycle.actions import ACCEPT
-
         super().__init__(ctx=ctx, train=train)
         self.ctx = ctx
         self.accept = float(accept if accept is not None else ctx.cfg.cycles.accept_score if ctx else ACCEPT)
@@ -142,8 +137,8 @@ class SimulatedBoxesOracle(SimulatedOracle):
         return self.ctx.layout.cycle_checkpoint(cycle - 1) if cycle > 1 and self.ctx is not None else None
 
     def _predict_with_checkpoint(self, cycle: int, positions: list[int]):
-        from alod.engine import predict
-        from alod.selection import checkpoint_model
+        from alod.cycle.scorer import checkpoint_model  # why: keeps torch out of config checks
+        from alod.engine import predict  # why: (same)
 
         ckpt = self._model(cycle)
         if ckpt is None:
@@ -158,8 +153,6 @@ class SimulatedBoxesOracle(SimulatedOracle):
         ``model`` and ``model_sha256`` (``None`` for cycle 1), ``per_image`` (one
         :data:`~alod.cycle.actions.ACTION_KEYS` dict per image, in ``images``' order) and ``totals``.
         Read back when the file was made for the same inputs; else counted and written (main process)."""
-        from alod.cycle.actions import add_actions, annotator_actions
-
         model = self._model(cycle)
         key = {"format": LABEL_WORK_FORMAT, "cycle": int(cycle), "images": list(images), "accept": self.accept,
                "model": None if model is None else str(model),
@@ -205,7 +198,7 @@ class StoredLabels:
     entry per labeled image, in the readers' index format)."""
 
     record: dict
-    index: object  # DetectionIndex
+    index: DetectionIndex
 
 
 def read_labels_record(layout, cycle: int) -> dict | None:
@@ -241,8 +234,6 @@ def load_stored_labels(layout, cycle: int) -> StoredLabels | None:
     Raises:
         AlodError: the two files do not belong together (rerun the import).
     """
-    from alod.data.index import DetectionIndex
-
     record = read_labels_record(layout, cycle)
     if record is None:
         return None
@@ -266,7 +257,7 @@ def store_labels(layout, cycle: int, index, record: dict) -> dict:
     return record
 
 
-@register_oracle("human")
+@ORACLES.register("human")
 class HumanOracle:
     """Labels come from annotators, through ``alod export`` and ``alod import``.
 
@@ -302,8 +293,6 @@ class HumanOracle:
         return Labels(names=[x for x in images if x in keep], source=str(rec["source"]))
 
     def training_index(self, pool: LabeledPool):
-        from alod.data.index import DetectionIndex
-
         train = self.train
         stored: dict[int, tuple[StoredLabels, dict[str, int]]] = {}
         names, widths, heights, boxes, labels, ignore = [], [], [], [], [], []

@@ -1,18 +1,26 @@
 """Scoring images with a detector and a strategy: the one loop behind the scoring stage (sharded and
-resumable, :mod:`alod.stages.scoring`) and the adaptive selector (:mod:`alod.selection`).
+resumable, :mod:`alod.stages.scoring`) and the adaptive selector (:mod:`alod.cycle.selection`).
 
 A strategy's ``inference`` (:mod:`alod.strategies`) decides how the detector runs: ``single`` is
 one pass per image (:func:`alod.engine.iter_predictions`); ``stochastic`` strategies get their
 Monte Carlo passes from the engine's MC inference when it exists.
 
 The same pass can also capture a per-image embedding (:class:`EmbeddingHook`, for the batch rules of
-:mod:`alod.batch_rules`) and weight boxes by class (``class_weights``, :mod:`alod.strategies`).
+:mod:`alod.cycle.batch_rules`) and weight boxes by class (``class_weights``, :mod:`alod.strategies`).
 """
 from __future__ import annotations
 
+import math
+from dataclasses import asdict
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from tqdm import tqdm
+
+from alod.engine import iter_predictions
+from alod.models import MCSampling, load_detector
+from alod.strategies import check_params, get_strategy, weights_kwargs
 
 
 def iter_scored(model, dataset, positions, *, strategy: str, params: dict, batch_size: int, num_workers: int = 0,
@@ -25,9 +33,6 @@ def iter_scored(model, dataset, positions, *, strategy: str, params: dict, batch
     ``embed``: each detection also holds ``embedding float16[d]`` (:class:`EmbeddingHook`; ``None``
     for an image that failed to decode).
     """
-    from alod.engine import iter_predictions
-    from alod.strategies import check_params, get_strategy, weights_kwargs
-
     spec = get_strategy(strategy)
     resolved = {**check_params(strategy, params), **weights_kwargs(spec, class_weights)}
     if embed:
@@ -41,8 +46,6 @@ def iter_scored(model, dataset, positions, *, strategy: str, params: dict, batch
     sampling = spec.sampling(resolved)
     mc = None
     if sampling is not None:
-        from alod.models import MCSampling
-
         mc = MCSampling(**sampling)
     for pos, det in iter_predictions(model, dataset, positions, batch_size=batch_size, num_workers=num_workers,
                                      device=device, amp=amp, mc=mc):
@@ -60,8 +63,6 @@ def score_positions(model, dataset, positions, *, strategy: str, params: dict, b
                     num_workers: int = 0, device="cpu", amp: bool = False, desc: str = "scoring",
                     progress: bool = True) -> np.ndarray:
     """Scores ``float64[len(positions)]`` of ``dataset``'s images at ``positions``, in that order."""
-    from tqdm import tqdm
-
     out = []
     with tqdm(total=len(positions), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for _, scores, _ in iter_scored(model, dataset, positions, strategy=strategy, params=params,
@@ -104,8 +105,6 @@ class EmbeddingHook:
         self._sizes = [(int(h), int(w)) for h, w in image_list.image_sizes]
 
     def _on_backbone(self, module, inputs, output) -> None:
-        import math
-
         feats = output if not hasattr(output, "keys") else [v for k, v in output.items() if k != "pool"][-1]
         fh, fw = int(feats.shape[-2]), int(feats.shape[-1])
         ph, pw = self._padded
@@ -155,12 +154,8 @@ def score_positions_details(model, dataset, positions, *, strategy: str, params:
     Returns ``{"scores": float64[n], "embeddings": float16[n, d] or None (without ``embed``),
     "predicted": int64[n] or None (without ``box_threshold``)}`` for ``positions`` in order. A
     strategy that needs no inference (``random``) is scored once over all positions, as
-    :func:`alod.selection.score_with_checkpoint` does, and the detector runs only for the rest.
+    :func:`score_with_checkpoint` does, and the detector runs only for the rest.
     """
-    from tqdm import tqdm
-
-    from alod.strategies import check_params, get_strategy
-
     spec = get_strategy(strategy)
     run_as = "box_count" if spec.inference == "none" else strategy  # any single-pass strategy gives the detections
     scores, embs, counts = [], [], []
@@ -178,3 +173,39 @@ def score_positions_details(model, dataset, positions, *, strategy: str, params:
     return {"scores": np.concatenate(scores) if scores else np.zeros(0),
             "embeddings": stack_embeddings(embs) if embed else None,
             "predicted": np.asarray(counts, dtype=np.int64) if box_threshold is not None else None}
+def score_with_checkpoint(ctx, index, positions: list[int], *, ckpt: Path, strategy: str, params: dict,
+                          desc: str) -> np.ndarray:
+    """Scores ``float64[len(positions)]`` of ``index``'s images ``positions`` under ``strategy``, with
+    the detector in ``ckpt`` (:func:`alod.models.load_detector`; not read for a strategy that needs no
+    inference). ``ctx`` is the stage context (:class:`alod.stages.setup.StageContext`)."""
+    spec = get_strategy(strategy)
+    resolved = check_params(strategy, params)
+    if spec.inference == "none":
+        return spec.fn([{}] * len(positions), **resolved)
+    cfg = ctx.cfg
+    model = checkpoint_model(ctx, index, ckpt)
+    return score_positions(model, ctx.dataset(index), positions, strategy=strategy, params=resolved,
+                           batch_size=cfg.score.batch_size, num_workers=cfg.score.num_workers,
+                           device=ctx.accelerator.device, amp=cfg.score.amp, desc=desc,
+                           progress=ctx.progress and ctx.is_main)
+
+
+def checkpoint_model(ctx, index, ckpt: Path):
+    """The detector of ``ckpt`` (:func:`alod.models.load_detector`) for ``index``'s classes, built
+    from the run's ``model:`` settings, on the stage's device."""
+    return load_detector(ckpt, num_classes=index.num_classes, **asdict(ctx.cfg.model)).to(ctx.accelerator.device)
+
+
+def score_details_with_checkpoint(ctx, index, positions: list[int], *, ckpt: Path, strategy: str, params: dict,
+                                  class_weights=None, embed: bool = False, box_threshold: float | None = None,
+                                  desc: str) -> dict:
+    """:func:`score_with_checkpoint` plus embeddings and predicted box counts from the same pass
+    (:func:`score_positions_details`): ``{"scores", "embeddings", "predicted"}``. The detector runs
+    even for a strategy that needs no inference: the options need its predictions."""
+    resolved = check_params(strategy, params)
+    model, cfg = checkpoint_model(ctx, index, ckpt), ctx.cfg
+    return score_positions_details(model, ctx.dataset(index), positions, strategy=strategy, params=resolved,
+                                   batch_size=cfg.score.batch_size, num_workers=cfg.score.num_workers,
+                                   device=ctx.accelerator.device, amp=cfg.score.amp, class_weights=class_weights,
+                                   embed=embed, box_threshold=box_threshold, desc=desc,
+                                   progress=ctx.progress and ctx.is_main)

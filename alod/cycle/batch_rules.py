@@ -4,7 +4,7 @@ A strategy scores images one at a time (:mod:`alod.strategies`); taking the top 
 can take ``k`` near-duplicates (the same crowded street at four timestamps). A batch rule
 (``score.batch``) takes the top ``score.batch_pool x k`` candidates by score and picks ``k`` of them
 that also differ from each other, in the space of a per-image embedding (the scorer's mean-pooled
-last FPN level, ``float16[d]``, captured in the scoring pass: :class:`alod.scorer.EmbeddingHook`).
+last FPN level, ``float16[d]``, captured in the scoring pass: :class:`alod.cycle.scorer.EmbeddingHook`).
 
 Rules are pure functions over arrays, registered by name (:data:`BATCH_RULES`)::
 
@@ -32,11 +32,11 @@ schedule's builder) call it, so they pick alike. :class:`SelectOptions` holds th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable
 
 import numpy as np
 
-from alod.utils import AlodError
+from alod.utils import AlodError, Registry
 
 BatchRule = Callable[..., np.ndarray]
 
@@ -50,14 +50,14 @@ class BatchRuleSpec:
     embeddings: bool
 
 
-BATCH_RULES: dict[str, BatchRuleSpec] = {}
+BATCH_RULES: Registry[BatchRuleSpec] = Registry("batch rule")
 
 
 def register_batch_rule(name: str, *, embeddings: bool = True):
     """Register ``fn(emb, scores, k, *, rng) -> int64[k]`` under ``name`` (``score.batch: name``)."""
 
     def deco(fn: BatchRule) -> BatchRule:
-        BATCH_RULES[name] = BatchRuleSpec(name=name, fn=fn, embeddings=embeddings)
+        BATCH_RULES.register(name, BatchRuleSpec(name=name, fn=fn, embeddings=embeddings))
         return fn
 
     return deco
@@ -136,6 +136,16 @@ def get_batch_rule(name: str) -> BatchRuleSpec:
     if name not in BATCH_RULES:
         raise AlodError(f"unknown batch rule {name!r}; choose one of {', '.join(sorted(BATCH_RULES))}")
     return BATCH_RULES[name]
+
+
+def check_selection_options(score, schedule) -> None:
+    """Check ``score.batch`` against :data:`BATCH_RULES` and that ``schedule.budget: boxes`` has a
+    ``schedule.box_budget`` (``score`` / ``schedule``: the config sections); :class:`AlodError`."""
+    if score.batch not in BATCH_RULES:
+        raise AlodError(f"config: score.batch: unknown batch rule {score.batch!r}; "
+                        f"choose one of {', '.join(sorted(BATCH_RULES))}")
+    if schedule.budget == "boxes" and schedule.box_budget is None:
+        raise AlodError("config: schedule.budget: boxes needs schedule.box_budget (predicted boxes per cycle)")
 
 
 def take_to_box_budget(order, predicted, budget: int) -> np.ndarray:

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from alod.commands import evaluate as cmd
-from alod.file_evaluation import evaluate_files
+from alod.evaluation import evaluate_files
 from alod.utils import AlodError, sha256_file
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def quiet(s):

@@ -10,6 +10,7 @@ recorded reuses the file instead of counting again.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,10 +18,10 @@ import pytest
 
 from alod.config import load_config
 from alod.cycle.actions import ACCEPT, ACTION_KEYS, add_actions, annotator_actions
+from alod.cycle.oracles import DATASET_ORACLES, ORACLES, SimulatedBoxesOracle, SimulatedOracle, build_oracle
+from alod.cycle.pool import LabeledPool
 from alod.data.index import DetectionIndex
 from alod.layout import RunLayout
-from alod.oracles import DATASET_ORACLES, ORACLES, SimulatedBoxesOracle, SimulatedOracle, build_oracle
-from alod.pool import LabeledPool
 from alod.utils import AlodError
 from alod_testing import run_layout, write_tiny_config
 
@@ -149,11 +150,11 @@ def test_config_accepts_the_oracle_and_checks_the_score(tmp_path):
 def _recount(cfg, train, images: list[str], cycle: int) -> dict:
     """Cycle ``cycle``'s work recounted outside the oracle: the previous checkpoint, iter_predictions."""
     from alod.data.dataset import DetectionDataset
-    from alod.engine import iter_predictions, load_checkpoint
-    from alod.models import build_detector
+    from alod.engine import iter_predictions
+    from alod.models import load_detector
 
-    model = build_detector(cfg.model, num_classes=train.num_classes)
-    model.load_state_dict(load_checkpoint(run_layout(cfg).cycle_checkpoint(cycle - 1))["model"])
+    model = load_detector(run_layout(cfg).cycle_checkpoint(cycle - 1), num_classes=train.num_classes,
+                          **asdict(cfg.model))
     pos = train.name_to_index()
     out = []
     for i, d in iter_predictions(model, DetectionDataset(train), [pos[x] for x in images], batch_size=4):
@@ -163,8 +164,8 @@ def _recount(cfg, train, images: list[str], cycle: int) -> dict:
 
 
 def test_a_two_cycle_run_records_the_work_and_resumes_without_recounting(tmp_path):
+    from alod.cycle.selection import box_counts
     from alod.data.sources import load_split
-    from alod.selection import box_counts
     from alod.stages.cycles import run_cycles
 
     # Adaptive selection with the random strategy: no scorer, no schedule. A score threshold of 0
