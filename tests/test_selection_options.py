@@ -10,7 +10,7 @@ import pytest
 from alod.compare.protocol import (check_variants, equal_boxes_name, plan, resolve, run_labels,
                                    run_name, split_label, variant_config)
 from alod.config import load_config
-from alod.stages.setup import load_checked_config
+from alod.stages.setup import check_config, load_checked_config
 from alod.cycle.batch_rules import SelectOptions, choose
 from alod.schedule import build_schedule, dumps_schedule
 from alod.strategies import STRATEGIES, box_entropy, difficulty_weights, get_strategy, score_images
@@ -172,6 +172,11 @@ def test_variant_configs_apply_the_overrides_on_the_seeded_run():
     assert (div.score.batch, div.score.batch_pool, div.score.strategy) == ("kmeanspp", 4, "entropy")
     assert (div.run, div.schedule, div.pretrain) == (plain.run, plain.schedule, plain.pretrain)  # same pairing
     assert div.compare.variants == {}
+    # No run carries the comparison's variants: the random run's config would fail their checks
+    # (class_weights: difficulty has no meaning for random) when its stage checks its config.
+    rand = variant_config(cfg, "random", seed=1, name="r", mode="adaptive")
+    assert plain.compare.variants == rand.compare.variants == {}
+    check_config(rand)
     # The equal-boxes random run of a variant: random, the variant's settings, no class weights.
     base = variant_config(cfg, "entropy+hard", seed=1, name="y", mode="adaptive", baseline=True)
     assert base.score.strategy == "random" and base.score.class_weights == "none"

@@ -130,8 +130,7 @@ def variant_config(cfg: Config, label: str, *, seed: int, name: str, mode: str, 
     table = dict(cfg.compare.variants[variant])
     if baseline:
         table["score.class_weights"] = "none"
-    # A run's config holds no variants: each was checked against the comparison's config already.
-    return apply_overrides(_with(seeded, compare={"variants": {}}), table, where=f"compare.variants.{variant}")
+    return apply_overrides(seeded, table, where=f"compare.variants.{variant}")
 
 
 def check_variants(cfg: Config) -> None:
@@ -417,9 +416,10 @@ def _needs_scorer(strategy: str) -> bool:
 def _seeded(cfg: Config, *, seed: int, name: str, strategy: str, mode: str) -> Config:
     params = dict(cfg.score.params)
     params[BASELINE] = {**(params.get(BASELINE) or {}), "seed": cfg.schedule.seed + seed}
+    # A run's config holds no variants: they belong to the comparison (and were checked against it).
     return _with(cfg, run={"name": name, "seed": cfg.run.seed + seed},
                  pretrain={"seed": cfg.pretrain.seed + seed}, schedule={"seed": cfg.schedule.seed + seed},
-                 score={"strategy": strategy, "params": params}, cycles={"selector": mode})
+                 score={"strategy": strategy, "params": params}, cycles={"selector": mode}, compare={"variants": {}})
 
 
 def _scoring_seconds(timings: _Timings, base: str, name: str, seed: int, mode: str, strategy: str,
