@@ -193,6 +193,11 @@ class ScheduleConfig:
     budget: str = "images"
     box_budget: int | None = None
     box_threshold: float = 0.5  # as box_count's default score_threshold
+    # How a box budget counts an image's boxes before it is labeled: count (its predicted boxes with
+    # score >= box_threshold) or calibrated (its expected count, the sum of its predicted boxes'
+    # scores, rescaled so the candidates' mean equals the labeled pool's true boxes per image;
+    # cycles.selector: adaptive only). docs/compare.md#selection-options has the measured error.
+    box_estimate: str = "count"
 
 
 @dataclass(frozen=True)
@@ -445,6 +450,7 @@ _RANGES = (
     ("schedule.budget", lambda v: v in ("images", "boxes"), "images or boxes"),
     ("schedule.box_budget", lambda v: v is None or v > 0, "null or > 0 boxes per cycle"),
     ("schedule.box_threshold", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    ("schedule.box_estimate", lambda v: v in ("count", "calibrated"), "count or calibrated"),
     ("schedule.batch_size", _positive, "> 0"),
     ("schedule.query_size", _positive, "> 0"),
     ("schedule.num_batches", lambda v: v is None or v > 0, "null (every batch) or > 0"),

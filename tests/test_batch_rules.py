@@ -4,8 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alod.cycle.batch_rules import (BATCH_RULES, SelectOptions, choose, predicted_counts, select_coreset, select_kmeanspp,
-                              select_topk, take_to_box_budget)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alod.cycle.batch_rules import (BATCH_RULES, SelectOptions, calibrated_counts, choose, predicted_counts,
+                                    select_coreset, select_kmeanspp, select_topk, take_to_box_budget)
 from alod.utils import AlodError
 
 
@@ -84,6 +87,33 @@ def test_box_budget_stops_at_the_image_that_reaches_it():
     assert take_to_box_budget(order, np.zeros(4, int), 0).tolist() == [2]  # at least one image
 
 
+def test_box_budget_takes_fractional_estimates():
+    order, predicted = [2, 0, 1], np.array([2.5, 0.4, 1.25])
+    assert take_to_box_budget(order, predicted, 3.7).tolist() == [2, 0]  # 1.25 + 2.5 = 3.75 >= 3.7
+    assert take_to_box_budget(order, predicted, 3.8).tolist() == [2, 0, 1]  # 3.75 < 3.8: one more
+    picked, info = choose(SelectOptions(budget="boxes", box_budget=3), names=["a", "b", "c"],
+                          scores=np.array([0.1, 0.2, 0.3]), k=1, predicted=np.array([2.5, 0.4, 1.25]))
+    assert picked.tolist() == [2, 1, 0] and info == {"predicted_boxes": 4.15}  # 1.25 + 0.4 < 3, + 2.5
+
+
+def test_calibrated_counts_scale_score_sums_to_the_labeled_mean():
+    est = calibrated_counts([0.5, 1.5, 0.0, 2.0], labeled_mean=6.0)
+    assert est.tolist() == [3.0, 9.0, 0.0, 12.0]  # mean of the sums 1.0 -> mean of the estimates 6.0
+    assert calibrated_counts([0.0, 0.0], labeled_mean=4.5).tolist() == [4.5, 4.5]  # nothing predicted
+    assert calibrated_counts([], labeled_mean=3.0).tolist() == []
+    with pytest.raises(AlodError, match="boxes per image"):
+        calibrated_counts([1.0], labeled_mean=float("nan"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 50, allow_nan=False), min_size=1, max_size=30), st.floats(0, 40, allow_nan=False))
+def test_calibrated_counts_keep_the_order_and_hit_the_labeled_mean(sums, mean):
+    est = calibrated_counts(sums, mean)
+    assert est.min() >= 0 and np.isclose(est.mean(), mean, rtol=1e-9, atol=1e-9)
+    order = np.argsort(np.asarray(sums), kind="stable")
+    assert np.all(np.diff(est[order]) >= -1e-9)  # more score mass never means fewer boxes
+
+
 def test_choose_ranks_ties_by_name_and_applies_the_pool_and_the_budget():
     names = ["b", "a", "c", "d"]
     scores = np.array([1.0, 1.0, 0.5, 0.2])
@@ -115,6 +145,11 @@ def test_options_record_only_what_is_in_effect():
     assert opts.identity() == {"class_weights": "difficulty", "budget": "boxes", "box_budget": 40,
                                "box_threshold": 0.5}
     assert opts.rule() == "top to boxes" and SelectOptions(batch="coreset").rule() == "coreset"
+    # box_estimate is recorded only when it is not the default, so earlier states keep resuming
+    assert "box_estimate" not in opts.identity()
+    calibrated = SelectOptions(budget="boxes", box_budget=40, box_estimate="calibrated")
+    assert calibrated.identity()["box_estimate"] == "calibrated"
+    assert "box_estimate" not in SelectOptions(box_estimate="calibrated").identity()  # no box budget: inert
 
 
 def test_predicted_counts_from_the_shard_layout():

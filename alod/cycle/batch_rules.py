@@ -25,7 +25,14 @@ the candidates in rank order (score descending, ties by image name), so "the low
   best-ranked image, every next one the image farthest from its nearest pick. Deterministic.
 
 A budget in boxes (``schedule.budget: boxes``, :func:`take_to_box_budget`) takes images in the
-chosen order until the model's predicted box count reaches ``schedule.box_budget``.
+chosen order until the model's predicted box count reaches ``schedule.box_budget``. How an image's
+boxes are counted before it is labeled is ``schedule.box_estimate``: ``count`` (its boxes with
+``score >= box_threshold``, :func:`predicted_counts`) or ``calibrated`` (:func:`calibrated_counts`:
+the sum of its boxes' scores, rescaled so that the candidates' mean equals the labeled pool's true
+boxes per image). Why calibrated: a weak early detector predicts few boxes at 0.5 (none at all on the
+built-in scenes after cycle 1), so ``count`` overfills the budget; the labeled pool, already paid
+for, says how many boxes an image holds on average, and the scores only have to say which images
+hold more than others.
 :func:`choose` combines a rule and a budget; both selectors (the adaptive one and the precomputed
 schedule's builder) call it, so they pick alike. :class:`SelectOptions` holds the settings.
 """
@@ -138,23 +145,32 @@ def get_batch_rule(name: str) -> BatchRuleSpec:
     return BATCH_RULES[name]
 
 
-def check_selection_options(score, schedule) -> None:
-    """Check ``score.batch`` against :data:`BATCH_RULES` and that ``schedule.budget: boxes`` has a
-    ``schedule.box_budget`` (``score`` / ``schedule``: the config sections); :class:`AlodError`."""
+def check_selection_options(score, schedule, selector: str = "adaptive") -> None:
+    """Check ``score.batch`` against :data:`BATCH_RULES`, that ``schedule.budget: boxes`` has a
+    ``schedule.box_budget``, and that ``schedule.box_estimate: calibrated`` runs under the adaptive
+    ``selector`` (``score`` / ``schedule``: the config sections); :class:`AlodError`."""
     if score.batch not in BATCH_RULES:
         raise AlodError(f"config: score.batch: unknown batch rule {score.batch!r}; "
                         f"choose one of {', '.join(sorted(BATCH_RULES))}")
     if schedule.budget == "boxes" and schedule.box_budget is None:
         raise AlodError("config: schedule.budget: boxes needs schedule.box_budget (predicted boxes per cycle)")
+    if schedule.budget == "boxes" and schedule.box_estimate == "calibrated" and selector != "adaptive":
+        # The calibration reads the labeled pool's true boxes, which only the adaptive selector has
+        # when it selects; a precomputed schedule is ranked before any cycle is labeled.
+        raise AlodError(f"config: schedule.box_estimate: calibrated needs cycles.selector: adaptive, not "
+                        f"{selector!r} (it calibrates on the labeled pool); use box_estimate: count")
 
 
 def take_to_box_budget(order, predicted, budget: int) -> np.ndarray:
     """The shortest prefix of ``order int[m]`` whose ``predicted int[n]`` box counts sum to at least
-    ``budget`` (all of ``order`` if they never do), and at least one image: ``int64[j]``."""
+    ``budget`` (all of ``order`` if they never do), and at least one image: ``int64[j]``. Counts may
+    be integers (``box_estimate: count``) or floats (``calibrated``)."""
     order = np.asarray(order, dtype=np.int64)
     if len(order) == 0:
         return order
-    reached = np.cumsum(np.asarray(predicted, dtype=np.int64)[order]) >= int(budget)
+    predicted = np.asarray(predicted)
+    predicted = predicted.astype(np.float64 if predicted.dtype.kind == "f" else np.int64)
+    reached = np.cumsum(predicted[order]) >= budget
     stop = int(np.argmax(reached)) + 1 if reached.any() else len(order)
     return order[:stop]
 
@@ -167,7 +183,8 @@ class SelectOptions:
     ``score.batch_pool`` (candidates per pick that a rule sees), ``score.class_weights`` (``none`` or
     ``difficulty``, :func:`alod.strategies.difficulty_weights`), ``schedule.budget`` (``images`` or
     ``boxes``), ``schedule.box_budget`` (predicted boxes per cycle) and ``schedule.box_threshold``
-    (the score at which a predicted box counts).
+    (the score at which a predicted box counts), ``schedule.box_estimate`` (``count`` or
+    ``calibrated``).
     """
 
     batch: str = "topk"
@@ -176,12 +193,13 @@ class SelectOptions:
     budget: str = "images"
     box_budget: int | None = None
     box_threshold: float = 0.5
+    box_estimate: str = "count"
 
     @classmethod
     def from_config(cls, cfg) -> "SelectOptions":
         return cls(batch=cfg.score.batch, batch_pool=cfg.score.batch_pool, class_weights=cfg.score.class_weights,
                    budget=cfg.schedule.budget, box_budget=cfg.schedule.box_budget,
-                   box_threshold=cfg.schedule.box_threshold)
+                   box_threshold=cfg.schedule.box_threshold, box_estimate=cfg.schedule.box_estimate)
 
     @property
     def active(self) -> bool:
@@ -206,6 +224,8 @@ class SelectOptions:
             out["class_weights"] = self.class_weights
         if self.budget != "images":
             out.update(budget=self.budget, box_budget=int(self.box_budget), box_threshold=float(self.box_threshold))
+            if self.box_estimate != "count":  # only when set, so earlier states and schedules keep their bytes
+                out["box_estimate"] = self.box_estimate
         return out
 
     def rule(self) -> str:
@@ -223,7 +243,7 @@ def choose(options: SelectOptions, *, names, scores, k: int, emb=None, predicted
         scores: ``float[n]`` strategy scores (higher = label first).
         k: images per cycle (``schedule.query_size``); under a box budget only the pool size.
         emb: ``float[n, d]`` embeddings (read by rules that need them).
-        predicted: ``int[n]`` predicted boxes per candidate (needed under a box budget).
+        predicted: ``int[n]`` or ``float[n]`` predicted boxes per candidate (needed under a box budget).
         rng: the rule's generator (``kmeanspp``).
 
     The candidates are ranked; a rule that reads embeddings sees the top
@@ -250,7 +270,31 @@ def choose(options: SelectOptions, *, names, scores, k: int, emb=None, predicted
         chosen = picked[: int(k)]
     if predicted is None:
         return chosen, {}
-    return chosen, {"predicted_boxes": int(np.asarray(predicted, dtype=np.int64)[chosen].sum())}
+    predicted = np.asarray(predicted)
+    if predicted.dtype.kind == "f":
+        return chosen, {"predicted_boxes": round(float(predicted[chosen].sum()), 2)}
+    return chosen, {"predicted_boxes": int(predicted.astype(np.int64)[chosen].sum())}
+
+
+def calibrated_counts(score_sums, labeled_mean: float) -> np.ndarray:
+    """``schedule.box_estimate: calibrated``: each candidate's expected boxes ``float64[n]``.
+
+    ``score_sums float[n]`` is the sum of each candidate's predicted box scores (an expected count
+    if the scores were calibrated probabilities; a detector's are not, hence the rescaling), and
+    ``labeled_mean`` the labeled pool's true boxes per image. The estimate is
+    ``labeled_mean * score_sums / mean(score_sums)``, so the candidates' mean equals
+    ``labeled_mean`` and the scores only rank images against each other; every candidate gets
+    ``labeled_mean`` when no candidate has a predicted box. Assumes the unlabeled images hold as many
+    boxes on average as the labeled ones (true of cycle 1's random draw; the run records what each
+    cycle actually labeled, ``labeled_boxes``, beside ``predicted_boxes``).
+    """
+    sums = np.asarray(score_sums, dtype=np.float64)
+    if labeled_mean < 0 or not np.isfinite(labeled_mean):
+        raise AlodError(f"calibrated box estimate: the labeled pool's boxes per image must be >= 0, not {labeled_mean}")
+    mean = float(sums.mean()) if len(sums) else 0.0
+    if mean <= 0:
+        return np.full(len(sums), float(labeled_mean))
+    return float(labeled_mean) * sums / mean
 
 
 def predicted_counts(box_scores, offsets, threshold: float) -> np.ndarray:

@@ -145,14 +145,21 @@ def predicted_boxes(det: dict, threshold: float) -> int:
     return int((np.asarray(det["scores"], dtype=np.float16) >= threshold).sum())
 
 
+def box_score_sum(det: dict) -> float:
+    """The sum of ``det``'s box scores (float16, as the shards keep them): the raw signal of
+    ``schedule.box_estimate: calibrated`` (:func:`alod.cycle.batch_rules.calibrated_counts`)."""
+    return float(np.asarray(det["scores"], dtype=np.float16).astype(np.float64).sum())
+
+
 def score_positions_details(model, dataset, positions, *, strategy: str, params: dict, batch_size: int,
                             num_workers: int = 0, device="cpu", amp: bool = False, class_weights=None,
-                            embed: bool = False, box_threshold: float | None = None, desc: str = "scoring",
-                            progress: bool = True) -> dict:
+                            embed: bool = False, box_threshold: float | None = None, score_sums: bool = False,
+                            desc: str = "scoring", progress: bool = True) -> dict:
     """:func:`score_positions` with what the selection options need, from the same pass.
 
     Returns ``{"scores": float64[n], "embeddings": float16[n, d] or None (without ``embed``),
-    "predicted": int64[n] or None (without ``box_threshold``)}`` for ``positions`` in order. A
+    "predicted": int64[n] or None (without ``box_threshold``)}`` for ``positions`` in order; with
+    ``score_sums``, ``"predicted"`` is instead each image's sum of box scores, ``float64[n]``. A
     strategy that needs no inference (``random``) is scored once over all positions, as
     :func:`score_with_checkpoint` does, and the detector runs only for the rest.
     """
@@ -166,13 +173,17 @@ def score_positions_details(model, dataset, positions, *, strategy: str, params:
                                       class_weights=class_weights if run_as == strategy else None, embed=embed):
             scores.append(np.asarray(s, dtype=np.float64))
             embs += [d.get("embedding") for d in dets]
-            counts += [predicted_boxes(d, box_threshold) for d in dets] if box_threshold is not None else []
+            if score_sums:
+                counts += [box_score_sum(d) for d in dets]
+            elif box_threshold is not None:
+                counts += [predicted_boxes(d, box_threshold) for d in dets]
             bar.update(len(dets))
     if spec.inference == "none":
         scores = [spec.fn([{}] * len(positions), **check_params(strategy, params))]
     return {"scores": np.concatenate(scores) if scores else np.zeros(0),
             "embeddings": stack_embeddings(embs) if embed else None,
-            "predicted": np.asarray(counts, dtype=np.int64) if box_threshold is not None else None}
+            "predicted": (np.asarray(counts, dtype=np.float64) if score_sums else
+                          np.asarray(counts, dtype=np.int64) if box_threshold is not None else None)}
 def score_with_checkpoint(ctx, index, positions: list[int], *, ckpt: Path, strategy: str, params: dict,
                           desc: str) -> np.ndarray:
     """Scores ``float64[len(positions)]`` of ``index``'s images ``positions`` under ``strategy``, with
@@ -198,7 +209,7 @@ def checkpoint_model(ctx, index, ckpt: Path):
 
 def score_details_with_checkpoint(ctx, index, positions: list[int], *, ckpt: Path, strategy: str, params: dict,
                                   class_weights=None, embed: bool = False, box_threshold: float | None = None,
-                                  desc: str) -> dict:
+                                  score_sums: bool = False, desc: str) -> dict:
     """:func:`score_with_checkpoint` plus embeddings and predicted box counts from the same pass
     (:func:`score_positions_details`): ``{"scores", "embeddings", "predicted"}``. The detector runs
     even for a strategy that needs no inference: the options need its predictions."""
@@ -207,5 +218,5 @@ def score_details_with_checkpoint(ctx, index, positions: list[int], *, ckpt: Pat
     return score_positions_details(model, ctx.dataset(index), positions, strategy=strategy, params=resolved,
                                    batch_size=cfg.score.batch_size, num_workers=cfg.score.num_workers,
                                    device=ctx.accelerator.device, amp=cfg.score.amp, class_weights=class_weights,
-                                   embed=embed, box_threshold=box_threshold, desc=desc,
+                                   embed=embed, box_threshold=box_threshold, score_sums=score_sums, desc=desc,
                                    progress=ctx.progress and ctx.is_main)

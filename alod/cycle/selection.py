@@ -19,7 +19,8 @@ count: the baseline at equal annotation cost). All three start cycle 1 from the 
 Selection options (:class:`alod.cycle.batch_rules.SelectOptions`, all off by default): a batch rule for
 diversity (``score.batch``), class weights from the current model's AP per class
 (``score.class_weights``; adaptive selection measures it on the labeled pool, see
-:func:`labeled_pool_metrics`) and a budget in predicted boxes (``schedule.budget: boxes``). The adaptive
+:func:`labeled_pool_metrics`) and a budget in predicted boxes (``schedule.budget: boxes``; adaptive
+selection can calibrate the prediction on the labeled pool, ``schedule.box_estimate: calibrated``). The adaptive
 selector applies them in its per-cycle scoring; the precomputed schedule applies them when it is
 built (:mod:`alod.schedule`). Either way, when one is on, ``cycle_NN/selection.json`` records the
 cycle's predicted boxes, its labeled boxes (simulated oracles: the dataset's) and the class weights.
@@ -34,8 +35,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from alod.cycle.batch_rules import SelectOptions, choose
-from alod.cycle.oracles import DATASET_ORACLES
+from alod.cycle.batch_rules import SelectOptions, calibrated_counts, choose
+from alod.cycle.oracles import DATASET_ORACLES, build_oracle
 from alod.cycle.pool import LabeledPool
 from alod.schedule import (
     STREAM_BATCH_RULE,
@@ -224,22 +225,40 @@ class AdaptiveSelector:
                                  metrics_path=path, desc=f"cycle {cycle} difficulty")
             weights = class_weights_from(path, self.train.classes)
         t0 = time.perf_counter()
+        calibrated = opts.needs_predicted and opts.box_estimate == "calibrated"
         out = score_details_with_checkpoint(self.ctx, self.train, candidates, ckpt=ckpt, strategy=self.strategy,
                                             params=self.params, class_weights=weights, embed=opts.needs_embeddings,
-                                            box_threshold=opts.box_threshold, desc=f"cycle {cycle} select")
+                                            box_threshold=opts.box_threshold, score_sums=calibrated,
+                                            desc=f"cycle {cycle} select")
         seconds = time.perf_counter() - t0
         self.ctx.log(f"cycle {cycle} select: scored {len(candidates)} images in {seconds:.1f} s "
                      f"({len(candidates) / max(seconds, 1e-9):.1f} images/s); options {opts.identity()}")
-        cand_names = [str(names[i]) for i in candidates]
+        cand_names, predicted, extra = [str(names[i]) for i in candidates], out["predicted"], {}
+        if calibrated:
+            extra["labeled_boxes_per_image"] = round(self._labeled_boxes_per_image(pool), 4)
+            predicted = calibrated_counts(predicted, extra["labeled_boxes_per_image"])
         picked, info = choose(opts, names=cand_names, scores=out["scores"], k=self.query_size,
-                              emb=out["embeddings"], predicted=out["predicted"],
+                              emb=out["embeddings"], predicted=predicted,
                               rng=np.random.default_rng((self.seed, STREAM_BATCH_RULE, cycle)))
+        info.update(extra)
         chosen = [cand_names[k] for k in picked.tolist()]
         if weights is not None:
             info["class_weights"] = [float(w) for w in weights]
         rule = "adaptive " + opts.rule()
         info = record_selection(self.ctx, self.train, cycle, chosen, rule=rule, info=info)
         return Selection(images=chosen, rule=rule, info=info)
+
+    def _labeled_boxes_per_image(self, pool: LabeledPool) -> float:
+        """The labeled pool's true boxes per image, as its oracle gave them (the dataset's labels for
+        the simulated oracles, the imported ones for ``human``): what ``box_estimate: calibrated``
+        scales the predicted counts to."""
+        if self.ctx.cfg.cycles.oracle in DATASET_ORACLES:
+            where = self.train.name_to_index()
+            counts = box_counts(self.train)[[where[x] for x in pool.names]]
+        else:
+            counts = box_counts(build_oracle(self.ctx.cfg.cycles.oracle, ctx=self.ctx, train=self.train)
+                                .training_index(pool))
+        return float(np.mean(counts)) if len(counts) else 0.0
 
 
 def labeled_pool_metrics(ctx, index, positions: list[int], *, ckpt: Path, metrics_path: Path, desc: str) -> dict:

@@ -51,7 +51,7 @@ def check_config(cfg: Config) -> Config:
     check_strategy_section(cfg.score)
     check_selector(cfg.cycles.selector)
     check_oracle(cfg.cycles.oracle)
-    check_selection_options(cfg.score, cfg.schedule)
+    check_selection_options(cfg.score, cfg.schedule, cfg.cycles.selector)
     base = dataclasses.replace(cfg, compare=dataclasses.replace(cfg.compare, variants={}))
     for name, table in cfg.compare.variants.items():  # each variant's run config passes the same checks
         variant = apply_overrides(base, table, where=f"compare.variants.{name}")

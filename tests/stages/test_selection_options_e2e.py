@@ -132,6 +132,12 @@ def test_embeddings_do_not_depend_on_the_batch(scorer):
                                rtol=1e-2, atol=1e-3)
     assert four["predicted"].tolist() == one["predicted"].tolist()
     assert not np.array_equal(four["embeddings"][0], four["embeddings"][1])
+    # box_estimate: calibrated reads the sum of each image's box scores instead of a count
+    sums = score_positions_details(model, dataset, [0, 5, 9], batch_size=4, **{**kw, "score_sums": True})["predicted"]
+    every = score_positions_details(model, dataset, [0, 5, 9], batch_size=4, **{**kw, "box_threshold": 0.0})
+    assert sums.dtype == np.float64 and np.all(sums > 0)
+    assert np.all(sums <= every["predicted"] + 1e-6)  # every score is at most 1
+    assert np.all(sums >= 0.05 * four["predicted"] - 1e-6)  # the boxes >= 0.05 alone sum to that much
 
 
 class _Pool:
@@ -153,7 +159,7 @@ def _fake_adaptive(scorer, tmp_path, monkeypatch, **kw):
         p = np.asarray(positions)
         return {"scores": ((p * 7919) % 101).astype(np.float64),
                 "embeddings": np.stack([np.sin(p), np.cos(3 * p)], axis=1).astype(np.float16),
-                "predicted": (p % 7).astype(np.int64)}
+                "predicted": (p % 5) / 4.0 if kwargs.get("score_sums") else (p % 7).astype(np.int64)}
 
     # Patched where the adaptive selector imports it at call time (alod.cycle.scorer).
     monkeypatch.setattr(scorer_module, "score_details_with_checkpoint", fake)
@@ -187,6 +193,36 @@ def test_adaptive_box_budget_stops_at_the_right_image_and_records_both_counts(sc
     assert record["predicted_boxes"] == total and record["labeled_boxes"] == labeled
     assert record["images"] == len(expected)
     assert calls[0]["class_weights"] is None and calls[0]["embed"] is False
+
+
+def test_adaptive_calibrated_box_budget_scales_score_sums_to_the_labeled_pool(scorer, tmp_path, monkeypatch):
+    """``box_estimate: calibrated``: the score sums are rescaled so the candidates' mean equals the
+    labeled pool's true boxes per image, and the budget is filled with those estimates."""
+    from alod.cycle.selection import box_counts
+
+    _, _, train = scorer
+    selector, calls, ctx = _fake_adaptive(scorer, tmp_path, monkeypatch, schedule={
+        "budget": "boxes", "box_budget": 20, "box_estimate": "calibrated"})
+    assert selector.identity()["box_estimate"] == "calibrated"
+    first = selector.select(1, _Pool([]))
+    second = selector.select(2, _Pool(first.images))
+    assert calls[0]["score_sums"] is True
+    names, boxes = [str(x) for x in train.names], box_counts(train)
+    mean = float(np.mean([boxes[names.index(x)] for x in first.images]))
+    cands = sorted(i for b in selector.batches[:2] for i in b.tolist() if names[i] not in first.images)
+    sums = {p: (p % 5) / 4.0 for p in cands}
+    scale = mean / np.mean(list(sums.values()))
+    ranked = sorted(cands, key=lambda p: (-((p * 7919) % 101), names[p]))
+    total, expected = 0.0, []
+    for p in ranked:
+        expected.append(names[p])
+        total += sums[p] * scale
+        if total >= 20:
+            break
+    assert second.images == expected and second.rule == "adaptive top to boxes"
+    assert second.info["labeled_boxes_per_image"] == pytest.approx(mean, abs=1e-4)
+    assert second.info["predicted_boxes"] == pytest.approx(total, abs=0.01)
+    assert second.info["labeled_boxes"] == int(sum(boxes[names.index(x)] for x in expected))
 
 
 def test_adaptive_class_weights_come_from_the_previous_model_on_the_labeled_pool(scorer, tmp_path, monkeypatch):
