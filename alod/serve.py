@@ -12,7 +12,10 @@ With ``cycles.oracle: human`` the cycle loop stops after selecting a cycle's ima
    is created in the project (``POST /api/projects/<id>/import``), with the pre-annotations of
    ``alod export --preannotate`` (the same code: :func:`alod.stages.annotation.cycle_task`, cycle
    ``N - 1``'s model, cycle 1: the scorer) and the images' URLs ``<public url>/data/<name>``.
-   ``cycle_NN/labelstudio_tasks.json`` keeps what was sent. ``--no-publish``: none are created.
+   ``cycle_NN/labelstudio_tasks.json`` keeps what was sent, and ``cycle_NN/export_labelstudio.json``
+   the pre-annotations' boxes (as ``alod export --preannotate`` does), so that the import of step 4
+   records in ``labels.json`` ``edits`` what annotators added, deleted, changed and kept against
+   them. ``--no-publish``: none are created.
 3. **Label.** Each ``ANNOTATION_CREATED`` / ``ANNOTATION_UPDATED`` webhook is read by the Label
    Studio reader of ``alod import`` (:func:`alod.annotate.labelstudio.read_tasks`). An annotation
    with any problem is refused whole (HTTP 422 with the problem list, also in ``/health`` and the
@@ -84,6 +87,7 @@ from typing import Any, Callable
 import defusedxml.ElementTree as ET
 import numpy as np
 
+from alod.annotate.formats import get_format
 from alod.annotate.labelstudio import FROM_NAME, TO_NAME, label_config, read_tasks, tasks
 from alod.annotate.labelstudio_client import client_from_env
 from alod.config import Config
@@ -597,6 +601,11 @@ class Backend:
                 task, info = self.steps.cycle_task(self.cfg, cycle=cycle, preannotate=True, threshold=self.threshold,
                                                    progress=False, log=self.log)
                 self.log(f"cycle {cycle}: pre-annotated {len(task.images)} images with {info.get('weights')}")
+                # Kept as alod export --preannotate keeps them, so that the import counts what annotators
+                # added, deleted and changed against what Label Studio showed them (labels.json "edits").
+                atomic_write_json(self.layout.cycle_export_record(cycle, "labelstudio"), annotation.export_record(
+                    task, cycle=cycle, fmt=get_format("labelstudio"), preannotate=True, threshold=self.threshold,
+                    weights=info.get("weights"), served_by="alod serve"))
                 with self._lock:
                     self._pre[cycle] = task
         return task

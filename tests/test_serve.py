@@ -318,6 +318,16 @@ def test_the_cycle_continues_once_every_image_is_labeled(served, run):
     [record] = calls  # the real alod import ran before the cycles
     assert sorted(record["images_labeled"]) == sorted(run["cycle1"]) and record["images_returned"] == []
     assert record["tool"] == "labelstudio" and record["boxes"] == 3
+    # What the annotators changed against the pre-annotations Label Studio showed (threshold 0: every
+    # detection of the pretrained model), counted as alod import counts it after alod export.
+    exported = json.loads(backend.layout.cycle_export_record(1, "labelstudio").read_text())
+    assert exported["served_by"] == "alod serve" and exported["preannotate"] is True
+    pre = sum(len(exported["preannotation_boxes"][x]["boxes"]) for x in run["cycle1"])
+    edits = record["edits"]
+    assert edits["preannotated"] is True and sorted(edits["per_image"]) == sorted(run["cycle1"])
+    t = edits["totals"]
+    assert t["added"] + t["changed"] + t["kept"] == 3  # every imported box is new, a fix, or kept
+    assert t["deleted"] + t["changed"] + t["kept"] == pre  # every pre-annotation is deleted, fixed or kept
     # ... and the next cycle's tasks were created, pre-annotated by cycle 1's model.
     assert [sorted(t["data"]["alod_name"] for t in tasks) for _, tasks in fake.imported] == [
         sorted(run["cycle1"]), sorted(run["cycle2"])]

@@ -249,6 +249,13 @@ def _annotate_cycle_1(base, project, serve_url, layout, selected, classes, train
     record = json.loads(layout.cycle_labels_record(1).read_text())
     assert sorted(record["images_labeled"]) == sorted(selected) and record["tool"] == "labelstudio"
     assert record["boxes"] == 4
+    # Counted against the pre-annotations alod served (export_labelstudio.json), as after alod export.
+    edits = record["edits"]
+    pre = json.loads(layout.cycle_export_record(1, "labelstudio").read_text())["preannotation_boxes"]
+    assert edits["preannotated"] is True and sorted(edits["per_image"]) == sorted(selected)
+    t = edits["totals"]
+    assert t["added"] + t["changed"] + t["kept"] == 4
+    assert t["deleted"] + t["changed"] + t["kept"] == sum(len(pre[x]["boxes"]) for x in selected)
     state = json.loads(layout.cycles_state.read_text())
     assert [(c["cycle"], c["step"]) for c in state["cycles"]] == [(1, "evaluated"), (2, "selected")]
     second = [t for t in new if t["data"]["alod_name"] not in selected]

@@ -283,20 +283,28 @@ def run_export(cfg: Config, *, cycle: int, fmt: str, preannotate: bool = False, 
         if ctx.is_main:
             files = fmt_.export(task, out_dir, copy_images=copy_images)
             result["files"] = [str(f) for f in files]
-            atomic_write_json(ctx.layout.cycle_export_record(cycle, fmt_.name), {
-                "cycle": cycle, "format": fmt_.name, "version": fmt_.version, "folder": str(out_dir),
-                "files": result["files"], "images": [im.name for im in task.images],
-                "priorities": [im.priority for im in task.images], "preannotate": preannotate,
-                "threshold": threshold if preannotate else None, "weights": weights,
-                "weights_sha256": sha256_file(weights) if weights else None, "copy_images": copy_images,
-                **({"preannotation_boxes": _preannotation_boxes(task)} if preannotate else {}),
-            })
+            atomic_write_json(ctx.layout.cycle_export_record(cycle, fmt_.name), export_record(
+                task, cycle=cycle, fmt=fmt_, preannotate=preannotate, threshold=threshold, weights=weights,
+                folder=str(out_dir), files=result["files"], copy_images=copy_images))
             pre = (f", {result['preannotations']} pre-annotations (score >= {threshold}) from {weights}"
                    if preannotate else "")
             ctx.log(f"cycle {cycle}: exported {len(task.images)} images for {fmt_.version}{pre} into {out_dir}")
             ctx.log("open / upload: " + " ".join(shlex.quote(f) for f in result["files"]))
         ctx.wait()
     return result
+
+
+def export_record(task, *, cycle: int, fmt, preannotate: bool, threshold: float, weights, **where) -> dict:
+    """What ``cycle_NN/export_<format>.json`` holds for ``task`` (an
+    :class:`~alod.annotate.core.ExportTask`) handed out in format ``fmt``: its images, priorities and,
+    with ``preannotate``, the pre-annotations' boxes that :func:`import_edits` compares an import
+    with. ``where``: how it was handed out (``folder``, ``files``, ``copy_images`` for ``alod
+    export``; ``served_by`` for ``alod serve``, which writes the record when it pre-annotates)."""
+    return {"cycle": cycle, "format": fmt.name, "version": fmt.version, **where,
+            "images": [im.name for im in task.images], "priorities": [im.priority for im in task.images],
+            "preannotate": preannotate, "threshold": threshold if preannotate else None, "weights": weights,
+            "weights_sha256": sha256_file(weights) if weights and Path(weights).is_file() else None,
+            **({"preannotation_boxes": _preannotation_boxes(task)} if preannotate else {})}
 
 
 def _preannotation_boxes(task) -> dict:
