@@ -585,3 +585,23 @@ def test_a_variant_without_its_base_runs_is_compared_with_random_only():
     report = build_report(random_runs() + [run("entropy+div", s, m) for s, m in RANDOM.items()], None,
                           protocol=PROTOCOL)
     assert "variant_comparisons" not in report and only(report, "entropy+div")["n"] == 3
+
+
+def test_box_budgets_report_what_each_cycle_labeled_against_the_budget():
+    # Budget 500 boxes per cycle; seed 0 adds 400, 600, 500 boxes after cycle 1, seed 1 adds 500 each time.
+    boxes = {0: [500, 900, 1500, 2000], 1: [500, 1000, 1500, 2000]}
+    images = {0: [100, 180, 290, 390], 1: [100, 200, 300, 400]}
+    budgeted = [run("entropy+boxes", s, RANDOM[s], boxes=boxes[s], images=images[s], box_budget=500)
+                for s in (0, 1)]
+    report = build_report(random_runs() + budgeted, None, protocol=PROTOCOL)
+    [b] = report["box_budgets"]
+    assert (b["label"], b["box_budget"], b["seeds"], b["cycles"]) == ("entropy+boxes (precomputed)", 500, [0, 1], 6)
+    assert b["boxes_per_cycle"] == 500.0 and b["images_per_cycle"] == pytest.approx((290 + 300) / 6)
+    assert b["ratio"] == {"mean": 1.0, "min": 0.8, "max": 1.2}
+    assert "## Budgets in boxes" in render_markdown(report)
+    plain = build_report(random_runs(), None, protocol=PROTOCOL)
+    assert "box_budgets" not in plain and "Budgets in boxes" not in render_markdown(plain)
+    with pytest.raises(AlodError, match="different box budgets"):
+        build_report(random_runs() + [budgeted[0], {**budgeted[1], "box_budget": 400}], None, protocol=PROTOCOL)
+    with pytest.raises(AlodError, match="box_budget must be > 0"):
+        build_report(random_runs() + [{**budgeted[0], "box_budget": 0}], None, protocol=PROTOCOL)

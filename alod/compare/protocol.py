@@ -460,8 +460,11 @@ def _record(cfg: Config, state: dict, *, seed: int, mode: str, strategy: str, sc
         })
     if not cycles:
         raise AlodError(f"run {cfg.run.name} has no evaluated cycle")
-    return {"strategy": strategy, "mode": mode, "seed": seed, "equal_boxes_to": None, "scorer_images": 0,
-            "scorer_charged": 0, "cycles": cycles}
+    out = {"strategy": strategy, "mode": mode, "seed": seed, "equal_boxes_to": None, "scorer_images": 0,
+           "scorer_charged": 0, "cycles": cycles}
+    if cfg.schedule.budget == "boxes":  # only then, so that records without a box budget keep their bytes
+        out["box_budget"] = int(cfg.schedule.box_budget)
+    return out
 
 
 def machine_info() -> dict:

@@ -438,8 +438,12 @@ def _check_record(rec: Any, i: int, threshold: float | None = None) -> dict[str,
         raise AlodError(f"{where}: scorer_boxes_charged without scorer_charged images")
     if cycles[-1]["images"] + scorer["scorer_charged"] == 0:
         raise AlodError(f"{where}: no labeled images at the final cycle; there is no curve to compare")
+    budget = rec.get("box_budget")
+    if budget is not None and _count(budget, where, "box_budget") == 0:
+        raise AlodError(f"{where}: box_budget must be > 0 boxes per cycle (or absent), got {budget!r}")
     return {"strategy": key[0], "mode": key[1], "equal_boxes_to": key[2], "seed": seed, "where": where,
-            "cycles": cycles, **scorer, "has_actions": None not in acts, **_stop(rec, cycles, where, threshold)}
+            "cycles": cycles, **scorer, "has_actions": None not in acts, **_stop(rec, cycles, where, threshold),
+            "box_budget": None if budget is None else int(budget)}
 
 
 def _check_records(records: Any, protocol: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -896,6 +900,31 @@ def _curve_summary(key: GroupKey, runs: Mapping[int, dict], *, threshold: float 
             "seeds": list(runs), "cycles": cycles, "seconds": seconds, "stopping": _stopping(runs, threshold)}
 
 
+def _box_budgets(groups: Mapping[GroupKey, dict[int, dict]]) -> list[dict[str, Any]]:
+    """Per run group with a budget in boxes (``schedule.budget: boxes``): what its cycles actually
+    labeled against the budget. Cycles from 2 on (cycle 1 is the shared draw of images), per seed
+    and cycle the boxes added over ``box_budget``: their mean, min and max, and the mean images and
+    boxes added per cycle. The selector filled each cycle with the model's *estimate*; the true
+    count is what annotators drew."""
+    rows = []
+    for key, runs in groups.items():
+        budgets = {r["box_budget"] for r in runs.values()}
+        if budgets == {None}:
+            continue
+        if len(budgets) != 1:
+            raise AlodError(f"{_label(key)}: its seeds ran with different box budgets {sorted(map(str, budgets))}")
+        budget = budgets.pop()
+        added = [(b["boxes"] - a["boxes"], b["images"] - a["images"])
+                 for r in runs.values() for a, b in pairwise(r["cycles"])]
+        ratios = [boxes / budget for boxes, _ in added]
+        rows.append({"label": _label(key), "strategy": key[0], "mode": key[1], "box_budget": budget,
+                     "seeds": list(runs), "cycles": len(added),
+                     "boxes_per_cycle": _mean([b for b, _ in added]), "images_per_cycle": _mean([i for _, i in added]),
+                     "ratio": {"mean": _mean(ratios), "min": min(ratios, default=None),
+                               "max": max(ratios, default=None)}})
+    return rows
+
+
 def _per_class(groups: Mapping[GroupKey, dict[int, dict]]) -> dict[str, Any]:
     """Final-cycle AP50 per class and run group: mean over the seeds that have an AP, and their count."""
     classes = sorted({k for runs in groups.values() for r in runs.values() for k in r["cycles"][-1]["per_class"]})
@@ -954,7 +983,8 @@ def build_report(records: Sequence[Mapping[str, Any]], full: Sequence[Mapping[st
     ``final_mAP50``, ``final_images``, ``final_boxes``, ``aulc_actions``, ``final_actions``,
     ``actions_per_box``, ``targets`` (``images``, ``boxes``, ``actions``), ``equal_boxes`` (with
     ``final_actions``, ``actions_per_box``), ``scorer_images``, ``sentence``, ...), ``per_class``,
-    ``notes``, ``actions_recorded`` (every record has actions: else every actions key is ``None``),
+    ``notes``, ``box_budgets`` (only with a run group under ``schedule.budget: boxes``:
+    :func:`_box_budgets`), ``actions_recorded`` (every record has actions: else every actions key is ``None``),
     ``actions_partly_recorded`` and ``stopping_recorded``; each curve has ``stopping`` and per cycle
     ``actions`` and ``agreement``. Definitions: module docstring.
 
@@ -995,6 +1025,9 @@ def build_report(records: Sequence[Mapping[str, Any]], full: Sequence[Mapping[st
               "stopping_recorded": any(c["stopping"] is not None for c in curves)}
     if variants:  # only then, so that a report without variants keeps its bytes
         report["variant_comparisons"] = variants
+    budgets = _box_budgets(groups)
+    if budgets:  # likewise
+        report["box_budgets"] = budgets
     return _no_nan(report)
 
 
@@ -1093,6 +1126,20 @@ def _md_variants(report: Mapping[str, Any]) -> list[str]:
                            f"{_f(ab['difference'], '{:+.3f}')} {_ci_cell(ab['ci95'])}",
                            f"{_f(fm['difference'], '{:+.3f}')} {_ci_cell(fm['ci95'])}",
                            f"{_f(fb['difference'], '{:+,.0f}')} {_ci_cell(fb['ci95'], '{:+,.0f}')}"]))
+    return lines
+
+
+def _md_box_budgets(report: Mapping[str, Any]) -> list[str]:
+    if not report.get("box_budgets"):
+        return []
+    lines = ["", "## Budgets in boxes (cycles 2 on: true boxes labeled per cycle against the budget)", "",
+             *_table(["run", "seeds", "box budget", "boxes per cycle", "images per cycle", "labeled / budget: mean",
+                      "min", "max"])]
+    for b in report["box_budgets"]:
+        r = b["ratio"]
+        lines.append(_row([b["label"], len(b["seeds"]), f"{b['box_budget']:,}", _f(b["boxes_per_cycle"], "{:,.1f}"),
+                           _f(b["images_per_cycle"], "{:,.1f}"), _f(r["mean"], "{:.2f}"), _f(r["min"], "{:.2f}"),
+                           _f(r["max"], "{:.2f}")]))
     return lines
 
 
@@ -1204,10 +1251,10 @@ def _md_per_class(report: Mapping[str, Any]) -> list[str]:
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
-    """``report.md``: protocol header, runs, headline, variants against their base, annotator actions,
+    """``report.md``: protocol header, runs, headline, variants against their base, box budgets, annotator actions,
     equal boxes, targets, stopping, per class, sentences (rounded). Sections on actions and stopping appear only when recorded."""
     lines = [*_md_header(report), *_md_runs(report), *_md_headline(report), *_md_variants(report),
-             *_md_actions(report),
+             *_md_box_budgets(report), *_md_actions(report),
              *_md_equal_boxes(report), *_md_targets(report), *_md_stopping(report), *_md_per_class(report),
              "", "## In words", ""]
     lines += [f"- {c['sentence']}" for c in report["comparisons"]] or ["- No strategy besides random was run."]
