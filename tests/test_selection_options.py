@@ -94,6 +94,22 @@ def test_each_new_key_is_checked_at_load(sets, message):
         load_checked_config(None, sets)
 
 
+def test_a_variant_is_checked_under_the_selector_of_each_compare_mode():
+    """A calibrated box budget needs the adaptive selector: fine as a variant of an adaptive-only
+    comparison (the base config's precomputed selector is not what its runs use), refused as soon as
+    the comparison also runs it precomputed; its equal-box random run drops the budget rule."""
+    variant = "compare.variants={boxes: {schedule.budget: boxes, schedule.box_budget: 50, schedule.box_estimate: calibrated}}"
+    cfg = load_checked_config(None, [variant, "compare.modes=[adaptive]"])
+    assert cfg.cycles.selector == "precomputed"
+    check_variants(cfg)
+    run = variant_config(cfg, "entropy+boxes", seed=0, name="x", mode="adaptive")
+    assert (run.cycles.selector, run.schedule.budget, run.schedule.box_estimate) == ("adaptive", "boxes", "calibrated")
+    eq = variant_config(cfg, "entropy+boxes", seed=0, name="x", mode="adaptive", baseline=True)
+    assert (eq.score.strategy, eq.schedule.budget, eq.schedule.box_budget) == ("random", "images", None)
+    with pytest.raises(AlodError, match="compare.variants.boxes: .*needs cycles.selector: adaptive, not 'precomputed'"):
+        load_checked_config(None, [variant, "compare.modes=[adaptive, precomputed]"])
+
+
 def test_the_new_keys_default_to_the_original_selection():
     cfg = load_config(None)
     assert (cfg.score.batch, cfg.score.batch_pool, cfg.score.class_weights) == ("topk", 3, "none")

@@ -127,10 +127,12 @@ def variant_config(cfg: Config, label: str, *, seed: int, name: str, mode: str, 
     if variant not in cfg.compare.variants:
         raise AlodError(f"compare: unknown variant {variant!r} in {label!r}; compare.variants has "
                         f"{', '.join(sorted(cfg.compare.variants)) or 'none'}")
-    table = dict(cfg.compare.variants[variant])
-    if baseline:
-        table["score.class_weights"] = "none"
-    return apply_overrides(seeded, table, where=f"compare.variants.{variant}")
+    out = apply_overrides(seeded, dict(cfg.compare.variants[variant]), where=f"compare.variants.{variant}")
+    if baseline:  # random_boxes draws to box counts of its own: no class weights, no budget rule
+        out = dataclasses.replace(out, score=dataclasses.replace(out.score, class_weights="none"),
+                                  schedule=dataclasses.replace(out.schedule, budget="images", box_budget=None,
+                                                               box_estimate="count"))
+    return out
 
 
 def check_variants(cfg: Config) -> None:

@@ -53,12 +53,14 @@ def check_config(cfg: Config) -> Config:
     check_oracle(cfg.cycles.oracle)
     check_selection_options(cfg.score, cfg.schedule, cfg.cycles.selector)
     base = dataclasses.replace(cfg, compare=dataclasses.replace(cfg.compare, variants={}))
-    for name, table in cfg.compare.variants.items():  # each variant's run config passes the same checks
-        variant = apply_overrides(base, table, where=f"compare.variants.{name}")
-        try:
-            check_config(variant)
-        except AlodError as e:
-            raise AlodError(f"compare.variants.{name}: {e}") from None
+    for name, table in cfg.compare.variants.items():  # each variant's run config passes the same checks,
+        for mode in cfg.compare.modes:  # under the selector each compare mode runs it with
+            moded = dataclasses.replace(base, cycles=dataclasses.replace(base.cycles, selector=mode))
+            variant = apply_overrides(moded, table, where=f"compare.variants.{name}")
+            try:
+                check_config(variant)
+            except AlodError as e:
+                raise AlodError(f"compare.variants.{name}: {e}") from None
     return cfg
 
 
