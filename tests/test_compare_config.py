@@ -37,3 +37,22 @@ def test_committed_report_follows_the_protocol(result, config):
     assert report["full"]["seeds"] == list(cfg.compare.full_seeds) and len(cfg.compare.full_seeds) >= 3
     for name in ("report.md", "curves.png", "runs.json"):
         assert (REPO / "benchmarks" / "results" / result / name).is_file()
+
+
+@pytest.mark.parametrize("result,config", [b for b in BENCHMARKS if b[0].endswith("_variants")])
+def test_committed_box_budget_variants_report_their_budget(result, config):
+    """A variant under ``schedule.budget: boxes`` is judged in true boxes: its runs record the budget
+    and the report says what each cycle labeled against it."""
+    cfg = load_config(REPO / config)
+    report = json.loads((REPO / "benchmarks" / "results" / result / "report.json").read_text())
+    runs = json.loads((REPO / "benchmarks" / "results" / result / "runs.json").read_text())
+    budgets = {name: over["schedule.budget"] if "schedule.budget" in over else
+               (over.get("schedule") or {}).get("budget") for name, over in cfg.compare.variants.items()}
+    rows = {b["strategy"]: b for b in report.get("box_budgets", [])}
+    for name, budget in budgets.items():
+        label = f"{cfg.compare.strategies[0]}+{name}"
+        if budget == "boxes":
+            assert rows[label]["box_budget"] > 0 and rows[label]["cycles"] > 0
+            assert all("box_budget" in r for r in runs["records"] if r["strategy"] == label)
+        else:
+            assert label not in rows
