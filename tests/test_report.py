@@ -605,3 +605,20 @@ def test_box_budgets_report_what_each_cycle_labeled_against_the_budget():
         build_report(random_runs() + [budgeted[0], {**budgeted[1], "box_budget": 400}], None, protocol=PROTOCOL)
     with pytest.raises(AlodError, match="box_budget must be > 0"):
         build_report(random_runs() + [{**budgeted[0], "box_budget": 0}], None, protocol=PROTOCOL)
+
+
+def test_a_censored_run_on_a_smaller_budget_is_credited_no_saving():
+    """A box budget that underspends: its last pool (1,200 boxes) is below what random needed
+    (2,000) and it never reaches random's final mAP50. Counted at its budget it would 'save' 800
+    boxes; it is credited 0, and on a budget at least random's its (negative) saving stays."""
+    small = [run("entropy+boxes", s, [0.125, 0.125, 0.125, 0.125], boxes=[300, 600, 900, 1200]) for s in RANDOM]
+    c = only(build_report(random_runs() + small, None, protocol=PROTOCOL), "entropy+boxes")
+    last = c["targets"][-1]
+    assert last["censored"] == 3
+    for r in last["per_seed"]:
+        assert r["boxes"]["log"]["needed"] == 1200.0 and r["boxes"]["log"]["reference"] == 2000.0
+        assert r["boxes"]["log"]["saved"] == 0.0 and r["boxes"]["linear"]["saved"] == 0.0
+        assert r["images"]["log"]["saved"] == 0.0  # 400 images, random's own need: no more, no less
+    big = [run("entropy", s, [0.125, 0.125, 0.125, 0.125], boxes=[600, 1200, 1800, 2400]) for s in RANDOM]
+    c = only(build_report(random_runs() + big, None, protocol=PROTOCOL), "entropy")
+    assert [r["boxes"]["log"]["saved"] for r in c["targets"][-1]["per_seed"]] == [-400.0, -400.0, -400.0]

@@ -94,7 +94,10 @@ Definitions (``n`` = number of paired seeds; every interval and test is over per
 * **Censored**: a run whose curve never reaches ``target_k(s)`` (the same condition under both
   interpolations: its maximum is below the target). Its needed value is its final images (boxes),
   i.e. censored at the budget: the seed stays in the mean (a lower bound on what it would need),
-  and ``censored`` counts such seeds per target.
+  and ``censored`` counts such seeds per target. Its saving is ``min(random's need - budget, 0)``:
+  never positive, because a run that stopped short of the target on a *smaller* budget than random
+  needed (a box budget that underspent) has shown no saving, only that its saving is below
+  ``random's need - budget``; counted at its budget it would look like one.
 * **Actions per box** (``actions_per_box``, per comparison and at equal boxes): the mean over
   seeds of the pool's actions / the pool's boxes at the final cycle (no scorer charge), for the
   strategy and for random: 1 means pre-annotation saved nothing, 0.6 that it saved 40% of the
@@ -585,7 +588,12 @@ def _needed_row(x: np.ndarray, y: np.ndarray, xr: np.ndarray, yr: np.ndarray, ta
     for name, fn in (("log", needed_log), ("linear", needed_linear)):
         need = fn(x, y, target)
         ref = fn(xr, yr, target)  # never None: random reaches its own value
-        need = float(x[-1]) if need is None else need   # censored at the budget
+        if need is None:  # censored: it needs more than its budget, by how much is unknown
+            need = float(x[-1])
+            # A run that stopped short of the target on a smaller budget than random needed is
+            # credited no saving: all its data says is that the saving is below ref - budget.
+            row[name] = {"needed": need, "reference": ref, "saved": min(ref - need, 0.0)}
+            continue
         row[name] = {"needed": need, "reference": ref, "saved": ref - need}
     return row
 
