@@ -178,3 +178,29 @@ def test_a_killed_comparison_resumes_to_the_same_curves(compared, tmp_path):
     assert len(per_seed(report)) == 4  # 2 strategies' modes x 2 seeds
     assert [x for pair in per_seed(resumed) for x in pair] == pytest.approx(
         [x for pair in per_seed(report) for x in pair], abs=1e-9)
+
+
+def test_timings_add_a_resumed_stage_but_not_a_finished_one(tmp_path):
+    from alod.compare.protocol import _Timings
+
+    path, done = tmp_path / "timings.json", tmp_path / "metrics.json"
+
+    def stage(seconds, finish=False):
+        def fn():
+            time.sleep(seconds)
+            if finish:
+                done.write_text("{}")
+            return "ckpt"
+        return fn
+
+    t = _Timings(path)
+    assert t.time("run/pretrain", stage(0.05), done=done) == "ckpt"  # killed before it finished
+    first = t.get("run/pretrain")
+    assert first >= 0.05
+    t = _Timings(path)  # a rerun resumes it: the seconds add up
+    t.time("run/pretrain", stage(0.05, finish=True), done=done)
+    resumed = t.get("run/pretrain")
+    assert resumed >= first + 0.05
+    t = _Timings(path)  # a third run only reloads the finished stage: nothing added
+    assert t.time("run/pretrain", stage(0.05), done=done) == "ckpt"
+    assert _Timings(path).get("run/pretrain") == resumed

@@ -27,6 +27,7 @@ from alod.compare.report import (
     needed_log,
     paired_test,
     render_markdown,
+    sentence,
     write_report,
 )
 from alod.utils import AlodError
@@ -622,3 +623,12 @@ def test_a_censored_run_on_a_smaller_budget_is_credited_no_saving():
     big = [run("entropy", s, [0.125, 0.125, 0.125, 0.125], boxes=[600, 1200, 1800, 2400]) for s in RANDOM]
     c = only(build_report(random_runs() + big, None, protocol=PROTOCOL), "entropy")
     assert [r["boxes"]["log"]["saved"] for r in c["targets"][-1]["per_seed"]] == [-400.0, -400.0, -400.0]
+
+
+def test_the_sentence_calls_a_censored_need_a_lower_bound():
+    small = [run("entropy+boxes", s, [0.125, 0.125, 0.125, 0.125], boxes=[300, 600, 900, 1200]) for s in RANDOM]
+    text = sentence(only(build_report(random_runs() + small, None, protocol=PROTOCOL), "entropy+boxes"))
+    assert "it needed at least 400 images to random's 400 and at least 1,200 boxes" in text
+    assert "credited no saving" in text and "upper bound" not in text
+    reached = [run("entropy", s, [0.2, 0.3, 0.4, 0.5]) for s in RANDOM]
+    assert "at least" not in sentence(only(build_report(random_runs() + reached, None, protocol=PROTOCOL), "entropy"))

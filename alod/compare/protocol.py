@@ -182,17 +182,24 @@ def check_request(strategies, modes, seeds) -> None:
 
 
 class _Timings:
-    """Wall seconds per (run, stage), kept across reruns: a resumed stage adds to what it had."""
+    """Wall seconds per (run, stage), kept across reruns: a resumed stage adds to what it had.
+
+    ``done`` (the stage's output file) tells a finished stage from a resumed one: calling a
+    finished stage again only reloads its result, and adding that second to its recorded
+    minutes would make every rerun of a comparison drift its timings upward.
+    """
 
     def __init__(self, path: Path):
         self.path = path
         self.data = json.loads(path.read_text()) if path.is_file() else {}
 
-    def time(self, key: str, fn):
+    def time(self, key: str, fn, *, done: Path | None = None):
+        finished = done is not None and done.is_file() and key in self.data
         t0 = time.perf_counter()
         out = fn()
-        self.data[key] = self.data.get(key, 0.0) + (time.perf_counter() - t0)
-        atomic_write_json(self.path, self.data)
+        if not finished:
+            self.data[key] = self.data.get(key, 0.0) + (time.perf_counter() - t0)
+            atomic_write_json(self.path, self.data)
         return out
 
     def get(self, key: str) -> float:
@@ -265,9 +272,11 @@ def _strategy_run(cfg, timings, *, seed, mode, strategy, progress, log) -> tuple
             own = scorer != f"{cfg.run.name}-scorer-s{seed}"  # a variant changing the scorer trains its own
             scfg = _with(variant_config(cfg, strategy if own else base, seed=seed, name=scorer, mode=mode),
                          pretrain={"images": "cycle1"})
-            ckpt = timings.time(f"{scfg.run.name}/pretrain", lambda: run_pretrain(scfg, progress=progress, log=log))
+            ckpt = timings.time(f"{scfg.run.name}/pretrain", lambda: run_pretrain(scfg, progress=progress, log=log),
+                                done=RunLayout.from_config(scfg.run).pretrain_metrics)
             scorer_images = rcfg.schedule.query_size
-        timings.time(f"{name}/scoring", lambda: run_scoring(rcfg, ckpt=ckpt, progress=progress, log=log))
+        timings.time(f"{name}/scoring", lambda: run_scoring(rcfg, ckpt=ckpt, progress=progress, log=log),
+                     done=RunLayout.from_config(rcfg.run).schedule)
     state = run_cycles(rcfg, progress=progress, log=log)
     scoring = _scoring_seconds(timings, cfg.run.name, name, seed, mode, base, scorer=scorer)
     record = _record(rcfg, state, seed=seed, mode=mode, strategy=strategy, scoring_seconds=scoring)
@@ -311,8 +320,9 @@ def _full_run(cfg, timings, records, *, seed, progress, log) -> dict:
     fcfg = _with(_seeded(cfg, seed=seed, name=name, strategy=BASELINE, mode="precomputed"),
                  pretrain={"fraction": 1.0, "epochs": epochs, "images": "partition"})
     log(f"[full s{seed}] {name}: the whole training split, {epochs} epochs (the cycles' image passes)")
-    timings.time(f"{name}/pretrain", lambda: run_pretrain(fcfg, progress=progress, log=log))
-    metrics = json.loads(RunLayout.from_config(fcfg.run).pretrain_metrics.read_text())
+    metrics_path = RunLayout.from_config(fcfg.run).pretrain_metrics
+    timings.time(f"{name}/pretrain", lambda: run_pretrain(fcfg, progress=progress, log=log), done=metrics_path)
+    metrics = json.loads(metrics_path.read_text())
     t = cfg.train
     return {"seed": seed, "mAP50": metrics["mAP50"], "mAP": metrics["mAP"], "images": len(train),
             "boxes": int(box_counts(train).sum()),

@@ -810,7 +810,8 @@ def _censor_clause(c: Mapping[str, Any]) -> str:
     if not parts:
         return ""
     return (" It never reached random's mAP50 at " + ", ".join(parts)
-            + " (censored: counted at its budget, so those savings are upper bounds).")
+            + " (censored: such a seed's need counts its whole budget, a lower bound, and it is credited"
+              " no saving).")
 
 
 def sentence(c: Mapping[str, Any]) -> str:
@@ -823,8 +824,10 @@ def sentence(c: Mapping[str, Any]) -> str:
             f"AULC {c['aulc']['strategy']:.3f} against random's {c['aulc']['random']:.3f}: {img_words}")
     if last is not None:
         i, b = last["images"]["log"], last["boxes"]["log"]
-        text += (f"; to reach random's final mAP50 it needed {i['needed']:,.0f} images to random's "
-                 f"{i['reference']:,.0f} and {b['needed']:,.0f} boxes to random's {b['reference']:,.0f}")
+        # A censored seed counts at its budget, so the mean need is then only a lower bound.
+        need = "at least " if last["censored"] else ""
+        text += (f"; to reach random's final mAP50 it needed {need}{i['needed']:,.0f} images to random's "
+                 f"{i['reference']:,.0f} and {need}{b['needed']:,.0f} boxes to random's {b['reference']:,.0f}")
     act_words, act_ok = _actions_clause(c)
     text += f"{act_words}; {box_words}."
     fb = c["final_boxes"]
