@@ -1,5 +1,6 @@
-"""Inputs the benchmarks share: a batch of generated demo scenes with their boxes, and the two CPU
-JPEG decoders timed against each other (PIL and :func:`alod.data.dataset.decode_rgb`)."""
+"""Inputs the benchmarks share: a batch of generated demo scenes with their boxes, a detector's SGD
+training step on them, and the two CPU JPEG decoders timed against each other (PIL and
+:func:`alod.data.dataset.decode_rgb`)."""
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -22,6 +23,27 @@ def scene_batch(tmp: Path, n: int, width: int = 320, height: int = 192):
                        image_size=(width, height), log=lambda *_: None)
     images, targets = collate_detection([DetectionDataset(index)[i] for i in range(n)])
     return images, targets, sorted((root / "images/100k/train").glob("*.jpg"))
+
+
+def sgd_step(model_cfg, images, targets):
+    """``(model, step)``: a detector built from ``model_cfg`` (seed 0) in train mode, and a function
+    that runs one SGD step with backward on ``images`` / ``targets`` (no warm-up: the caller's)."""
+    import torch
+
+    from alod.models import build_detector
+
+    torch.manual_seed(0)
+    model = build_detector(num_classes=10, **asdict(model_cfg))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    model.train()
+
+    def step():
+        loss = sum(model(images, targets).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return model, step
 
 
 def cpu_decoders(blobs: list[bytes]) -> dict[str, Callable[[], None]]:

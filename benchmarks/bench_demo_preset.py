@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from _inputs import sgd_step
 from _machine import machine_info, write_result
 
 from alod.data.dataset import DetectionDataset, collate_detection
@@ -23,7 +24,6 @@ from alod.data.loading import load_index
 from alod.config import SyntheticConfig
 from alod.data.synthetic import generate_dataset
 from alod.config import ModelConfig
-from alod.models import build_detector
 
 RESULTS = Path(__file__).resolve().parent / "results" / "demo_preset.json"
 
@@ -40,17 +40,7 @@ def main() -> None:
         images, targets = collate_detection([DetectionDataset(index)[i] for i in range(8)])
     rows = []
     for width in [int(w) for w in args.widths.split(",")]:
-        torch.manual_seed(0)
-        model = build_detector(num_classes=10, **asdict(ModelConfig(fpn_channels=width)))
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-        model.train()
-
-        def step():
-            loss = sum(model(images, targets).values())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
+        model, step = sgd_step(ModelConfig(fpn_channels=width), images, targets)
         for _ in range(2):
             step()
         t0 = time.perf_counter()

@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "parallel_threads.json"
@@ -35,24 +34,13 @@ SETTINGS = {"alone": (1, None), "two_default": (2, None), "two_single": (2, "1")
 def worker(steps: int, barrier: Path, jobs: int) -> None:
     """One job: build the demo detector, warm up, wait for the other jobs, time ``steps`` steps."""
     import torch
-    from _inputs import scene_batch
+    from _inputs import scene_batch, sgd_step
 
     from alod.config import load_config
-    from alod.models import build_detector
 
     with tempfile.TemporaryDirectory() as tmp:
         images, targets, _ = scene_batch(Path(tmp), 2, 320, 192)
-    torch.manual_seed(0)
-    model = build_detector(num_classes=10, **asdict(load_config(REPO / "configs" / "demo.yaml").model))
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    model.train()
-
-    def step():
-        loss = sum(model(images, targets).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
+    _, step = sgd_step(load_config(REPO / "configs" / "demo.yaml").model, images, targets)
     step()  # warm-up (allocations, oneDNN kernel choice)
     (barrier / f"{os.getpid()}").touch()
     while len(list(barrier.iterdir())) < jobs:  # start the timed steps together
