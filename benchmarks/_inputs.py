@@ -25,20 +25,24 @@ def scene_batch(tmp: Path, n: int, width: int = 320, height: int = 192):
     return images, targets, sorted((root / "images/100k/train").glob("*.jpg"))
 
 
-def sgd_step(model_cfg, images, targets):
+def sgd_step(model_cfg, images, targets, *, bf16: bool = False, channels_last: bool = False):
     """``(model, step)``: a detector built from ``model_cfg`` (seed 0) in train mode, and a function
-    that runs one SGD step with backward on ``images`` / ``targets`` (no warm-up: the caller's)."""
+    that runs one SGD step with backward on ``images`` / ``targets`` (no warm-up: the caller's).
+    ``bf16``: under CPU bf16 autocast; ``channels_last``: weights in that memory format."""
     import torch
 
     from alod.models import build_detector
 
     torch.manual_seed(0)
     model = build_detector(num_classes=10, **asdict(model_cfg))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     model.train()
 
     def step():
-        loss = sum(model(images, targets).values())
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = sum(model(images, targets).values())
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -7,7 +7,6 @@ generated demo scenes (320x192, batch of 8) with their real boxes, so the RoI sa
 """
 from __future__ import annotations
 
-from dataclasses import asdict
 import argparse
 import datetime
 import tempfile
@@ -16,13 +15,9 @@ from pathlib import Path
 
 import torch
 
-from _inputs import sgd_step
+from _inputs import scene_batch, sgd_step
 from _machine import machine_info, write_result
 
-from alod.data.dataset import DetectionDataset, collate_detection
-from alod.data.loading import load_index
-from alod.config import SyntheticConfig
-from alod.data.synthetic import generate_dataset
 from alod.config import ModelConfig
 
 RESULTS = Path(__file__).resolve().parent / "results" / "demo_preset.json"
@@ -34,10 +29,7 @@ def main() -> None:
     ap.add_argument("--widths", default="256,128,64")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = generate_dataset(Path(tmp) / "d", **asdict(SyntheticConfig(num_train=8, num_val=1)), progress=False)
-        index = load_index(labels=root / "labels/det_20/det_train.json", image_root=root / "images/100k/train",
-                           image_size=(320, 192), log=lambda *_: None)
-        images, targets = collate_detection([DetectionDataset(index)[i] for i in range(8)])
+        images, targets, _ = scene_batch(Path(tmp), 8, 320, 192)
     rows = []
     for width in [int(w) for w in args.widths.split(",")]:
         model, step = sgd_step(ModelConfig(fpn_channels=width), images, targets)

@@ -16,7 +16,6 @@ during the run slows both alike; ratios, not seconds, are the result.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
 import argparse
 import os
 import tempfile
@@ -25,11 +24,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from _inputs import cpu_decoders, scene_batch
+from _inputs import cpu_decoders, scene_batch, sgd_step
 from _machine import run_info, write_result
 
 from alod.config import ModelConfig, load_config
-from alod.models import build_detector
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "train_step.json"
@@ -49,20 +47,7 @@ def _cpu_flags() -> list[str]:
 
 
 def _trainer(model_cfg: ModelConfig, images, targets, *, bf16: bool = False, channels_last: bool = False):
-    torch.manual_seed(0)
-    model = build_detector(num_classes=10, **asdict(model_cfg))
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    model.train()
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = sum(model(images, targets).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
+    _, step = sgd_step(model_cfg, images, targets, bf16=bf16, channels_last=channels_last)
     step()  # warm-up (allocations, oneDNN kernel choice)
     return step
 
